@@ -1,0 +1,233 @@
+//! Command-line definitions. Flags are named like the tools users already know.
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "atelier",
+    version,
+    about = "A terminal media workstation: Whisper, CLIP and Stable Diffusion on libtorch",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Device: auto, cpu, cuda or cuda:N (overrides `device` in config.toml)
+    #[arg(long, global = true, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Use this config file instead of ~/.config/atelier/config.toml
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Colour theme (overrides `theme` in config.toml)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub theme: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Folders to open in the TUI
+    #[arg(value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check libtorch, devices, models, config, terminal and audio
+    Doctor,
+    /// List, verify and import models
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Check or print the configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Transcribe or translate audio and video files with Whisper
+    Transcribe(Box<TranscribeArgs>),
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Show the installed models
+    List {
+        /// One JSON object per model
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every file and load every TorchScript module
+    Verify {
+        /// Models to verify (all when empty)
+        names: Vec<String>,
+    },
+    /// Convert and export a model from files on disk into the store
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ImportFamily {
+    /// CTranslate2 / faster-whisper folder, openai-whisper .pt, or HF transformers folder
+    Whisper,
+    /// Silero VAD: the silero-vad wheel (`pip download --no-deps silero-vad==6.2.3`)
+    Vad,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[arg(value_enum)]
+    pub family: ImportFamily,
+    /// The file or folder to import
+    pub source: PathBuf,
+    /// Name of the model in the store (default: derived from the source)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Source format: auto, ct2, openai, hf
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// Data type of the export: float32, or float16 (CUDA only)
+    #[arg(long, default_value = "float32")]
+    pub dtype: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the user's config, keymap and theme files
+    Check,
+    /// Print the effective configuration (presets with the user's files merged over them)
+    Print,
+}
+
+/// openai-whisper's boolean style: True/False, also true/false/1/0/yes/no.
+fn str2bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected True or False, got '{s}'")),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskArg {
+    Transcribe,
+    Translate,
+}
+
+/// Flags follow openai-whisper's CLI in kebab-case; its underscore spellings work too.
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// Audio or video files
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Model name in the store (default: whisper.model in config.toml)
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Spoken language (code or name); detected from the first 30 s when not given
+    #[arg(long)]
+    pub language: Option<String>,
+    /// transcribe, or translate to English
+    #[arg(long, value_enum, default_value = "transcribe")]
+    pub task: TaskArg,
+    /// Sampling temperature (0: greedy or beam search)
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Temperature step of the fallback when decoding fails the thresholds (0: no fallback)
+    #[arg(
+        long,
+        alias = "temperature_increment_on_fallback",
+        default_value_t = 0.2
+    )]
+    pub temperature_increment_on_fallback: f64,
+    /// Candidates when sampling with non-zero temperature
+    #[arg(long, alias = "best_of", default_value_t = 5)]
+    pub best_of: usize,
+    /// Beams in beam search at temperature 0 (1: greedy)
+    #[arg(long, alias = "beam_size")]
+    pub beam_size: Option<usize>,
+    /// Beam search patience (openai's; 1.0 is conventional beam search)
+    #[arg(long)]
+    pub patience: Option<f64>,
+    /// Length penalty alpha (default: simple length normalisation)
+    #[arg(long, alias = "length_penalty")]
+    pub length_penalty: Option<f64>,
+    /// Comma-separated token ids to suppress; -1 suppresses most special characters
+    #[arg(
+        long,
+        alias = "suppress_tokens",
+        default_value = "-1",
+        allow_hyphen_values = true
+    )]
+    pub suppress_tokens: String,
+    /// Text to provide as a prompt for the first window
+    #[arg(long, alias = "initial_prompt")]
+    pub initial_prompt: Option<String>,
+    /// Keep the initial prompt in every window's prompt
+    #[arg(long, alias = "carry_initial_prompt", num_args = 0..=1, default_missing_value = "true", value_parser = str2bool, default_value = "false")]
+    pub carry_initial_prompt: bool,
+    /// Give the previous output as the prompt for the next window
+    #[arg(long, alias = "condition_on_previous_text", num_args = 0..=1, default_missing_value = "true", value_parser = str2bool, default_value = "true")]
+    pub condition_on_previous_text: bool,
+    /// Fall back to sampling when the gzip compression ratio is above this
+    #[arg(long, alias = "compression_ratio_threshold", default_value_t = 2.4)]
+    pub compression_ratio_threshold: f64,
+    /// Fall back to sampling when the average log probability is below this
+    #[arg(long, alias = "logprob_threshold", default_value_t = -1.0, allow_hyphen_values = true)]
+    pub logprob_threshold: f64,
+    /// Treat a window as silence when <|nospeech|> is above this and the logprob is low
+    #[arg(long, alias = "no_speech_threshold", default_value_t = 0.6)]
+    pub no_speech_threshold: f64,
+    /// Word-level timestamps
+    #[arg(long, alias = "word_timestamps", num_args = 0..=1, default_missing_value = "true", value_parser = str2bool)]
+    pub word_timestamps: Option<bool>,
+    /// (with word timestamps) Merge these punctuation symbols with the next word
+    #[arg(
+        long,
+        alias = "prepend_punctuations",
+        default_value = "\"'“¿([{-",
+        allow_hyphen_values = true
+    )]
+    pub prepend_punctuations: String,
+    /// (with word timestamps) Merge these punctuation symbols with the previous word
+    #[arg(
+        long,
+        alias = "append_punctuations",
+        default_value = "\"'.。,，!！?？:：”)]}、",
+        allow_hyphen_values = true
+    )]
+    pub append_punctuations: String,
+    /// (with word timestamps) Underline each word as it is spoken in srt and vtt
+    #[arg(long, alias = "highlight_words", num_args = 0..=1, default_missing_value = "true", value_parser = str2bool, default_value = "false")]
+    pub highlight_words: bool,
+    /// (with word timestamps) Characters in a subtitle line before breaking it
+    #[arg(long, alias = "max_line_width")]
+    pub max_line_width: Option<usize>,
+    /// (with word timestamps) Lines in a subtitle segment
+    #[arg(long, alias = "max_line_count")]
+    pub max_line_count: Option<usize>,
+    /// (with word timestamps) Words in a subtitle segment
+    #[arg(long, alias = "max_words_per_line")]
+    pub max_words_per_line: Option<usize>,
+    /// Skip silent periods longer than this (seconds) around a likely hallucination (needs word timestamps)
+    #[arg(long, alias = "hallucination_silence_threshold")]
+    pub hallucination_silence_threshold: Option<f64>,
+    /// start,end,start,end,… seconds to transcribe (the last end defaults to the end of the file)
+    #[arg(long, alias = "clip_timestamps", default_value = "0")]
+    pub clip_timestamps: String,
+    /// Folder for the output files
+    #[arg(long, short = 'o', alias = "output_dir", default_value = ".")]
+    pub output_dir: PathBuf,
+    /// txt, vtt, srt, tsv, json or all
+    #[arg(long, short = 'f', alias = "output_format", default_value = "all")]
+    pub output_format: String,
+    /// Skip non-speech with Silero VAD (on by default)
+    #[arg(long, overrides_with = "no_vad")]
+    pub vad: bool,
+    /// Decode everything, silence included (openai-whisper's behaviour)
+    #[arg(long = "no-vad", alias = "no_vad", overrides_with = "vad")]
+    pub no_vad: bool,
+    /// CPU threads for libtorch (default: all cores)
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Print each segment as it is decoded
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = str2bool, default_value = "true")]
+    pub verbose: bool,
+}

@@ -1,0 +1,123 @@
+use crate::app::terminal::detect_image_protocol;
+use crate::config::{self, DeviceChoice};
+use crate::engine::{runtime, store};
+use crate::media::playback;
+use std::process::ExitCode;
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Prints what Atelier found on this machine. Exit 1 when something needed is broken.
+pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
+    let mut failures = 0;
+    println!("atelier {}", env!("CARGO_PKG_VERSION"));
+    println!();
+    println!("libtorch");
+    println!("  version        {}", runtime::LIBTORCH_VERSION);
+    println!("  library        {}", runtime::LIBTORCH_LIB);
+    match runtime::init() {
+        runtime::CudaBackend::Loaded(path) => {
+            println!("  cuda backend   loaded ({})", path.display())
+        }
+        runtime::CudaBackend::Unavailable(why) => println!("  cuda backend   not loaded: {why}"),
+    }
+    println!();
+    println!("devices");
+    match runtime::cuda_unavailable_reason() {
+        None => {
+            let gpus = runtime::gpus();
+            println!("  cuda           {} GPU(s)", tch::Cuda::device_count());
+            for gpu in gpus {
+                let free = gpu
+                    .free_bytes
+                    .map(|f| format!(", {} free", gib(f)))
+                    .unwrap_or_default();
+                println!(
+                    "  cuda:{}         {} ({}{free})",
+                    gpu.index,
+                    gpu.name,
+                    gib(gpu.total_bytes)
+                );
+            }
+        }
+        Some(why) => println!("  cuda           absent: {why}; running on CPU"),
+    }
+    println!("  cpu threads    {}", tch::get_num_threads());
+    match runtime::resolve_device(device) {
+        Ok(d) => println!("  selected       {d:?} (--device {device})"),
+        Err(e) => {
+            println!("  selected       error: {e}");
+            failures += 1;
+        }
+    }
+    println!();
+    let dir = store::models_dir(&loaded.config.models_dir);
+    println!("models           {}", dir.display());
+    let models = store::list(&dir);
+    if models.is_empty() {
+        println!("  none installed (run tools/dev.sh demo, or `atelier models import`)");
+    }
+    for model in models {
+        match model {
+            Ok(m) => {
+                let problems = m.verify(true);
+                let marker = if m.manifest.random_init {
+                    " [random weights: tests only]"
+                } else {
+                    ""
+                };
+                if problems.is_empty() {
+                    println!(
+                        "  ok    {:<24} {} {} {}/{}{marker}",
+                        m.name(),
+                        m.manifest.family,
+                        m.manifest.variant,
+                        m.manifest.device,
+                        m.manifest.dtype
+                    );
+                } else {
+                    failures += 1;
+                    println!("  BAD   {}", m.name());
+                    for p in problems {
+                        println!("        {p}");
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                println!("  BAD   {e}");
+            }
+        }
+    }
+    println!();
+    println!("configuration");
+    if loaded.sources.is_empty() {
+        println!("  files          presets only");
+    }
+    for path in &loaded.sources {
+        println!("  file           {}", path.display());
+    }
+    for e in &loaded.errors {
+        println!("  error          {e} (presets used instead)");
+    }
+    println!("  theme          {}", loaded.theme.name);
+    println!("  log            {}", crate::logging::log_path().display());
+    println!();
+    println!("terminal");
+    println!(
+        "  image protocol {}",
+        detect_image_protocol(loaded.config.ui.image_protocol)
+    );
+    println!();
+    println!("audio");
+    match playback::output_device() {
+        Ok(name) => println!("  output         {name}"),
+        Err(why) => println!("  output         none: {why} (transcript playback is off)"),
+    }
+    if failures > 0 {
+        super::exit(super::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,14 @@
+//! Headless commands: each returns the process exit code (0 ok, 1 failure, 2 usage/config).
+pub mod config;
+pub mod doctor;
+pub mod models;
+pub mod transcribe;
+
+use std::process::ExitCode;
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+pub fn exit(code: u8) -> ExitCode {
+    ExitCode::from(code)
+}

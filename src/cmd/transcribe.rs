@@ -1,0 +1,342 @@
+//! `atelier transcribe FILES…`: openai-whisper's CLI, with the model loaded once.
+use crate::cli::{TaskArg, TranscribeArgs};
+use crate::config::{DeviceChoice, Loaded};
+use crate::engine::whisper::job::{self, JobMsg};
+use crate::engine::whisper::tokenizer::to_language_code;
+use crate::engine::whisper::{DecodeOptions, Event, Task, TranscribeOptions};
+use crate::engine::{runtime, store, CancelToken, DeviceThread};
+use crate::media::audio::decode_to_16k_mono;
+use crate::output::writers::{self, format_timestamp, Format, WriterOptions};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::mpsc;
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    super::exit(super::EXIT_USAGE)
+}
+
+/// openai's `np.arange(temperature, 1.0 + 1e-6, increment)`.
+fn temperatures(start: f64, increment: f64) -> Vec<f64> {
+    if increment <= 0.0 {
+        return vec![start];
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        let t = start + increment * i as f64;
+        if t >= 1.0 + 1e-6 {
+            break;
+        }
+        out.push((t * 1e6).round() / 1e6);
+        i += 1;
+    }
+    out
+}
+
+fn parse_clips(text: &str) -> Result<Vec<(f64, f64)>, String> {
+    let points: Vec<f64> = text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("--clip-timestamps: '{s}' is not a number"))
+        })
+        .collect::<Result<_, _>>()?;
+    if points.len() <= 1 && points.first().is_none_or(|&p| p == 0.0) {
+        return Ok(Vec::new());
+    }
+    Ok(points
+        .chunks(2)
+        .map(|c| (c[0], c.get(1).copied().unwrap_or(f64::INFINITY)))
+        .collect())
+}
+
+/// Builds the engine options from the flags (usage errors as text).
+pub fn options(args: &TranscribeArgs, config_beam: u32) -> Result<TranscribeOptions, String> {
+    let language = match args.language.as_deref() {
+        None | Some("") => None,
+        Some(l) => Some(
+            to_language_code(l)
+                .ok_or_else(|| format!("--language: unknown language '{l}'"))?
+                .to_string(),
+        ),
+    };
+    let suppress_tokens = args
+        .suppress_tokens
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("--suppress-tokens: '{s}' is not a token id"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let beam_size = args
+        .beam_size
+        .or(Some(config_beam as usize))
+        .filter(|&b| b > 1);
+    if args.best_of == 0 {
+        return Err("--best-of must be at least 1".into());
+    }
+    Ok(TranscribeOptions {
+        decode: DecodeOptions {
+            task: match args.task {
+                TaskArg::Transcribe => Task::Transcribe,
+                TaskArg::Translate => Task::Translate,
+            },
+            language,
+            beam_size,
+            best_of: Some(args.best_of),
+            patience: args.patience,
+            length_penalty: args.length_penalty,
+            suppress_tokens,
+            ..DecodeOptions::default()
+        },
+        temperatures: temperatures(args.temperature, args.temperature_increment_on_fallback),
+        compression_ratio_threshold: Some(args.compression_ratio_threshold),
+        logprob_threshold: Some(args.logprob_threshold),
+        no_speech_threshold: Some(args.no_speech_threshold),
+        condition_on_previous_text: args.condition_on_previous_text,
+        initial_prompt: args.initial_prompt.clone(),
+        carry_initial_prompt: args.carry_initial_prompt,
+        clips: parse_clips(&args.clip_timestamps)?,
+        word_timestamps: args.word_timestamps.unwrap_or(false),
+        prepend_punctuations: args.prepend_punctuations.clone(),
+        append_punctuations: args.append_punctuations.clone(),
+        hallucination_silence_threshold: args.hallucination_silence_threshold,
+    })
+}
+
+pub fn run(
+    loaded: &Loaded,
+    args: TranscribeArgs,
+    device: DeviceChoice,
+    models_dir: &Path,
+) -> ExitCode {
+    let wcfg = &loaded.config.whisper;
+    let formats = match Format::parse(&args.output_format) {
+        Ok(f) => f,
+        Err(e) => return usage(format!("--output-format: {e}")),
+    };
+    let mut opts = match options(&args, wcfg.beam_size) {
+        Ok(o) => o,
+        Err(e) => return usage(e),
+    };
+    opts.word_timestamps = args.word_timestamps.unwrap_or(wcfg.word_timestamps);
+    if opts.word_timestamps && opts.decode.task == Task::Translate {
+        eprintln!("warning: word-level timestamps on translations may not be reliable");
+    }
+    if args.language.is_none() && !wcfg.language.is_empty() {
+        opts.decode.language = to_language_code(&wcfg.language).map(str::to_string);
+    }
+    let writer_options = WriterOptions {
+        max_line_width: args.max_line_width,
+        max_line_count: args.max_line_count,
+        highlight_words: args.highlight_words,
+        max_words_per_line: args.max_words_per_line,
+    };
+    let use_vad = if args.no_vad {
+        false
+    } else {
+        args.vad || wcfg.vad
+    } && opts.clips.is_empty();
+    if let Some(n) = args.threads {
+        runtime::set_threads(n);
+    }
+    let device = match runtime::resolve_device(device) {
+        Ok(d) => d,
+        Err(e) => return usage(e),
+    };
+    let model_name = args.model.clone().unwrap_or_else(|| wcfg.model.clone());
+    let model = match store::find(models_dir, &model_name, "whisper") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return super::exit(super::EXIT_FAILURE);
+        }
+    };
+    let vad_model = if use_vad {
+        match store::find(models_dir, &wcfg.vad_model, "vad") {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("error: {e}; VAD is on by default: install it (tools/dev.sh demo) or pass --no-vad");
+                return super::exit(super::EXIT_FAILURE);
+            }
+        }
+    } else {
+        None
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.output_dir) {
+        eprintln!(
+            "error: {}: cannot create the output folder: {e}",
+            args.output_dir.display()
+        );
+        return super::exit(super::EXIT_FAILURE);
+    }
+    let thread = match DeviceThread::spawn(device) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot start the model thread: {e}");
+            return super::exit(super::EXIT_FAILURE);
+        }
+    };
+    if let Err(e) = job::preload(&thread, model.clone(), vad_model.clone()) {
+        eprintln!("error: {e}");
+        return super::exit(super::EXIT_FAILURE);
+    }
+
+    // Decode the next file while the model works on the current one.
+    let (audio_tx, audio_rx) = mpsc::sync_channel(1);
+    let files = args.files.clone();
+    std::thread::spawn(move || {
+        for path in files {
+            let audio = decode_to_16k_mono(&path).map_err(|e| e.to_string());
+            if audio_tx.send((path, audio)).is_err() {
+                break;
+            }
+        }
+    });
+
+    let interactive = std::io::stderr().is_terminal();
+    let mut failed = 0;
+    for (path, audio) in audio_rx {
+        let audio = match audio {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        match transcribe_one(
+            &thread,
+            &model,
+            vad_model.clone(),
+            &path,
+            audio,
+            &opts,
+            &args,
+            interactive,
+        ) {
+            Ok(transcript) => match writers::write_files(
+                &args.output_dir,
+                &path,
+                &formats,
+                &transcript,
+                &writer_options,
+            ) {
+                Ok(written) => {
+                    for w in written {
+                        tracing::info!("wrote {}", w.display());
+                    }
+                }
+                Err(e) => {
+                    eprintln!(
+                        "error: {}: cannot write the outputs to {}: {e}",
+                        path.display(),
+                        args.output_dir.display()
+                    );
+                    failed += 1;
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        super::exit(super::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transcribe_one(
+    thread: &DeviceThread,
+    model: &store::InstalledModel,
+    vad: Option<store::InstalledModel>,
+    path: &Path,
+    audio: Vec<f32>,
+    opts: &TranscribeOptions,
+    args: &TranscribeArgs,
+    interactive: bool,
+) -> Result<crate::transcript::Transcript, String> {
+    let total = audio.len() as f64 / 16_000.0;
+    let bar = interactive.then(|| {
+        let bar = indicatif::ProgressBar::new((total * 100.0) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {percent}% {elapsed}<{eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        bar
+    });
+    let rx = job::submit(
+        thread,
+        model.clone(),
+        vad,
+        audio,
+        opts.clone(),
+        CancelToken::new(),
+    );
+    let mut stdout = std::io::stdout().lock();
+    for msg in rx {
+        match msg {
+            JobMsg::Event(Event::Language { code, probability }) => {
+                let name = crate::engine::whisper::tokenizer::LANGUAGES
+                    .iter()
+                    .find(|(c, _)| *c == code)
+                    .map_or(code.as_str(), |(_, n)| n);
+                let line = format!("Detected language: {name} ({probability:.2})");
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+            JobMsg::Event(Event::Segment(seg)) if args.verbose => {
+                let line = format!(
+                    "[{} --> {}] {}",
+                    format_timestamp(seg.start, false, "."),
+                    format_timestamp(seg.end, false, "."),
+                    seg.text
+                );
+                match &bar {
+                    Some(b) => b.suspend(|| {
+                        let _ = writeln!(stdout, "{line}");
+                    }),
+                    None => {
+                        let _ = writeln!(stdout, "{line}");
+                    }
+                }
+            }
+            JobMsg::Event(Event::Segment(_)) => {}
+            JobMsg::Event(Event::Progress { done_seconds, .. }) => {
+                if let Some(b) = &bar {
+                    b.set_position((done_seconds * 100.0) as u64);
+                }
+            }
+            JobMsg::Speech { seconds, ranges } => {
+                tracing::info!(
+                    "{}: VAD found {seconds:.1} s of speech in {ranges} ranges",
+                    path.display()
+                );
+            }
+            JobMsg::Done(result) => {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                return result;
+            }
+        }
+    }
+    Err("the model thread stopped".into())
+}

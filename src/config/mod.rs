@@ -1,0 +1,292 @@
+//! Configuration: embedded presets with the user's TOML merged over them.
+//!
+//! A broken user file never stops Atelier: it is reported and the presets are used.
+mod keymap;
+mod merge;
+mod theme;
+
+pub use keymap::{parse_key, KeyBinding, Keymap};
+pub use merge::merge_toml;
+pub use theme::{Theme, THEME_PRESETS};
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const PRESET_CONFIG: &str = include_str!("../../config/config.toml");
+pub const PRESET_KEYMAP: &str = include_str!("../../config/keymap.toml");
+
+/// An error in a configuration file: which file, and what (toml's message carries the line).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    fn invalid(path: &Path, message: impl ToString) -> Self {
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: message.to_string().trim_end().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub theme: String,
+    pub device: String,
+    pub models_dir: String,
+    pub log_level: String,
+    pub ui: UiConfig,
+    pub whisper: WhisperConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageProtocol {
+    #[default]
+    Auto,
+    Kitty,
+    Sixel,
+    Iterm2,
+    Halfblocks,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UiConfig {
+    pub image_protocol: ImageProtocol,
+    pub max_fps: u32,
+    pub mouse: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WhisperConfig {
+    pub model: String,
+    pub language: String,
+    pub task: String,
+    pub vad: bool,
+    pub vad_model: String,
+    pub output_formats: Vec<String>,
+    pub beam_size: u32,
+    pub word_timestamps: bool,
+}
+
+/// What `--device` and `device =` accept. Parsed here (no tch) and resolved by the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" | "" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("unknown device '{other}': use auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => write!(f, "auto"),
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the values serde cannot: names that must parse.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        self.device
+            .parse::<DeviceChoice>()
+            .map_err(|e| ConfigError::invalid(path, format!("device: {e}")))?;
+        if !["transcribe", "translate", ""].contains(&self.whisper.task.as_str()) {
+            return Err(ConfigError::invalid(
+                path,
+                format!(
+                    "whisper.task: unknown task '{}': use transcribe or translate",
+                    self.whisper.task
+                ),
+            ));
+        }
+        for format in &self.whisper.output_formats {
+            if !["txt", "srt", "vtt", "tsv", "json", "all"].contains(&format.as_str()) {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("whisper.output-formats: unknown format '{format}'"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn device_choice(&self) -> DeviceChoice {
+        self.device.parse().unwrap_or(DeviceChoice::Auto)
+    }
+}
+
+/// The user's configuration folder: `$XDG_CONFIG_HOME/atelier`, or `ATELIER_CONFIG_DIR`.
+pub fn config_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("ATELIER_CONFIG_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    dirs::config_dir().map(|d| d.join("atelier"))
+}
+
+/// The effective configuration and where it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub keymap: Keymap,
+    pub theme: Theme,
+    /// User files that were read and applied.
+    pub sources: Vec<PathBuf>,
+    /// Problems found; each one made Atelier fall back to the presets for that file.
+    pub errors: Vec<ConfigError>,
+}
+
+/// Parses and validates one user config text on its own, so errors carry its own line numbers.
+pub fn parse_user_config(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| ConfigError::invalid(path, e))?;
+    config.validate(path)?;
+    toml::from_str(text).map_err(|e| ConfigError::invalid(path, e))
+}
+
+/// Merges a user config text over the presets.
+pub fn config_from_user(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let user = parse_user_config(path, text)?;
+    let mut merged: toml::Table = toml::from_str(PRESET_CONFIG)
+        .map_err(|e| ConfigError::invalid(Path::new("<preset config.toml>"), e))?;
+    merge_toml(&mut merged, user);
+    let config: Config = merged
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::invalid(path, e))?;
+    config.validate(path)?;
+    Ok(config)
+}
+
+pub fn preset_config() -> Config {
+    // The preset is part of the binary and is covered by tests; it cannot fail at run time.
+    toml::from_str(PRESET_CONFIG).unwrap_or_default()
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Loads config, keymap and theme. `config_file` overrides the default user config path.
+pub fn load(config_file: Option<&Path>, theme_override: Option<&str>) -> Loaded {
+    let dir = config_dir();
+    let mut errors = Vec::new();
+    let mut sources = Vec::new();
+
+    let config_path = config_file
+        .map(Path::to_path_buf)
+        .or_else(|| dir.as_ref().map(|d| d.join("config.toml")));
+    let mut config = preset_config();
+    if let Some(path) = &config_path {
+        match read_optional(path) {
+            Ok(Some(text)) => match config_from_user(path, &text) {
+                Ok(c) => {
+                    config = c;
+                    sources.push(path.clone());
+                }
+                Err(e) => errors.push(e),
+            },
+            Ok(None) if config_file.is_some() => errors.push(ConfigError::Read {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
+            }),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+
+    let mut keymap = Keymap::preset();
+    if let Some(path) = dir.as_ref().map(|d| d.join("keymap.toml")) {
+        match read_optional(&path) {
+            Ok(Some(text)) => match Keymap::with_user(&path, &text) {
+                Ok(k) => {
+                    keymap = k;
+                    sources.push(path);
+                }
+                Err(e) => errors.push(e),
+            },
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+
+    let user_themes = dir.as_ref().map(|d| d.join("themes"));
+    let theme_name = theme_override.unwrap_or(&config.theme).to_string();
+    let theme = match Theme::load(&theme_name, user_themes.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(e);
+            Theme::preset_default()
+        }
+    };
+    Loaded {
+        config,
+        keymap,
+        theme,
+        sources,
+        errors,
+    }
+}
+
+/// `atelier config check`: every problem in the user's files, without falling back.
+pub fn check(config_file: Option<&Path>) -> (Vec<PathBuf>, Vec<ConfigError>) {
+    let loaded = load(config_file, None);
+    let mut checked = loaded.sources.clone();
+    let mut errors = loaded.errors;
+    // Every theme the user ships must load too, not only the active one.
+    if let Some(themes) = config_dir().map(|d| d.join("themes")) {
+        if let Ok(entries) = std::fs::read_dir(&themes) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                    continue;
+                }
+                let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+                    continue;
+                };
+                match Theme::load(name, Some(&themes)) {
+                    Ok(_) => checked.push(path),
+                    Err(e) => {
+                        if !errors.iter().any(|x| x.to_string() == e.to_string()) {
+                            errors.push(e)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (checked, errors)
+}

@@ -1,0 +1,7 @@
+//! The only module that touches tch. Everything above it sees plain Rust types.
+pub mod runtime;
+pub mod store;
+pub mod whisper;
+
+pub use runtime::{CancelToken, DeviceThread};
+pub use store::{InstalledModel, Manifest, StoreError};

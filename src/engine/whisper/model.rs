@@ -1,0 +1,289 @@
+//! A Whisper model loaded from the store: four TorchScript modules plus the tokenizer.
+use super::tokenizer::Tokenizer;
+use crate::engine::store::{InstalledModel, StoreError};
+use tch::{CModule, Device, IValue, Kind, Tensor};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    pub n_mels: i64,
+    pub n_audio_ctx: i64,
+    pub n_vocab: i64,
+    pub n_text_ctx: i64,
+    pub n_text_state: i64,
+    pub n_text_layer: i64,
+}
+
+pub struct WhisperModel {
+    pub name: String,
+    pub dims: Dims,
+    pub tokenizer: Tokenizer,
+    pub multilingual: bool,
+    pub alignment_heads: Vec<(i64, i64)>,
+    pub device: Device,
+    pub kind: Kind,
+    /// The decoder takes several tokens per call (export version 2 and later).
+    multi_token: bool,
+    mel: CModule,
+    encoder: CModule,
+    cross_kv: CModule,
+    step: CModule,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{model}: manifest lacks dims.{key}")]
+    MissingDim { model: String, key: String },
+    #[error("{model}: exported for {exported}, but running on {running:?}: re-export it with `atelier models import --device …`")]
+    WrongDevice {
+        model: String,
+        exported: String,
+        running: Device,
+    },
+    #[error("{model}: {message}")]
+    Torch { model: String, message: String },
+}
+
+/// The outputs of a decoder call (shapes per method below).
+pub struct StepOutput {
+    /// float32 logits on the CPU.
+    pub logits: Tensor,
+    /// `[L, 2, B, T+Tq, D]` on the device.
+    pub cache: Tensor,
+    /// Raw cross-attention qk of the alignment heads, float32 on the CPU.
+    pub align_qk: Tensor,
+}
+
+impl WhisperModel {
+    pub fn load(model: &InstalledModel, device: Device) -> Result<Self, ModelError> {
+        let m = &model.manifest;
+        let exported_cuda = m.device.starts_with("cuda");
+        if exported_cuda != device.is_cuda() {
+            return Err(ModelError::WrongDevice {
+                model: m.name.clone(),
+                exported: m.device.clone(),
+                running: device,
+            });
+        }
+        let dim = |key: &str| {
+            m.dim(key).ok_or_else(|| ModelError::MissingDim {
+                model: m.name.clone(),
+                key: key.to_string(),
+            })
+        };
+        let dims = Dims {
+            n_mels: dim("n_mels")?,
+            n_audio_ctx: dim("n_audio_ctx")?,
+            n_vocab: dim("n_vocab")?,
+            n_text_ctx: dim("n_text_ctx")?,
+            n_text_state: dim("n_text_state")?,
+            n_text_layer: dim("n_text_layer")?,
+        };
+        let multilingual = m
+            .config
+            .get("multilingual")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(dims.n_vocab >= 51865);
+        let num_languages =
+            m.config
+                .get("num-languages")
+                .and_then(|v| v.as_integer())
+                .unwrap_or(dims.n_vocab - 51765 - i64::from(multilingual)) as usize;
+        let alignment_heads = m
+            .config
+            .get("alignment-heads")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| {
+                        let p = p.as_array()?;
+                        Some((p.first()?.as_integer()?, p.get(1)?.as_integer()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tokenizer_path = model.file("tokenizer")?;
+        let tokenizer =
+            Tokenizer::load(&tokenizer_path, multilingual, num_languages).map_err(|e| {
+                ModelError::Torch {
+                    model: m.name.clone(),
+                    message: format!("{}: {e}", tokenizer_path.display()),
+                }
+            })?;
+        let kind = if m.dtype == "float16" {
+            Kind::Half
+        } else {
+            Kind::Float
+        };
+        Ok(WhisperModel {
+            name: m.name.clone(),
+            dims,
+            tokenizer,
+            multilingual,
+            alignment_heads,
+            device,
+            kind,
+            multi_token: m
+                .config
+                .get("export-version")
+                .and_then(|v| v.as_integer())
+                .is_some_and(|v| v >= 2),
+            mel: model.load_module("mel", device)?,
+            encoder: model.load_module("encoder", device)?,
+            cross_kv: model.load_module("cross_kv", device)?,
+            step: model.load_module("decoder_step", device)?,
+        })
+    }
+
+    fn torch_err(&self, e: tch::TchError) -> ModelError {
+        ModelError::Torch {
+            model: self.name.clone(),
+            message: e.to_string().lines().next().unwrap_or("").to_string(),
+        }
+    }
+
+    pub fn log_mel(&self, audio: &[f32]) -> Result<Tensor, ModelError> {
+        super::audio::log_mel_spectrogram(&self.mel, audio, self.device)
+            .map_err(|e| self.torch_err(e))
+    }
+
+    /// `[1, n_mels, 3000]` (CPU) → audio features on the device.
+    pub fn encode(&self, mel: &Tensor) -> Result<Tensor, ModelError> {
+        let input = mel.to_device(self.device).to_kind(self.kind);
+        self.encoder
+            .forward_ts(&[input])
+            .map_err(|e| self.torch_err(e))
+    }
+
+    /// Audio features → the cross-attention keys and values of every layer.
+    pub fn cross_kv(&self, features: &Tensor) -> Result<Tensor, ModelError> {
+        self.cross_kv
+            .forward_ts(&[features])
+            .map_err(|e| self.torch_err(e))
+    }
+
+    pub fn empty_cache(&self, rows: i64) -> Tensor {
+        Tensor::zeros(
+            [self.dims.n_text_layer, 2, rows, 0, self.dims.n_text_state],
+            (self.kind, self.device),
+        )
+    }
+
+    /// One token per row at `position`, attending to `cache` and the audio.
+    /// Returns logits `[B, V]` and align_qk `[B, A, ctx]`.
+    pub fn step(
+        &self,
+        tokens: &[u32],
+        position: usize,
+        cross_kv: &Tensor,
+        cache: &Tensor,
+    ) -> Result<StepOutput, ModelError> {
+        let out = self.forward(tokens, tokens.len(), position, cross_kv, cache)?;
+        Ok(StepOutput {
+            logits: out.logits.select(1, 0),
+            cache: out.cache,
+            align_qk: out.align_qk.select(2, 0),
+        })
+    }
+
+    /// `tokens` (one row, from `position`) in one call when the export supports it:
+    /// logits `[Tq, V]`, align_qk `[A, Tq, ctx]`.
+    pub fn prefill(
+        &self,
+        tokens: &[u32],
+        position: usize,
+        cross_kv: &Tensor,
+        cache: &Tensor,
+    ) -> Result<StepOutput, ModelError> {
+        if tokens.is_empty() {
+            return Err(ModelError::Torch {
+                model: self.name.clone(),
+                message: "prefill of no tokens".into(),
+            });
+        }
+        if self.multi_token {
+            let out = self.forward(tokens, 1, position, cross_kv, cache)?;
+            return Ok(StepOutput {
+                logits: out.logits.select(0, 0),
+                cache: out.cache,
+                align_qk: out.align_qk.select(0, 0),
+            });
+        }
+        // Older exports take one token per call.
+        let mut cache = cache.shallow_clone();
+        let (mut logits, mut align) = (Vec::new(), Vec::new());
+        for (i, &t) in tokens.iter().enumerate() {
+            let out = self.step(&[t], position + i, cross_kv, &cache)?;
+            cache = out.cache;
+            logits.push(out.logits.select(0, 0));
+            align.push(out.align_qk.select(0, 0));
+        }
+        Ok(StepOutput {
+            logits: Tensor::stack(&logits, 0),
+            cache,
+            align_qk: Tensor::stack(&align, 1),
+        })
+    }
+
+    /// `rows` rows of `tokens.len() / rows` tokens each, at positions from `position`.
+    fn forward(
+        &self,
+        tokens: &[u32],
+        rows: usize,
+        position: usize,
+        cross_kv: &Tensor,
+        cache: &Tensor,
+    ) -> Result<StepOutput, ModelError> {
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let per_row = (tokens.len() / rows.max(1)) as i64;
+        let tokens = Tensor::from_slice(&ids)
+            .view([rows as i64, per_row])
+            .to_device(self.device);
+        let start = position as i64;
+        let positions = Tensor::arange_start(start, start + per_row, (Kind::Int64, self.device));
+        let out = self
+            .step
+            .forward_is(&[
+                IValue::Tensor(tokens),
+                IValue::Tensor(positions),
+                IValue::Tensor(cross_kv.shallow_clone()),
+                IValue::Tensor(cache.shallow_clone()),
+            ])
+            .map_err(|e| self.torch_err(e))?;
+        let IValue::Tuple(mut v) = out else {
+            return Err(self.bad_output());
+        };
+        if v.len() != 3 {
+            return Err(self.bad_output());
+        }
+        let take = |v: Option<IValue>| match v {
+            Some(IValue::Tensor(t)) => Some(t),
+            _ => None,
+        };
+        let align = take(v.pop());
+        let cache = take(v.pop());
+        let logits = take(v.pop());
+        let (Some(mut logits), Some(cache), Some(mut align_qk)) = (logits, cache, align) else {
+            return Err(self.bad_output());
+        };
+        if logits.dim() == 2 {
+            // Version 1 exports return [B, V] and [B, A, ctx] for their single token.
+            logits = logits.unsqueeze(1);
+            align_qk = align_qk.unsqueeze(2);
+        }
+        Ok(StepOutput {
+            logits: logits.to_kind(Kind::Float).to_device(Device::Cpu),
+            cache,
+            align_qk: align_qk.to_kind(Kind::Float).to_device(Device::Cpu),
+        })
+    }
+
+    fn bad_output(&self) -> ModelError {
+        ModelError::Torch {
+            model: self.name.clone(),
+            message: "decoder_step did not return (logits, cache, align_qk): re-export the model"
+                .into(),
+        }
+    }
+}

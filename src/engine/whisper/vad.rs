@@ -1,0 +1,165 @@
+//! Silero VAD (the TorchScript model from the `silero-vad` package) and a port of its
+//! `get_speech_timestamps_from_probs`, used to keep Whisper away from silence and noise.
+use crate::engine::store::{InstalledModel, StoreError};
+use tch::{CModule, Device, IValue, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct VadParams {
+    pub threshold: f32,
+    pub neg_threshold: f32,
+    pub min_speech_duration_ms: f64,
+    pub min_silence_duration_ms: f64,
+    pub speech_pad_ms: f64,
+}
+
+impl Default for VadParams {
+    fn default() -> Self {
+        VadParams {
+            threshold: 0.5,
+            neg_threshold: 0.35,
+            min_speech_duration_ms: 250.0,
+            min_silence_duration_ms: 100.0,
+            speech_pad_ms: 30.0,
+        }
+    }
+}
+
+pub const WINDOW: usize = 512;
+const SAMPLE_RATE: f64 = 16_000.0;
+
+pub struct Vad {
+    module: CModule,
+    pub params: VadParams,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("VAD model failed: {0}")]
+    Torch(String),
+}
+
+impl Vad {
+    pub fn load(model: &InstalledModel) -> Result<Self, VadError> {
+        // Silero is small and stateful; it runs on the CPU whatever the Whisper device.
+        let module = model.load_module("vad", Device::Cpu)?;
+        let cfg = &model.manifest.config;
+        let get = |k: &str, d: f64| {
+            cfg.get(k)
+                .and_then(|v| v.as_float().or(v.as_integer().map(|i| i as f64)))
+                .unwrap_or(d)
+        };
+        let d = VadParams::default();
+        let params = VadParams {
+            threshold: get("threshold", d.threshold as f64) as f32,
+            neg_threshold: get("neg-threshold", d.neg_threshold as f64) as f32,
+            min_speech_duration_ms: get("min-speech-duration-ms", d.min_speech_duration_ms),
+            min_silence_duration_ms: get("min-silence-duration-ms", d.min_silence_duration_ms),
+            speech_pad_ms: get("speech-pad-ms", d.speech_pad_ms),
+        };
+        Ok(Vad { module, params })
+    }
+
+    /// Speech probability of each 512-sample window (the last one zero-padded).
+    pub fn speech_probs(&self, audio: &[f32]) -> Result<Vec<f32>, VadError> {
+        let err = |e: tch::TchError| {
+            VadError::Torch(e.to_string().lines().next().unwrap_or("").to_string())
+        };
+        self.module
+            .method_is::<IValue>("reset_states", &[])
+            .map_err(err)?;
+        let mut probs = Vec::with_capacity(audio.len() / WINDOW + 1);
+        let mut chunk = [0f32; WINDOW];
+        for start in (0..audio.len()).step_by(WINDOW) {
+            let end = (start + WINDOW).min(audio.len());
+            chunk.fill(0.0);
+            chunk[..end - start].copy_from_slice(&audio[start..end]);
+            let x = Tensor::from_slice(&chunk).unsqueeze(0);
+            let out = self
+                .module
+                .forward_is(&[IValue::Tensor(x), IValue::Int(SAMPLE_RATE as i64)])
+                .map_err(err)?;
+            let p = match out {
+                IValue::Tensor(t) => t.double_value(&[0, 0]) as f32,
+                IValue::Double(p) => p as f32,
+                _ => return Err(VadError::Torch("unexpected VAD output".into())),
+            };
+            probs.push(p);
+        }
+        Ok(probs)
+    }
+}
+
+/// Silero's `get_speech_timestamps_from_probs` (max_speech_duration_s = inf): speech
+/// ranges in samples.
+pub fn speech_timestamps(probs: &[f32], audio_len: usize, p: &VadParams) -> Vec<(usize, usize)> {
+    let min_speech = SAMPLE_RATE * p.min_speech_duration_ms / 1000.0;
+    let pad = SAMPLE_RATE * p.speech_pad_ms / 1000.0;
+    let min_silence = SAMPLE_RATE * p.min_silence_duration_ms / 1000.0;
+    let mut speeches: Vec<(usize, usize)> = Vec::new();
+    let mut triggered = false;
+    let mut start = 0usize;
+    let mut temp_end = 0usize;
+    for (i, &prob) in probs.iter().enumerate() {
+        let cur = WINDOW * i;
+        if prob >= p.threshold && temp_end != 0 {
+            temp_end = 0;
+        }
+        if prob >= p.threshold && !triggered {
+            triggered = true;
+            start = cur;
+            continue;
+        }
+        if prob < p.neg_threshold && triggered {
+            if temp_end == 0 {
+                temp_end = cur;
+            }
+            if ((cur - temp_end) as f64) < min_silence {
+                continue;
+            }
+            if ((temp_end - start) as f64) > min_speech {
+                speeches.push((start, temp_end));
+            }
+            temp_end = 0;
+            triggered = false;
+        }
+    }
+    if triggered && ((audio_len.saturating_sub(start)) as f64) > min_speech {
+        speeches.push((start, audio_len));
+    }
+    let n = speeches.len();
+    for i in 0..n {
+        if i == 0 {
+            speeches[0].0 = (speeches[0].0 as f64 - pad).max(0.0) as usize;
+        }
+        if i + 1 < n {
+            let silence = speeches[i + 1].0 as f64 - speeches[i].1 as f64;
+            if silence < 2.0 * pad {
+                let half = (silence / 2.0).floor();
+                speeches[i].1 = (speeches[i].1 as f64 + half) as usize;
+                speeches[i + 1].0 = (speeches[i + 1].0 as f64 - half).max(0.0) as usize;
+            } else {
+                speeches[i].1 = (speeches[i].1 as f64 + pad).min(audio_len as f64) as usize;
+                speeches[i + 1].0 = (speeches[i + 1].0 as f64 - pad).max(0.0) as usize;
+            }
+        } else {
+            speeches[i].1 = (speeches[i].1 as f64 + pad).min(audio_len as f64) as usize;
+        }
+    }
+    speeches
+}
+
+/// Speech ranges as Whisper clips in seconds: ranges closer than `merge_gap` seconds are
+/// joined, so Whisper keeps its context across short pauses.
+pub fn clips(speeches: &[(usize, usize)], merge_gap: f64) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for &(s, e) in speeches {
+        let (s, e) = (s as f64 / SAMPLE_RATE, e as f64 / SAMPLE_RATE);
+        match out.last_mut() {
+            Some(last) if s - last.1 < merge_gap => last.1 = e,
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! Atelier: a terminal media workstation on libtorch.
+pub mod app;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod engine;
+pub mod logging;
+pub mod media;
+pub mod output;
+pub mod state;
+pub mod transcript;

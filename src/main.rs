@@ -1,0 +1,72 @@
+use atelier::cli::{Cli, Command, ConfigCommand, ModelsCommand};
+use atelier::config::{self, DeviceChoice};
+use atelier::engine::{runtime, store};
+use atelier::{cmd, logging};
+use clap::{CommandFactory, Parser};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = config::load(cli.config.as_deref(), cli.theme.as_deref());
+    let _log = logging::init(&loaded.config.log_level);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "start");
+
+    let device_text = cli
+        .device
+        .clone()
+        .unwrap_or_else(|| loaded.config.device.clone());
+    let device: DeviceChoice = match device_text.parse() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --device: {e}");
+            return cmd::exit(cmd::EXIT_USAGE);
+        }
+    };
+    runtime::init();
+    let models_dir = store::models_dir(&loaded.config.models_dir);
+
+    match cli.command {
+        Some(Command::Doctor) => cmd::doctor::run(&loaded, device),
+        Some(Command::Models(ModelsCommand::List { json })) => cmd::models::list(&models_dir, json),
+        Some(Command::Models(ModelsCommand::Verify { names })) => {
+            cmd::models::verify(&models_dir, &names)
+        }
+        Some(Command::Models(ModelsCommand::Import(args))) => {
+            let target = match runtime::resolve_device(device) {
+                Ok(tch::Device::Cuda(_)) => "cuda",
+                _ => "cpu",
+            };
+            cmd::models::import(&models_dir, &args, target)
+        }
+        Some(Command::Config(ConfigCommand::Check)) => cmd::config::check(cli.config.as_deref()),
+        Some(Command::Config(ConfigCommand::Print)) => cmd::config::print(&loaded),
+        Some(Command::Transcribe(args)) => {
+            cmd::transcribe::run(&loaded, *args, device, &models_dir)
+        }
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "atelier",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        None => {
+            let label = match runtime::resolve_device(device) {
+                Ok(d) => format!("{d:?}").to_uppercase(),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return cmd::exit(cmd::EXIT_USAGE);
+                }
+            };
+            match atelier::app::run(loaded, cli.dirs, label) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    cmd::exit(cmd::EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Audio and image input/output.
+pub mod audio;
+pub mod playback;

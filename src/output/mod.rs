@@ -1,0 +1,3 @@
+//! Transcript writers.
+pub mod atomic;
+pub mod writers;

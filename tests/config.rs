@@ -1,0 +1,231 @@
+//! Config layering, the invalid-config corpus, keymaps and themes.
+use atelier::config::{self, parse_key, Keymap, Theme, THEME_PRESETS};
+use crossterm::event::{KeyCode, KeyModifiers};
+use std::path::{Path, PathBuf};
+
+#[test]
+fn presets_parse_and_validate() {
+    let preset = config::preset_config();
+    assert_eq!(preset.theme, "dark");
+    assert_eq!(preset.device, "auto");
+    // The preset merged with an empty user file is the preset.
+    let merged = config::config_from_user(Path::new("empty.toml"), "").unwrap();
+    assert_eq!(merged, preset);
+    assert!(!Keymap::preset().sections.is_empty());
+}
+
+#[test]
+fn user_values_merge_over_presets_table_by_table() {
+    let user = "theme = \"light\"\n[ui]\nmouse = false\n[whisper]\nlanguage = \"de\"\n";
+    let c = config::config_from_user(Path::new("user.toml"), user).unwrap();
+    let preset = config::preset_config();
+    assert_eq!(c.theme, "light");
+    assert!(!c.ui.mouse);
+    // Keys the user did not set inside a table they did set keep their preset value.
+    assert_eq!(c.ui.max_fps, preset.ui.max_fps);
+    assert_eq!(c.ui.image_protocol, preset.ui.image_protocol);
+    assert_eq!(c.whisper.language, "de");
+    assert_eq!(c.whisper.model, preset.whisper.model);
+}
+
+fn corpus() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn check_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap();
+    if name.starts_with("keymap-") {
+        Keymap::with_user(path, &text)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    } else if name.starts_with("theme-") {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mine.toml"), &text).unwrap();
+        Theme::load("mine", Some(dir.path()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    } else {
+        config::config_from_user(path, &text)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn every_invalid_config_is_rejected_with_a_clear_message() {
+    let files = corpus();
+    assert!(files.len() >= 15, "corpus is missing");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: first line must be `# expect: …`", path.display()));
+        let err = match check_file(&path) {
+            Ok(()) => panic!("{} was accepted", path.display()),
+            Err(e) => e,
+        };
+        assert!(
+            err.contains(expect),
+            "{}: error does not mention {expect:?}:\n{err}",
+            path.display()
+        );
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let named = err.contains(path.to_str().unwrap()) || err.contains("mine.toml");
+        assert!(named, "{stem}: error does not name the file:\n{err}");
+    }
+}
+
+#[test]
+fn unknown_key_error_points_at_its_line() {
+    let text = "theme = \"dark\"\n\n[ui]\nmouse = true\nimage-protcol = \"kitty\"\n";
+    let err = config::config_from_user(Path::new("u.toml"), text)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 5"), "{err}");
+    assert!(err.contains("image-protcol"), "{err}");
+}
+
+fn atelier(config_home: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atelier"));
+    cmd.env("ATELIER_CONFIG_DIR", config_home)
+        .env("XDG_STATE_HOME", config_home.join("state"))
+        .env("ATELIER_MODELS", config_home.join("models"));
+    cmd
+}
+
+#[test]
+fn broken_user_file_falls_back_to_presets_and_check_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "theme = \"light\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = atelier(dir.path())
+        .args(["config", "print"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("theme = \"dark\""),
+        "presets were not used:\n{stdout}"
+    );
+    assert!(
+        stderr.contains("config.toml") && stderr.contains("bogus"),
+        "{stderr}"
+    );
+
+    let out = atelier(dir.path())
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+
+    std::fs::write(dir.path().join("config.toml"), "theme = \"light\"\n").unwrap();
+    let out = atelier(dir.path())
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = atelier(dir.path())
+        .args(["config", "print"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("theme = \"light\""));
+}
+
+#[test]
+fn bad_device_flag_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = atelier(dir.path())
+        .args(["--device", "tpu", "models", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device 'tpu'"));
+}
+
+#[test]
+fn keys_parse() {
+    let k = parse_key("ctrl-d").unwrap();
+    assert_eq!(
+        (k.code, k.modifiers),
+        (KeyCode::Char('d'), KeyModifiers::CONTROL)
+    );
+    assert_eq!(parse_key("space").unwrap().code, KeyCode::Char(' '));
+    assert_eq!(parse_key("f12").unwrap().code, KeyCode::F(12));
+    assert_eq!(parse_key("G").unwrap().code, KeyCode::Char('G'));
+    assert!(parse_key("f99").is_err());
+    assert!(parse_key("hyper-x").is_err());
+    for text in ["ctrl-d", "space", "f5", "pagedown", "backtab", "alt-x"] {
+        assert_eq!(parse_key(text).unwrap().to_string(), text);
+    }
+}
+
+#[test]
+fn user_keymap_overrides_and_unbinds() {
+    let user = "[global]\n\"x\" = \"quit\"\n\"q\" = \"none\"\n";
+    let k = Keymap::with_user(Path::new("keymap.toml"), user).unwrap();
+    assert_eq!(k.action("global", parse_key("x").unwrap()), Some("quit"));
+    assert_eq!(k.action("global", parse_key("q").unwrap()), None);
+    // Preset keys the user did not touch remain, and sections fall back to global.
+    assert_eq!(k.action("list", parse_key("?").unwrap()), Some("help"));
+    assert_eq!(k.action("list", parse_key("j").unwrap()), Some("down"));
+}
+
+#[test]
+fn every_preset_theme_loads_and_defines_the_core_styles() {
+    for (name, _) in THEME_PRESETS {
+        let theme = Theme::load(name, None).unwrap();
+        for key in ["text", "border.focused", "selection", "error", "status"] {
+            assert_ne!(theme.get(key), Default::default(), "{name}: {key}");
+        }
+    }
+}
+
+#[test]
+fn theme_inheritance_and_fallback() {
+    use ratatui::style::Color;
+    let dark = Theme::load("dark", None).unwrap();
+    let light = Theme::load("light", None).unwrap();
+    // light overrides the palette, so styles it inherits from dark use light's colours.
+    assert_eq!(light.get("error").fg, Some(Color::Rgb(0xcf, 0x22, 0x2e)));
+    assert_eq!(dark.get("error").fg, Some(Color::Rgb(0xf4, 0x70, 0x67)));
+    // A dotted name falls back to its parent, then to "text".
+    assert_eq!(dark.get("border.focused.extra"), dark.get("border.focused"));
+    assert_eq!(dark.get("no-such-style"), dark.get("text"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mine.toml"),
+        "inherits = \"high-contrast\"\n[palette]\nred = \"#010203\"\n",
+    )
+    .unwrap();
+    let mine = Theme::load("mine", Some(dir.path())).unwrap();
+    assert_eq!(mine.get("error").fg, Some(Color::Rgb(1, 2, 3)));
+    assert_eq!(
+        mine.get("selection"),
+        Theme::load("high-contrast", None).unwrap().get("selection")
+    );
+}
+
+#[test]
+fn theme_inheritance_loops_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.toml"), "inherits = \"b\"\n").unwrap();
+    std::fs::write(dir.path().join("b.toml"), "inherits = \"a\"\n").unwrap();
+    let err = Theme::load("a", Some(dir.path())).unwrap_err().to_string();
+    assert!(err.contains("loop"), "{err}");
+}
