@@ -40,6 +40,18 @@ pub enum Command {
     Config(ConfigCommand),
     /// Transcribe or translate audio and video files with Whisper
     Transcribe(Box<TranscribeArgs>),
+    /// Tag images with CLIP zero-shot labels (a label set or --label texts)
+    Tag(TagArgs),
+    /// Build or update the CLIP embedding index of folders
+    Index(IndexArgs),
+    /// Search the index by text
+    Search(SearchArgs),
+    /// Find indexed images similar to an image
+    Similar(SimilarArgs),
+    /// Flag images against the safety categories of the `moderation` label set
+    Moderate(ModerateArgs),
+    /// Print normalized CLIP embeddings of images or texts as JSON
+    Embed(EmbedArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -224,10 +236,134 @@ pub struct TranscribeArgs {
     /// Decode everything, silence included (openai-whisper's behaviour)
     #[arg(long = "no-vad", alias = "no_vad", overrides_with = "vad")]
     pub no_vad: bool,
+    /// Decode this many VAD chunks at once (faster-whisper's batched mode; no prompt
+    /// conditioning between chunks). 1: openai's sequential decoding
+    #[arg(long, alias = "batch_size", default_value_t = 1)]
+    pub batch_size: usize,
     /// CPU threads for libtorch (default: all cores)
     #[arg(long)]
     pub threads: Option<i32>,
     /// Print each segment as it is decoded
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = str2bool, default_value = "true")]
     pub verbose: bool,
+}
+
+/// Options shared by the CLIP commands.
+#[derive(Debug, Clone, Args)]
+pub struct ClipModelArgs {
+    /// CLIP model name in the store (default: clip.model in config.toml)
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Images per model call (default: clip.batch-size in config.toml)
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// CPU threads for libtorch (default: all cores)
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Image files or folders (folders are searched recursively for images)
+    #[arg(required = true, value_name = "IMAGE|DIR")]
+    pub inputs: Vec<PathBuf>,
+    /// A label set: general, scene, style, moderation, a name in ~/.config/atelier/labels, or a .toml file
+    #[arg(long, conflicts_with = "label")]
+    pub labels: Option<String>,
+    /// A label (repeatable); prompts use --templates
+    #[arg(long, value_name = "TEXT")]
+    pub label: Vec<String>,
+    /// Template set for --label: imagenet-80, imagenet-7, photo, plain
+    #[arg(long, default_value = "imagenet-7")]
+    pub templates: String,
+    /// Labels to keep per image
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Drop labels scoring below this (0..1)
+    #[arg(long, default_value_t = 0.0)]
+    pub threshold: f64,
+    /// One JSON object per image
+    #[arg(long)]
+    pub json: bool,
+    /// Write IMAGE.tags.json and a caption IMAGE.txt beside each image
+    #[arg(long)]
+    pub write_sidecar: bool,
+    #[command(flatten)]
+    pub clip: ClipModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Folders (or files) to index
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// The index database (default: clip.index in config.toml)
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    #[command(flatten)]
+    pub clip: ClipModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to look for
+    pub query: String,
+    /// Results to show
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// One JSON object per result
+    #[arg(long)]
+    pub json: bool,
+    /// The index database (default: clip.index in config.toml)
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    #[command(flatten)]
+    pub clip: ClipModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SimilarArgs {
+    /// The example image (indexed or not)
+    pub image: PathBuf,
+    /// Results to show
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// One JSON object per result
+    #[arg(long)]
+    pub json: bool,
+    /// The index database (default: clip.index in config.toml)
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    #[command(flatten)]
+    pub clip: ClipModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ModerateArgs {
+    /// Image files or folders
+    #[arg(required = true, value_name = "IMAGE|DIR")]
+    pub inputs: Vec<PathBuf>,
+    /// The label set with per-category thresholds
+    #[arg(long, default_value = "moderation")]
+    pub labels: String,
+    /// One JSON object per image
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub clip: ClipModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Image files
+    #[arg(value_name = "FILE", required_unless_present = "text")]
+    pub files: Vec<PathBuf>,
+    /// Texts to embed (repeatable)
+    #[arg(long, value_name = "T")]
+    pub text: Vec<String>,
+    /// JSON output (the only format)
+    #[arg(long, default_value_t = true)]
+    pub json: bool,
+    #[command(flatten)]
+    pub clip: ClipModelArgs,
 }

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Models(ModelsCommand::Import(args))) => {
             let target = match runtime::resolve_device(device) {
-                Ok(tch::Device::Cuda(_)) => "cuda",
+                Ok(d) if d.is_cuda() => "cuda",
                 _ => "cpu",
             };
             cmd::models::import(&models_dir, &args, target)
@@ -43,6 +43,12 @@ fn main() -> ExitCode {
         Some(Command::Transcribe(args)) => {
             cmd::transcribe::run(&loaded, *args, device, &models_dir)
         }
+        Some(Command::Tag(args)) => cmd::clip::tag(&loaded, args, device, &models_dir),
+        Some(Command::Index(args)) => cmd::clip::index(&loaded, args, device, &models_dir),
+        Some(Command::Search(args)) => cmd::clip::search(&loaded, args, device, &models_dir),
+        Some(Command::Similar(args)) => cmd::clip::similar(&loaded, args, device, &models_dir),
+        Some(Command::Moderate(args)) => cmd::clip::moderate(&loaded, args, device, &models_dir),
+        Some(Command::Embed(args)) => cmd::clip::embed(&loaded, args, device, &models_dir),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

@@ -27,7 +27,7 @@ pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
     match runtime::cuda_unavailable_reason() {
         None => {
             let gpus = runtime::gpus();
-            println!("  cuda           {} GPU(s)", tch::Cuda::device_count());
+            println!("  cuda           {} GPU(s)", runtime::cuda_device_count());
             for gpu in gpus {
                 let free = gpu
                     .free_bytes
@@ -43,7 +43,7 @@ pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
         }
         Some(why) => println!("  cuda           absent: {why}; running on CPU"),
     }
-    println!("  cpu threads    {}", tch::get_num_threads());
+    println!("  cpu threads    {}", runtime::cpu_threads());
     match runtime::resolve_device(device) {
         Ok(d) => println!("  selected       {d:?} (--device {device})"),
         Err(e) => {

@@ -1,4 +1,5 @@
 //! Headless commands: each returns the process exit code (0 ok, 1 failure, 2 usage/config).
+pub mod clip;
 pub mod config;
 pub mod doctor;
 pub mod models;

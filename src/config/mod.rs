@@ -45,6 +45,7 @@ pub struct Config {
     pub log_level: String,
     pub ui: UiConfig,
     pub whisper: WhisperConfig,
+    pub clip: ClipConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +78,15 @@ pub struct WhisperConfig {
     pub output_formats: Vec<String>,
     pub beam_size: u32,
     pub word_timestamps: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClipConfig {
+    pub model: String,
+    /// The embedding index (SQLite); empty: `$XDG_DATA_HOME/atelier/clip-index.sqlite`.
+    pub index: String,
+    pub batch_size: u32,
 }
 
 /// What `--device` and `device =` accept. Parsed here (no tch) and resolved by the engine.

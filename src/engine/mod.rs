@@ -1,4 +1,5 @@
 //! The only module that touches tch. Everything above it sees plain Rust types.
+pub mod clip;
 pub mod runtime;
 pub mod store;
 pub mod whisper;

@@ -323,3 +323,13 @@ pub fn set_threads(n: i32) {
         tch::set_num_threads(n);
     }
 }
+
+/// libtorch's intra-op CPU threads.
+pub fn cpu_threads() -> i32 {
+    tch::get_num_threads()
+}
+
+/// GPUs libtorch can use (0 without the CUDA backend).
+pub fn cuda_device_count() -> i64 {
+    tch::Cuda::device_count()
+}

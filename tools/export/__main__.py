@@ -56,6 +56,19 @@ def _cmd_vad(a) -> int:
     return 0
 
 
+def _cmd_clip(a) -> int:
+    from .clip_export import export_clip, load_clip
+
+    src = load_clip(a.source, a.format, a.arch, a.random_init, a.seed)
+    print(f"{a.source or a.random_init}: {src.variant}, image {src.image_size}, logit scale {src.logit_scale:.4f}")
+    rep = export_clip(src, Path(a.models), a.name, device=a.device, save_checkpoint=a.save_checkpoint)
+    print(f"{a.name}: exported to {Path(a.models) / a.name} in {rep['total_s']} s "
+          f"(traced vs eager cosine: image {rep['min_cos_image']}, text {rep['min_cos_text']})")
+    if a.json:
+        print(json.dumps(rep, indent=2))
+    return 0
+
+
 def _cmd_selftest(a) -> int:
     from .selftest import run_selftest
 
@@ -127,6 +140,22 @@ def main(argv=None) -> int:
     p.add_argument("--parity-ref", help="also write a safetensors parity reference to this file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_cmd_vad)
+
+    p = sub.add_parser("import-clip", help="export a CLIP model (HF folder, open_clip checkpoint, openai .pt, or random weights)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--source", help="HF transformers folder, open_clip checkpoint (with --arch) or openai clip .pt")
+    src.add_argument("--random-init", metavar="CONFIG",
+                     help="random weights of a real architecture, for tests: ViT-B-32, RN50 (open_clip configs), "
+                          "hf:clip-vit-base-patch32 or hf:PATH/config.json")
+    p.add_argument("--format", choices=["auto", "hf", "open_clip", "openai"], default="auto")
+    p.add_argument("--arch", help="open_clip architecture of a checkpoint, e.g. ViT-B-32, ViT-L-14, RN50")
+    p.add_argument("--name", required=True, help="model name = folder name, e.g. clip-vit-b-32")
+    p.add_argument("--models", required=True, help="models folder")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to trace on (baked into the trace)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init")
+    p.add_argument("--save-checkpoint", help="also save the open_clip state dict here (parity references)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_cmd_clip)
 
     p = sub.add_parser("selftest", help="write a tiny TorchScript module + reference for the Rust foundation test")
     p.add_argument("--out", required=True)

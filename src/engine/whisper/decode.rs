@@ -134,6 +134,50 @@ struct Filters {
 }
 
 impl Filters {
+    fn new(model: &WhisperModel, opts: &DecodeOptions, sample_begin: usize) -> Self {
+        let tok = &model.tokenizer;
+        let eot = tok.eot();
+        let mut suppress: Vec<u32> = Vec::new();
+        if opts.suppress_tokens.contains(&-1) {
+            suppress.extend(tok.non_speech_tokens());
+        }
+        suppress.extend(
+            opts.suppress_tokens
+                .iter()
+                .filter(|&&t| t >= 0)
+                .map(|&t| t as u32),
+        );
+        suppress.extend([
+            tok.transcribe(),
+            tok.translate(),
+            tok.sot(),
+            tok.sot_prev(),
+            tok.sot_lm(),
+        ]);
+        suppress.push(tok.no_speech());
+        suppress.sort_unstable();
+        suppress.dedup();
+        let precision = super::audio::CHUNK_LENGTH as f64 / model.dims.n_audio_ctx as f64;
+        Filters {
+            sample_begin,
+            suppress_blank: if opts.suppress_blank {
+                let mut v = tok.encode(" ");
+                v.push(eot);
+                v
+            } else {
+                Vec::new()
+            },
+            suppress,
+            timestamps: !opts.without_timestamps,
+            max_initial_timestamp_index: opts
+                .max_initial_timestamp
+                .map(|t| (t / precision).round() as usize),
+            eot: eot as usize,
+            no_timestamps: tok.no_timestamps() as usize,
+            timestamp_begin: tok.timestamp_begin() as usize,
+        }
+    }
+
     fn apply(&self, logits: &mut [f32], seq: &[u32]) {
         let neg = f32::NEG_INFINITY;
         if seq.len() == self.sample_begin {
@@ -224,45 +268,7 @@ pub fn decode(
     let sample_begin = initial.len();
     let sot_index = initial.iter().position(|&t| t == tok.sot()).unwrap_or(0);
 
-    let mut suppress: Vec<u32> = Vec::new();
-    if opts.suppress_tokens.contains(&-1) {
-        suppress.extend(tok.non_speech_tokens());
-    }
-    suppress.extend(
-        opts.suppress_tokens
-            .iter()
-            .filter(|&&t| t >= 0)
-            .map(|&t| t as u32),
-    );
-    suppress.extend([
-        tok.transcribe(),
-        tok.translate(),
-        tok.sot(),
-        tok.sot_prev(),
-        tok.sot_lm(),
-    ]);
-    suppress.push(tok.no_speech());
-    suppress.sort_unstable();
-    suppress.dedup();
-    let precision = super::audio::CHUNK_LENGTH as f64 / model.dims.n_audio_ctx as f64;
-    let filters = Filters {
-        sample_begin,
-        suppress_blank: if opts.suppress_blank {
-            let mut v = tok.encode(" ");
-            v.push(eot);
-            v
-        } else {
-            Vec::new()
-        },
-        suppress,
-        timestamps: !opts.without_timestamps,
-        max_initial_timestamp_index: opts
-            .max_initial_timestamp
-            .map(|t| (t / precision).round() as usize),
-        eot: eot as usize,
-        no_timestamps: tok.no_timestamps() as usize,
-        timestamp_begin: tok.timestamp_begin() as usize,
-    };
+    let filters = Filters::new(model, opts, sample_begin);
 
     // Prefill the prompt with one row, in one call.
     let out = model.prefill(&initial, 0, cross_kv, &model.empty_cache(1))?;
@@ -466,4 +472,78 @@ impl BeamState {
         *seqs = next;
         sources
     }
+}
+
+/// Greedy decoding (temperature 0) of several windows at once, one row per window, with no
+/// prompt: faster-whisper's batched mode. `cross_kv` is `[L, 2, n, ctx, D]`.
+pub fn decode_batch(
+    model: &WhisperModel,
+    cross_kv: &Tensor,
+    opts: &DecodeOptions,
+) -> Result<Vec<DecodeResult>, ModelError> {
+    let tok = &model.tokenizer;
+    let rows = cross_kv.size()[2] as usize;
+    let n_ctx = model.dims.n_text_ctx as usize;
+    let sample_len = opts.sample_len.unwrap_or(n_ctx / 2);
+    let eot = tok.eot();
+    let mut initial = tok
+        .sot_sequence(opts.language.as_deref(), opts.task)
+        .map_err(|e| ModelError::Torch {
+            model: model.name.clone(),
+            message: e.to_string(),
+        })?;
+    if opts.without_timestamps {
+        initial.push(tok.no_timestamps());
+    }
+    let sample_begin = initial.len();
+    let sot_index = initial.iter().position(|&t| t == tok.sot()).unwrap_or(0);
+    let filters = Filters::new(model, opts, sample_begin);
+
+    let all: Vec<u32> = (0..rows).flat_map(|_| initial.iter().copied()).collect();
+    let out = model.forward(&all, rows, 0, cross_kv, &model.empty_cache(rows as i64))?;
+    let mut cache = out.cache;
+    let mut no_speech = Vec::with_capacity(rows);
+    let mut logits = Vec::with_capacity(rows);
+    for r in 0..rows as i64 {
+        let per_row = out.logits.get(r);
+        no_speech
+            .push(log_softmax(&row(&per_row, sot_index as i64))[tok.no_speech() as usize].exp());
+        logits.push(row(&per_row, sample_begin as i64 - 1));
+    }
+    let mut seqs: Vec<Vec<u32>> = vec![initial.clone(); rows];
+    let mut sums = vec![0f64; rows];
+    for _ in 0..sample_len {
+        for (k, l) in logits.iter_mut().enumerate() {
+            filters.apply(l, &seqs[k]);
+        }
+        let completed = greedy_update(&mut seqs, &logits, &mut sums, eot, 0.0);
+        if completed || seqs[0].len() > n_ctx {
+            break;
+        }
+        let last: Vec<u32> = seqs.iter().map(|s| s[s.len() - 1]).collect();
+        let out = model.step(&last, seqs[0].len() - 1, cross_kv, &cache)?;
+        cache = out.cache;
+        logits = (0..rows as i64).map(|k| row(&out.logits, k)).collect();
+    }
+    Ok(seqs
+        .into_iter()
+        .zip(sums)
+        .zip(no_speech)
+        .map(|((seq, lp), no_speech_prob)| {
+            let tokens: Vec<u32> = seq[sample_begin..]
+                .iter()
+                .copied()
+                .take_while(|&t| t != eot)
+                .collect();
+            let text = tok.decode(&tokens).trim().to_string();
+            DecodeResult {
+                avg_logprob: lp / (tokens.len() + 1) as f64,
+                compression_ratio: compression_ratio(&text),
+                tokens,
+                text,
+                no_speech_prob,
+                temperature: 0.0,
+            }
+        })
+        .collect())
 }

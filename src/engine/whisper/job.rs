@@ -72,7 +72,13 @@ pub fn submit(
                     .map_err(|e| e.to_string())?;
                 let probs = vad.speech_probs(&audio).map_err(|e| e.to_string())?;
                 let speech = vad::speech_timestamps(&probs, audio.len(), &vad.params);
-                let clips = vad::clips(&speech, VAD_MERGE_GAP);
+                // Batched mode packs the raw speech ranges into windows itself.
+                let gap = if options.batch_size > 1 {
+                    0.0
+                } else {
+                    VAD_MERGE_GAP
+                };
+                let clips = vad::clips(&speech, gap);
                 let seconds = speech.iter().map(|(s, e)| (e - s) as f64 / 16_000.0).sum();
                 let _ = tx.send(JobMsg::Speech {
                     seconds,
@@ -90,7 +96,20 @@ pub fn submit(
             let mut on_event = |e: Event| {
                 let _ = tx.send(JobMsg::Event(e));
             };
-            transcribe(model, &audio, &options, &cancel, &mut on_event).map_err(|e| match e {
+            let result = if options.batch_size > 1 {
+                let size = options.batch_size;
+                super::batched::transcribe_batched(
+                    model,
+                    &audio,
+                    &options,
+                    size,
+                    &cancel,
+                    &mut on_event,
+                )
+            } else {
+                transcribe(model, &audio, &options, &cancel, &mut on_event)
+            };
+            result.map_err(|e| match e {
                 TranscribeError::Cancelled => "cancelled".to_string(),
                 other => other.to_string(),
             })

@@ -1,5 +1,6 @@
 //! Whisper: log-mel front end, tokenizer, window decoding, the transcription loop, VAD.
 pub mod audio;
+pub mod batched;
 pub mod decode;
 pub mod job;
 pub mod model;

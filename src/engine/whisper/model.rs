@@ -226,8 +226,9 @@ impl WhisperModel {
         })
     }
 
-    /// `rows` rows of `tokens.len() / rows` tokens each, at positions from `position`.
-    fn forward(
+    /// `rows` rows of `tokens.len() / rows` tokens each (row-major), at positions from
+    /// `position`: logits `[B, Tq, V]`, align_qk `[B, A, Tq, ctx]`.
+    pub fn forward(
         &self,
         tokens: &[u32],
         rows: usize,

@@ -200,31 +200,25 @@ pub fn find_alignment(
         return Ok(Vec::new());
     }
 
-    // The decoder over the whole sequence, one token at a time, as openai's one forward pass.
-    let mut cache = model.empty_cache(1);
-    let mut qks = Vec::with_capacity(tokens.len());
     let mut token_probs = Vec::with_capacity(text_tokens.len());
     let s = sot_sequence.len();
-    for (pos, &t) in tokens.iter().enumerate() {
-        let out = model.step(&[t], pos, input.cross_kv, &cache)?;
-        cache = out.cache;
-        if pos >= s && pos < s + text_tokens.len() {
-            // softmax over the text vocabulary (`logits[:, :eot]`), at the next text token.
-            let logits = out
-                .logits
-                .f_select(0, 0)
-                .and_then(|r| r.f_narrow(0, 0, i64::from(eot)))
-                .and_then(Vec::<f32>::try_from)
-                .map_err(|e| torch_err(model, e))?;
-            token_probs.push(text_probability(&logits, text_tokens[pos - s] as usize));
-        }
-        qks.push(out.align_qk);
+    // The whole sequence in one decoder call (older exports fall back to one per token).
+    let out = model.prefill(&tokens, 0, input.cross_kv, &model.empty_cache(1))?;
+    for (i, &text_token) in text_tokens.iter().enumerate() {
+        // softmax over the text vocabulary (`logits[:, :eot]`), at the next text token.
+        let logits = out
+            .logits
+            .f_select(0, (s + i) as i64)
+            .and_then(|r| r.f_narrow(0, 0, i64::from(eot)))
+            .and_then(Vec::<f32>::try_from)
+            .map_err(|e| torch_err(model, e))?;
+        token_probs.push(text_probability(&logits, text_token as usize));
     }
 
     // heads × tokens × frames → softmax over frames, normalised per frame over the tokens.
-    let weights = Tensor::f_cat(&qks, 0)
-        .and_then(|w| w.f_narrow(2, 0, n_frames as i64))
-        .and_then(|w| w.f_permute([1, 0, 2]))
+    let weights = out
+        .align_qk
+        .f_narrow(2, 0, n_frames as i64)
         .and_then(|w| w.f_softmax(-1, Kind::Float))
         .and_then(|w| {
             let (std, mean) = w.f_std_mean_dim(-2, false, true)?;
@@ -233,6 +227,14 @@ pub fn find_alignment(
         .and_then(|w| w.f_contiguous())
         .map_err(|e| torch_err(model, e))?;
     let n_heads = weights.size().first().copied().unwrap_or(0) as usize;
+    if n_heads == 0 {
+        return Err(ModelError::Torch {
+            model: model.name.clone(),
+            message: "the decoder exports no alignment heads, which word timestamps need: \
+                      re-export the model"
+                .into(),
+        });
+    }
     let weights = weights
         .f_view([-1])
         .and_then(Vec::<f32>::try_from)
@@ -251,7 +253,7 @@ pub fn find_alignment(
     }
     let cost: Vec<f64> = matrix
         .iter()
-        .map(|&v| -f64::from(v / n_heads.max(1) as f32))
+        .map(|&v| -f64::from(v / n_heads as f32))
         .collect();
     let (text_indices, time_indices) = dtw(&cost, rows, n_frames);
 

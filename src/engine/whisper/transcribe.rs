@@ -21,6 +21,8 @@ pub struct TranscribeOptions {
     pub clips: Vec<(f64, f64)>,
     /// Word-level timestamps (openai's `word_timestamps`); segments then follow their words.
     pub word_timestamps: bool,
+    /// Above 1: faster-whisper's batched mode, this many windows per decoder call.
+    pub batch_size: usize,
     /// With word timestamps: these join the next word...
     pub prepend_punctuations: String,
     /// ...and these the previous one.
@@ -43,6 +45,7 @@ impl Default for TranscribeOptions {
             carry_initial_prompt: false,
             clips: Vec::new(),
             word_timestamps: false,
+            batch_size: 1,
             prepend_punctuations: timing::PREPEND_PUNCTUATIONS.into(),
             append_punctuations: timing::APPEND_PUNCTUATIONS.into(),
             hallucination_silence_threshold: None,
@@ -89,41 +92,8 @@ pub fn transcribe(
     let total_seconds = content_frames as f64 * HOP_LENGTH as f64 / SAMPLE_RATE as f64;
     let content_duration = (content_frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
     let mut decode_opts = opts.decode.clone();
-
-    if let Some(lang) = &decode_opts.language {
-        if tok.language_token(lang).is_none() {
-            return Err(TranscribeError::UnknownLanguage(lang.clone()));
-        }
-        if !model.multilingual && lang != "en" {
-            return Err(TranscribeError::EnglishOnly(
-                "transcribe languages other than English",
-            ));
-        }
-    }
-    if !model.multilingual && decode_opts.task == Task::Translate {
-        return Err(TranscribeError::EnglishOnly("translate"));
-    }
-    if decode_opts.language.is_none() {
-        if !model.multilingual {
-            decode_opts.language = Some("en".into());
-        } else {
-            let start = opts
-                .clips
-                .first()
-                .map_or(0, |c| (c.0 * FRAMES_PER_SECOND as f64).round() as usize);
-            let window = mel_window(&mel, start, N_FRAMES).unsqueeze(0);
-            let features = model.encode(&window)?;
-            let xkv = model.cross_kv(&features)?;
-            let (code, probs) = detect_language(model, &xkv)?;
-            let probability = probs.first().map_or(0.0, |p| p.1);
-            on_event(Event::Language {
-                code: code.clone(),
-                probability,
-            });
-            decode_opts.language = Some(code);
-        }
-    }
-    let language = decode_opts.language.clone().unwrap_or_else(|| "en".into());
+    let language = resolve_language(model, &mel, opts, on_event)?;
+    decode_opts.language = Some(language.clone());
 
     let mut seek_clips: Vec<(usize, usize)> = opts
         .clips
@@ -140,7 +110,6 @@ pub fn transcribe(
     }
 
     let input_stride = N_FRAMES / model.dims.n_audio_ctx as usize;
-    let time_precision = (input_stride * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
     let n_text_ctx = model.dims.n_text_ctx as usize;
     let mut all_tokens: Vec<u32> = Vec::new();
     let mut segments: Vec<Segment> = Vec::new();
@@ -155,7 +124,6 @@ pub fn transcribe(
 
     let mut clip_idx = 0;
     let mut seek = seek_clips.first().map_or(0, |c| c.0);
-    let timestamp_begin = tok.timestamp_begin();
     let mut last_speech_timestamp = 0.0;
     let progress = |seek: usize| Event::Progress {
         done_seconds: (seek.min(content_frames) * HOP_LENGTH) as f64 / SAMPLE_RATE as f64,
@@ -213,60 +181,12 @@ pub fn transcribe(
         }
         let previous_seek = seek;
 
-        let tokens = &result.tokens;
-        let is_ts: Vec<bool> = tokens.iter().map(|&t| t >= timestamp_begin).collect();
-        let n = tokens.len();
-        let single_timestamp_ending = n >= 2 && !is_ts[n - 2] && is_ts[n - 1];
-        let consecutive: Vec<usize> = (1..n).filter(|&i| is_ts[i - 1] && is_ts[i]).collect();
-        let mut current: Vec<Segment> = Vec::new();
-        let make = |start: f64, end: f64, toks: &[u32]| {
-            let text_tokens: Vec<u32> = toks.iter().copied().filter(|&t| t < tok.eot()).collect();
-            Segment {
-                id: 0,
-                seek,
-                start,
-                end,
-                text: tok.decode(&text_tokens),
-                tokens: toks.to_vec(),
-                temperature: result.temperature,
-                avg_logprob: result.avg_logprob,
-                compression_ratio: result.compression_ratio,
-                no_speech_prob: result.no_speech_prob,
-                words: None,
-            }
-        };
-        if !consecutive.is_empty() {
-            let mut slices = consecutive.clone();
-            if single_timestamp_ending {
-                slices.push(n);
-            }
-            let mut last_slice = 0;
-            for &cur in &slices {
-                let sliced = &tokens[last_slice..cur];
-                let start_pos = (sliced[0] - timestamp_begin) as f64;
-                let end_pos = (sliced[sliced.len() - 1] - timestamp_begin) as f64;
-                current.push(make(
-                    time_offset + start_pos * time_precision,
-                    time_offset + end_pos * time_precision,
-                    sliced,
-                ));
-                last_slice = cur;
-            }
-            if single_timestamp_ending {
-                seek += segment_size;
-            } else {
-                let last_pos = (tokens[last_slice - 1] - timestamp_begin) as usize;
-                seek += last_pos * input_stride;
-            }
-        } else {
-            let mut duration = segment_duration;
-            if let Some(&last) = tokens.iter().rev().find(|&&t| t >= timestamp_begin) {
-                if last != timestamp_begin {
-                    duration = (last - timestamp_begin) as f64 * time_precision;
-                }
-            }
-            current.push(make(time_offset, time_offset + duration, tokens));
-            seek += segment_size;
+        let split = split_segments(tok, &result, seek, time_offset, segment_duration);
+        let single_timestamp_ending = split.single_timestamp_ending;
+        let mut current = split.segments;
+        match split.last_timestamp_pos {
+            Some(pos) if !single_timestamp_ending => seek += pos * input_stride,
+            _ => seek += segment_size,
         }
 
         if opts.word_timestamps {
@@ -342,8 +262,133 @@ pub fn transcribe(
     })
 }
 
+/// The language to decode in: the given one (checked against the model), English for
+/// English-only models, or detected on the first 30 s of `clips` (or of the file).
+pub(super) fn resolve_language(
+    model: &WhisperModel,
+    mel: &tch::Tensor,
+    opts: &TranscribeOptions,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<String, TranscribeError> {
+    let tok = &model.tokenizer;
+    if let Some(lang) = &opts.decode.language {
+        if tok.language_token(lang).is_none() {
+            return Err(TranscribeError::UnknownLanguage(lang.clone()));
+        }
+        if !model.multilingual && lang != "en" {
+            return Err(TranscribeError::EnglishOnly(
+                "transcribe languages other than English",
+            ));
+        }
+    }
+    if !model.multilingual && opts.decode.task == Task::Translate {
+        return Err(TranscribeError::EnglishOnly("translate"));
+    }
+    if let Some(lang) = &opts.decode.language {
+        return Ok(lang.clone());
+    }
+    if !model.multilingual {
+        return Ok("en".into());
+    }
+    let start = opts.clips.first().map_or(0, |c| frames_at(c.0));
+    let window = mel_window(mel, start, N_FRAMES).unsqueeze(0);
+    let features = model.encode(&window)?;
+    let xkv = model.cross_kv(&features)?;
+    let (code, probs) = detect_language(model, &xkv)?;
+    let probability = probs.first().map_or(0.0, |p| p.1);
+    on_event(Event::Language {
+        code: code.clone(),
+        probability,
+    });
+    Ok(code)
+}
+
+/// A window's tokens cut into segments at consecutive timestamp tokens (openai's rules).
+pub(super) struct Split {
+    pub segments: Vec<Segment>,
+    pub single_timestamp_ending: bool,
+    /// The position of the last timestamp of the last complete segment, when the tokens
+    /// hold consecutive timestamps: the next window starts there.
+    pub last_timestamp_pos: Option<usize>,
+    /// Tokens after the last complete segment (openai re-decodes them in the next window).
+    pub rest: Vec<u32>,
+}
+
+pub(super) fn split_segments(
+    tok: &super::tokenizer::Tokenizer,
+    result: &DecodeResult,
+    seek: usize,
+    time_offset: f64,
+    segment_duration: f64,
+) -> Split {
+    let time_precision = TIME_PRECISION;
+    let timestamp_begin = tok.timestamp_begin();
+    let tokens = &result.tokens;
+    let is_ts: Vec<bool> = tokens.iter().map(|&t| t >= timestamp_begin).collect();
+    let n = tokens.len();
+    let single_timestamp_ending = n >= 2 && !is_ts[n - 2] && is_ts[n - 1];
+    let consecutive: Vec<usize> = (1..n).filter(|&i| is_ts[i - 1] && is_ts[i]).collect();
+    let make = |start: f64, end: f64, toks: &[u32]| {
+        let text_tokens: Vec<u32> = toks.iter().copied().filter(|&t| t < tok.eot()).collect();
+        Segment {
+            id: 0,
+            seek,
+            start,
+            end,
+            text: tok.decode(&text_tokens),
+            tokens: toks.to_vec(),
+            temperature: result.temperature,
+            avg_logprob: result.avg_logprob,
+            compression_ratio: result.compression_ratio,
+            no_speech_prob: result.no_speech_prob,
+            words: None,
+        }
+    };
+    let mut segments = Vec::new();
+    if consecutive.is_empty() {
+        let mut duration = segment_duration;
+        if let Some(&last) = tokens.iter().rev().find(|&&t| t >= timestamp_begin) {
+            if last != timestamp_begin {
+                duration = (last - timestamp_begin) as f64 * time_precision;
+            }
+        }
+        segments.push(make(time_offset, time_offset + duration, tokens));
+        return Split {
+            segments,
+            single_timestamp_ending,
+            last_timestamp_pos: None,
+            rest: Vec::new(),
+        };
+    }
+    let mut slices = consecutive;
+    if single_timestamp_ending {
+        slices.push(n);
+    }
+    let mut last_slice = 0;
+    for &cur in &slices {
+        let sliced = &tokens[last_slice..cur];
+        let start_pos = (sliced[0] - timestamp_begin) as f64;
+        let end_pos = (sliced[sliced.len() - 1] - timestamp_begin) as f64;
+        segments.push(make(
+            time_offset + start_pos * time_precision,
+            time_offset + end_pos * time_precision,
+            sliced,
+        ));
+        last_slice = cur;
+    }
+    Split {
+        segments,
+        single_timestamp_ending,
+        last_timestamp_pos: Some((tokens[last_slice - 1] - timestamp_begin) as usize),
+        rest: tokens[last_slice..].to_vec(),
+    }
+}
+
+/// Seconds per audio token: 2 mel frames of 10 ms.
+pub(super) const TIME_PRECISION: f64 = (2 * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+
 /// Python's `round(seconds * FRAMES_PER_SECOND)` as a (never negative) frame index.
-fn frames_at(seconds: f64) -> usize {
+pub(super) fn frames_at(seconds: f64) -> usize {
     (seconds * FRAMES_PER_SECOND as f64)
         .round_ties_even()
         .max(0.0) as usize
@@ -429,7 +474,7 @@ fn skip_hallucinations(
     Hallucination::Seek(seek)
 }
 
-fn decode_with_fallback(
+pub(super) fn decode_with_fallback(
     model: &WhisperModel,
     xkv: &tch::Tensor,
     base: &DecodeOptions,

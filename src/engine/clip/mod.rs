@@ -1,0 +1,11 @@
+//! CLIP: preprocessing, tokenizer, the exported model, zero-shot labels and the embedding index.
+pub mod index;
+pub mod job;
+pub mod model;
+pub mod preprocess;
+pub mod tokenizer;
+pub mod zero_shot;
+
+pub use model::{ClipError, ClipModel};
+pub use preprocess::PreprocessConfig;
+pub use tokenizer::ClipTokenizer;

@@ -1,0 +1,489 @@
+//! CLIP end to end on a random-weight ViT-B/32 (open_clip's real config), exported by the tool in
+//! this test run: embedding parity with open_clip in Python, zero-shot top-5 order, the index
+//! (incremental, resumable, pruning, search = brute force) and the bad-input corpus.
+//!
+//! Tolerance: cosine ≥ 0.9999 per vector (libtorch runs the same graph; the JPEG decoders differ
+//! by a few levels, which moves an embedding far less than that).
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const MODEL: &str = "clip-rand-vit-b-32";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn models(&self) -> PathBuf {
+        self.dir.path().join("models")
+    }
+    fn checkpoint(&self) -> PathBuf {
+        self.dir.path().join("ckpt.pt")
+    }
+    fn images(&self) -> PathBuf {
+        self.dir.path().join("pp/images")
+    }
+}
+
+/// Exported once per test binary.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Fixture { dir };
+        common::export_tool(&[
+            "import-clip",
+            "--random-init",
+            "ViT-B-32",
+            "--name",
+            MODEL,
+            "--models",
+            f.models().to_str().unwrap(),
+            "--save-checkpoint",
+            f.checkpoint().to_str().unwrap(),
+        ]);
+        common::run_python(
+            "tools/export/refs/clip_preprocess_ref.py",
+            &[f.dir.path().join("pp").as_os_str()],
+        );
+        f
+    })
+}
+
+fn atelier(state: &Path) -> Command {
+    let f = fixture();
+    let mut cmd = common::atelier();
+    cmd.env("ATELIER_MODELS", f.models())
+        .env("XDG_STATE_HOME", state.join("state"))
+        .env("XDG_DATA_HOME", state.join("data"))
+        .env("ATELIER_CONFIG_DIR", state.join("config"));
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run atelier")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "atelier failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn python_ref(mode: &str, args: &[&std::ffi::OsStr], req: &Value) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let (req_path, out_path) = (dir.path().join("req.json"), dir.path().join("out.json"));
+    std::fs::write(&req_path, req.to_string()).unwrap();
+    let mut all: Vec<&std::ffi::OsStr> = vec![std::ffi::OsStr::new(mode)];
+    all.extend_from_slice(args);
+    all.push(req_path.as_os_str());
+    all.push(out_path.as_os_str());
+    common::run_python("tools/export/refs/clip_model_ref.py", &all);
+    serde_json::from_str(&std::fs::read_to_string(out_path).unwrap()).unwrap()
+}
+
+fn vecf(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn image_list() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixture().images())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn embeddings_match_open_clip() {
+    let state = tempfile::tempdir().unwrap();
+    let images = image_list();
+    let texts = [
+        "a photo of a cat.",
+        "A diagram of a ROCKET engine!",
+        "",
+        &"very long caption ".repeat(30),
+        "café “quotes” 日本語",
+    ];
+    let mut cmd = atelier(state.path());
+    cmd.args(["embed", "--model", MODEL, "--json"])
+        .args(&images);
+    for t in texts {
+        cmd.args(["--text", t]);
+    }
+    let ours: Value = serde_json::from_str(&ok(&run(&mut cmd))).unwrap();
+    let ckpt = fixture().checkpoint();
+    let reference = python_ref(
+        "embed",
+        &[ckpt.as_os_str()],
+        &serde_json::json!({"images": images, "texts": texts}),
+    );
+    let mut worst = (1.0f64, String::new());
+    for (i, path) in images.iter().enumerate() {
+        let c = cosine(
+            &vecf(&ours["images"][i]["embedding"]),
+            &vecf(&reference["images"][i]),
+        );
+        if c < worst.0 {
+            worst = (c, path.display().to_string());
+        }
+    }
+    for (i, t) in texts.iter().enumerate() {
+        let c = cosine(
+            &vecf(&ours["texts"][i]["embedding"]),
+            &vecf(&reference["texts"][i]),
+        );
+        if c < worst.0 {
+            worst = (c, format!("text {t:?}"));
+        }
+    }
+    eprintln!("lowest cosine {:.7} ({})", worst.0, worst.1);
+    assert!(worst.0 >= 0.9999, "cosine {} for {}", worst.0, worst.1);
+}
+
+/// Top-k labels must come in the reference's order; scores closer than 1e-6 may swap.
+fn assert_same_order(ours: &Value, reference: &Value, what: &str) {
+    let ours_labels: Vec<(String, f64)> = ours["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["label"].as_str().unwrap().to_string(),
+                l["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let ref_labels: Vec<(String, f64)> = reference
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l[0].as_str().unwrap().to_string(), l[1].as_f64().unwrap()))
+        .collect();
+    assert_eq!(ours_labels.len(), ref_labels.len(), "{what}");
+    for (i, ((a, sa), (b, sb))) in ours_labels.iter().zip(&ref_labels).enumerate() {
+        assert!(
+            (sa - sb).abs() < 1e-5,
+            "{what}: rank {i} score {sa} vs {sb}"
+        );
+        if a != b {
+            assert!(
+                (sa - sb).abs() < 1e-6,
+                "{what}: rank {i} is {a} ({sa}), reference {b} ({sb})"
+            );
+        }
+    }
+}
+
+#[test]
+fn zero_shot_top5_matches_python() {
+    let state = tempfile::tempdir().unwrap();
+    // PNGs only: both sides then see identical pixels (JPEG decoders differ by a few levels,
+    // which moves near-uniform random-model scores by ~1e-4), so this checks labels, templates,
+    // ensembling and scoring alone.
+    let images: Vec<PathBuf> = image_list()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .step_by(2)
+        .collect();
+    let ckpt = fixture().checkpoint();
+    // A shipped label set (its own templates) and ad-hoc labels with the 7 ImageNet templates.
+    let style = common::root().join("config/labels/style.toml");
+    let labels = [
+        "cat",
+        "astronaut",
+        "rocket",
+        "coffee cup",
+        "camera",
+        "brick wall",
+    ];
+    let cases: Vec<(Vec<String>, Value)> = vec![
+        (
+            vec!["--labels".into(), "style".into()],
+            serde_json::json!({"images": images, "label_set": style, "top_k": 5}),
+        ),
+        (
+            labels
+                .iter()
+                .flat_map(|l| ["--label".to_string(), l.to_string()])
+                .collect(),
+            serde_json::json!({"images": images, "labels": labels, "templates": "imagenet-7", "top_k": 5}),
+        ),
+    ];
+    for (flags, req) in cases {
+        let out = ok(&run(atelier(state.path())
+            .args(["tag", "--model", MODEL, "--json", "--top-k", "5"])
+            .args(&flags)
+            .args(&images)));
+        let ours: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let reference = python_ref("zeroshot", &[ckpt.as_os_str()], &req);
+        assert_eq!(ours.len(), images.len());
+        for (i, o) in ours.iter().enumerate() {
+            assert_same_order(
+                o,
+                &reference[i],
+                &format!("{flags:?} {}", images[i].display()),
+            );
+        }
+    }
+}
+
+fn summary(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .find(|l| l.starts_with("indexed "))
+        .unwrap_or_else(|| panic!("no summary in:\n{err}"))
+        .to_string()
+}
+
+fn copy_images(dst: &Path, n: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dst).unwrap();
+    let src: Vec<PathBuf> = image_list()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let p = dst.join(format!("img{i:02}.png"));
+            std::fs::copy(&src[i % src.len()], &p).unwrap();
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn index_is_incremental_prunes_and_searches_like_brute_force() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("photos");
+    let files = copy_images(&dir, 5);
+    let db = state.path().join("index.sqlite");
+    let index = |state: &Path| {
+        let mut c = atelier(state);
+        c.args(["index", "--model", MODEL, "--batch-size", "2", "--index"])
+            .arg(&db)
+            .arg(&dir);
+        run(&mut c)
+    };
+    let first = index(state.path());
+    ok(&first);
+    assert!(
+        summary(&first).contains("5 new, 0 updated, 0 unchanged, 0 pruned, 0 failed"),
+        "{}",
+        summary(&first)
+    );
+
+    // Same content, new mtime: not re-embedded. New content: re-embedded. Deleted: pruned.
+    let touched = std::fs::read(&files[0]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&files[0], touched).unwrap();
+    std::fs::copy(&files[2], &files[1]).unwrap();
+    std::fs::remove_file(&files[4]).unwrap();
+    let second = index(state.path());
+    ok(&second);
+    assert!(
+        summary(&second).contains("0 new, 1 updated, 3 unchanged, 1 pruned, 0 failed"),
+        "{}",
+        summary(&second)
+    );
+
+    // Search equals brute force over the stored matrix (numpy).
+    let out = ok(&run(atelier(state.path()).args([
+        "embed",
+        "--model",
+        MODEL,
+        "--text",
+        "a red rocket",
+    ])));
+    let query = serde_json::from_str::<Value>(&out).unwrap()["texts"][0]["embedding"].clone();
+    let hits = ok(&run(atelier(state.path())
+        .args([
+            "search",
+            "a red rocket",
+            "--json",
+            "--top",
+            "3",
+            "--model",
+            MODEL,
+            "--index",
+        ])
+        .arg(&db)));
+    let ours: Vec<Value> = hits
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reference = python_ref(
+        "search",
+        &[db.as_os_str(), std::ffi::OsStr::new(MODEL)],
+        &serde_json::json!({"query": query, "top": 3}),
+    );
+    assert_eq!(ours.len(), 3);
+    for (o, r) in ours.iter().zip(reference.as_array().unwrap()) {
+        assert_eq!(o["path"], r[0]);
+        assert!((o["score"].as_f64().unwrap() - r[1].as_f64().unwrap()).abs() < 1e-5);
+    }
+
+    // similar: an indexed image finds its byte-identical copy first (cosine 1).
+    let sim = ok(&run(atelier(state.path())
+        .args([
+            "similar", "--json", "--top", "1", "--model", MODEL, "--index",
+        ])
+        .arg(&db)
+        .arg(&files[1])));
+    let top: Value = serde_json::from_str(sim.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        top["path"].as_str().unwrap(),
+        std::fs::canonicalize(&files[2]).unwrap().to_str().unwrap()
+    );
+    assert!(top["score"].as_f64().unwrap() > 0.99999);
+}
+
+#[test]
+fn killed_index_run_resumes() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("photos");
+    copy_images(&dir, 16);
+    let db = state.path().join("index.sqlite");
+    let mut child = atelier(state.path())
+        .args(["index", "--model", MODEL, "--batch-size", "1", "--index"])
+        .arg(&db)
+        .arg(&dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL) once some batches are committed.
+    let count = |db: &Path| -> i64 {
+        rusqlite::Connection::open(db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM embeddings", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while count(&db) < 3 && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = count(&db);
+    assert!(
+        (3..16).contains(&done),
+        "{done} rows when killed (expected a partial run)"
+    );
+    let out = run(atelier(state.path())
+        .args(["index", "--model", MODEL, "--index"])
+        .arg(&db)
+        .arg(&dir));
+    ok(&out);
+    let expect = format!(
+        "{} new, 0 updated, {done} unchanged, 0 pruned, 0 failed",
+        16 - done
+    );
+    assert!(
+        summary(&out).contains(&expect),
+        "{} (expected {expect})",
+        summary(&out)
+    );
+    assert_eq!(count(&db), 16);
+}
+
+#[test]
+fn bad_inputs_are_reported_and_the_run_goes_on() {
+    let state = tempfile::tempdir().unwrap();
+    let bad = state.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let good = image_list()[0].clone();
+    let jpeg = std::fs::read(fixture().images().join("rocket.jpg")).unwrap();
+    let png = std::fs::read(&good).unwrap();
+    std::fs::write(bad.join("empty.png"), b"").unwrap();
+    std::fs::write(bad.join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    std::fs::write(bad.join("truncated.png"), &png[..png.len() / 2]).unwrap();
+    std::fs::write(
+        bad.join("garbage.png"),
+        b"\x89PNG\r\n\x1a\nthis is not a png at all",
+    )
+    .unwrap();
+    std::fs::write(bad.join("notes.jpg"), b"just some text, not an image\n").unwrap();
+    // 20000 x 20000 (over the 16384 px limit) but tiny on disk.
+    let big = bad.join("bomb.png");
+    let status = Command::new(common::python())
+        .args([
+            "-c",
+            "import sys; from PIL import Image; Image.new('1', (20000, 20000)).save(sys.argv[1])",
+        ])
+        .arg(&big)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&bad)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let out = run(atelier(state.path())
+        .args(["embed", "--model", MODEL])
+        .args(&names)
+        .arg(&good)
+        .arg(state.path().join("missing.png")));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for name in &names {
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error:") && l.contains(name.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{}: expected one error line in:\n{stderr}",
+            name.display()
+        );
+    }
+    assert!(stderr.contains("bomb.png: image too large"), "{stderr}");
+    assert!(stderr.contains("empty.png: empty file"), "{stderr}");
+    let json: Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(
+        json["images"].as_array().unwrap().len(),
+        1,
+        "the good image is still embedded"
+    );
+
+    // The same corpus through `tag` on the folder: every file named, exit 1, nothing else fails.
+    let out = run(atelier(state.path())
+        .args([
+            "tag",
+            "--model",
+            MODEL,
+            "--label",
+            "cat",
+            "--label",
+            "dog",
+            "--templates",
+            "plain",
+        ])
+        .arg(&bad)
+        .arg(&good));
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+}

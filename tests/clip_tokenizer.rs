@@ -1,0 +1,76 @@
+//! Tokenizer parity with `open_clip.tokenize` (ids must be identical).
+mod common;
+
+use atelier::engine::clip::ClipTokenizer;
+
+fn corpus() -> Vec<String> {
+    let long = "a photo of a very large and extremely detailed cathedral at sunset ".repeat(12);
+    let mut texts: Vec<String> = [
+        "a photo of a cat.",
+        "A Photo Of A DOG!!",
+        "",
+        "   leading and trailing   ",
+        "tabs\tand\nnew\r\nlines\u{2028}and\u{a0}nbsp\u{3000}ideographic",
+        "it's what they've said: we'll, I'd, you're, I'm",
+        "numbers 1234567 and 3.14159, 2nd 10th",
+        "café naïve résumé façade Ångström",
+        "日本語のテキスト、中文文本，한국어 텍스트",
+        "emoji 🐱🐶🎉 and ZWJ 👩‍👩‍👧",
+        "Ελληνικά ΣΟΦΙΑ and Русский текст",
+        "“curly quotes” and ‘single’ ones",
+        "ﬁne ﬂour, ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ！",
+        "&amp; &lt;b&gt;bold&lt;/b&gt; &quot;quoted&quot; &#39;x&#39; &#x41;",
+        "<start_of_text> special <end_of_text> tokens",
+        "punctuation!!! ??? ... --- *** ### @@@",
+        "mixed123abc 4x4 a1b2c3",
+        "control\u{1}chars\u{7f}here\u{feff}",
+        "hyphen-ated under_score slash/path back\\slash",
+        "supercalifragilisticexpialidocious antidisestablishmentarianism",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    texts.push(long);
+    texts.push("word ".repeat(76));
+    texts.push("word ".repeat(75));
+    texts.push("x".repeat(300));
+    texts
+}
+
+#[test]
+fn ids_match_open_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = corpus();
+    let req = dir.path().join("texts.json");
+    let out = dir.path().join("ids.json");
+    std::fs::write(&req, serde_json::to_string(&texts).unwrap()).unwrap();
+    common::run_python(
+        "tools/export/refs/clip_tokenize_ref.py",
+        &[req.as_os_str(), out.as_os_str()],
+    );
+    let expected: Vec<Vec<i64>> =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let bpe = std::process::Command::new(common::python())
+        .args(["-c", "import open_clip, os; print(os.path.join(os.path.dirname(open_clip.__file__), 'bpe_simple_vocab_16e6.txt.gz'))"])
+        .output()
+        .unwrap();
+    let bpe = String::from_utf8(bpe.stdout).unwrap();
+    let tok = ClipTokenizer::load(std::path::Path::new(bpe.trim())).unwrap();
+    let mut bad = Vec::new();
+    for (text, want) in texts.iter().zip(&expected) {
+        let got = tok.tokenize(text).to_vec();
+        if &got != want {
+            bad.push(format!(
+                "{text:?}\n  ours:     {got:?}\n  open_clip: {want:?}"
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} differ:\n{}",
+        bad.len(),
+        texts.len(),
+        bad.join("\n")
+    );
+}
