@@ -80,6 +80,8 @@ pub enum ModelsCommand {
 pub enum ImportFamily {
     /// CTranslate2 / faster-whisper folder, openai-whisper .pt, or HF transformers folder
     Whisper,
+    /// CLIP: a transformers folder, an open_clip checkpoint (with --arch) or an openai .pt
+    Clip,
     /// Silero VAD: the silero-vad wheel (`pip download --no-deps silero-vad==6.2.3`)
     Vad,
 }
@@ -93,9 +95,12 @@ pub struct ImportArgs {
     /// Name of the model in the store (default: derived from the source)
     #[arg(long)]
     pub name: Option<String>,
-    /// Source format: auto, ct2, openai, hf
+    /// Source format: auto, ct2, openai, hf (Whisper); auto, hf, open_clip, openai (CLIP)
     #[arg(long, default_value = "auto")]
     pub format: String,
+    /// CLIP: the open_clip architecture of a checkpoint (e.g. ViT-B-32, ViT-L-14, RN50)
+    #[arg(long)]
+    pub arch: Option<String>,
     /// Data type of the export: float32, or float16 (CUDA only)
     #[arg(long, default_value = "float32")]
     pub dtype: String,
@@ -306,8 +311,10 @@ pub struct IndexArgs {
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// What to look for
-    pub query: String,
+    /// What to look for: text, or arithmetic over text and images, rclip style:
+    /// `cat + ./ref.jpg - 0.5:blurry` (a `W:` prefix weights a term)
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+    pub query: Vec<String>,
     /// Results to show
     #[arg(long, default_value_t = 10)]
     pub top: usize,

@@ -9,6 +9,7 @@ use crate::config::{DeviceChoice, Loaded};
 use crate::engine::clip::index::{self, FileKey, Index, Status};
 use crate::engine::clip::job::{self, ClipInfo};
 use crate::engine::clip::preprocess::load_image;
+use crate::engine::clip::query::{self, TermKind};
 use crate::engine::clip::zero_shot::{self, LabelSet};
 use crate::engine::{runtime, store, DeviceThread, InstalledModel};
 use crate::output::atomic::write_atomic;
@@ -522,11 +523,29 @@ pub fn search(
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    let query = match session.texts(vec![args.query.clone()]) {
-        Ok(mut q) if !q.is_empty() => q.remove(0),
-        Ok(_) => return fail("the model returned no embedding"),
-        Err(e) => return fail(e),
+    let terms = match query::parse(&args.query) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: query: {e}");
+            return super::exit(super::EXIT_USAGE);
+        }
     };
+    let mut parts = Vec::with_capacity(terms.len());
+    for term in terms {
+        let embedding = match &term.kind {
+            TermKind::Text(text) => session.texts(vec![text.clone()]).and_then(|v| {
+                v.into_iter()
+                    .next()
+                    .ok_or_else(|| "the model returned no embedding".to_string())
+            }),
+            TermKind::Image(path) => session.embed_all(std::slice::from_ref(path)).remove(0),
+        };
+        match embedding {
+            Ok(e) => parts.push((term.weight, e)),
+            Err(e) => return fail(e),
+        }
+    }
+    let query = query::combine(&parts);
     match db.search(&query, args.top) {
         Ok(hits) => {
             print_hits(&hits, args.json);

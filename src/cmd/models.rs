@@ -140,6 +140,30 @@ pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
                 ])
                 .args(["--name", &name]);
         }
+        ImportFamily::Clip => {
+            let name = args.name.clone().unwrap_or_else(|| {
+                let stem = source
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "model".into());
+                if stem.to_lowercase().contains("clip") {
+                    stem
+                } else {
+                    format!("clip-{stem}")
+                }
+            });
+            cmd.arg("import-clip").arg("--source").arg(&source).args([
+                "--format",
+                &args.format,
+                "--device",
+                device,
+                "--name",
+                &name,
+            ]);
+            if let Some(arch) = &args.arch {
+                cmd.args(["--arch", arch]);
+            }
+        }
         ImportFamily::Vad => {
             cmd.arg("export-vad")
                 .arg("--wheel")

@@ -5,9 +5,10 @@ use crate::engine::whisper::job::{self, JobMsg};
 use crate::engine::whisper::tokenizer::to_language_code;
 use crate::engine::whisper::{DecodeOptions, Event, Task, TranscribeOptions};
 use crate::engine::{runtime, store, CancelToken, DeviceThread};
-use crate::media::audio::decode_to_16k_mono;
+use crate::media::audio::stream_16k_mono;
 use crate::output::writers::{self, format_timestamp, Format, WriterOptions};
 use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -189,34 +190,15 @@ pub fn run(
         return super::exit(super::EXIT_FAILURE);
     }
 
-    // Decode the next file while the model works on the current one.
-    let (audio_tx, audio_rx) = mpsc::sync_channel(1);
-    let files = args.files.clone();
-    std::thread::spawn(move || {
-        for path in files {
-            let audio = decode_to_16k_mono(&path).map_err(|e| e.to_string());
-            if audio_tx.send((path, audio)).is_err() {
-                break;
-            }
-        }
-    });
-
     let interactive = std::io::stderr().is_terminal();
     let mut failed = 0;
-    for (path, audio) in audio_rx {
-        let audio = match audio {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed += 1;
-                continue;
-            }
-        };
+    for path in &args.files {
+        let audio = stream_file(path);
         match transcribe_one(
             &thread,
             &model,
             vad_model.clone(),
-            &path,
+            path,
             audio,
             &opts,
             &args,
@@ -224,7 +206,7 @@ pub fn run(
         ) {
             Ok(transcript) => match writers::write_files(
                 &args.output_dir,
-                &path,
+                path,
                 &formats,
                 &transcript,
                 &writer_options,
@@ -244,7 +226,12 @@ pub fn run(
                 }
             },
             Err(e) => {
-                eprintln!("error: {}: {e}", path.display());
+                // Audio errors already start with the file's name.
+                if e.starts_with(&path.display().to_string()) {
+                    eprintln!("error: {e}");
+                } else {
+                    eprintln!("error: {}: {e}", path.display());
+                }
                 failed += 1;
             }
         }
@@ -262,14 +249,13 @@ fn transcribe_one(
     model: &store::InstalledModel,
     vad: Option<store::InstalledModel>,
     path: &Path,
-    audio: Vec<f32>,
+    audio: mpsc::Receiver<job::AudioChunk>,
     opts: &TranscribeOptions,
     args: &TranscribeArgs,
     interactive: bool,
 ) -> Result<crate::transcript::Transcript, String> {
-    let total = audio.len() as f64 / 16_000.0;
     let bar = interactive.then(|| {
-        let bar = indicatif::ProgressBar::new((total * 100.0) as u64);
+        let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {percent}% {elapsed}<{eta}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -320,8 +306,12 @@ fn transcribe_one(
                 }
             }
             JobMsg::Event(Event::Segment(_)) => {}
-            JobMsg::Event(Event::Progress { done_seconds, .. }) => {
+            JobMsg::Event(Event::Progress {
+                done_seconds,
+                total_seconds,
+            }) => {
                 if let Some(b) = &bar {
+                    b.set_length((total_seconds * 100.0) as u64);
                     b.set_position((done_seconds * 100.0) as u64);
                 }
             }
@@ -340,4 +330,21 @@ fn transcribe_one(
         }
     }
     Err("the model thread stopped".into())
+}
+
+/// Reads `path` on its own thread as 16 kHz mono pieces of 30 s, so decoding overlaps
+/// the model's work and a long file never sits in memory whole.
+fn stream_file(path: &Path) -> mpsc::Receiver<job::AudioChunk> {
+    let (tx, rx) = mpsc::sync_channel(4);
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let sent = stream_16k_mono(&path, 30.0, |chunk| match tx.send(Ok(chunk.to_vec())) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        });
+        if let Err(e) = sent {
+            let _ = tx.send(Err(e.to_string()));
+        }
+    });
+    rx
 }

@@ -3,6 +3,7 @@ pub mod index;
 pub mod job;
 pub mod model;
 pub mod preprocess;
+pub mod query;
 pub mod tokenizer;
 pub mod zero_shot;
 

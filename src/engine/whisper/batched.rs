@@ -97,16 +97,15 @@ fn needs_fallback(r: &super::decode::DecodeResult, o: &TranscribeOptions) -> boo
 
 pub fn transcribe_batched(
     model: &WhisperModel,
-    audio: &[f32],
+    mel: &tch::Tensor,
     opts: &TranscribeOptions,
     batch_size: usize,
     cancel: &CancelToken,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Transcript, TranscribeError> {
     let tok = &model.tokenizer;
-    let mel = model.log_mel(audio)?;
     let content_frames = mel.size()[1] as usize - N_FRAMES;
-    let language = resolve_language(model, &mel, opts, on_event)?;
+    let language = resolve_language(model, mel, opts, on_event)?;
     let mut decode_opts = opts.decode.clone();
     decode_opts.language = Some(language.clone());
     decode_opts.prompt.clear();
@@ -132,7 +131,7 @@ pub fn transcribe_batched(
         if cancel.is_cancelled() {
             return Err(TranscribeError::Cancelled);
         }
-        let windows: Vec<Tensor> = batch.iter().map(|c| c.mel(&mel)).collect();
+        let windows: Vec<Tensor> = batch.iter().map(|c| c.mel(mel)).collect();
         let features = model.encode(&Tensor::stack(&windows, 0))?;
         let xkv = model.cross_kv(&features)?;
         let results = decode_batch(model, &xkv, &decode_opts)?;

@@ -233,6 +233,22 @@ impl Filters {
     }
 }
 
+/// The start-of-transcript tokens for the options' language and task (plus
+/// `<|notimestamps|>` without timestamps).
+fn sot_sequence(model: &WhisperModel, opts: &DecodeOptions) -> Result<Vec<u32>, ModelError> {
+    let tok = &model.tokenizer;
+    let mut seq = tok
+        .sot_sequence(opts.language.as_deref(), opts.task)
+        .map_err(|e| ModelError::Torch {
+            model: model.name.clone(),
+            message: e.to_string(),
+        })?;
+    if opts.without_timestamps {
+        seq.push(tok.no_timestamps());
+    }
+    Ok(seq)
+}
+
 /// Decodes one window whose cross-attention K/V (`[L, 2, 1, ctx, D]`) is given.
 pub fn decode(
     model: &WhisperModel,
@@ -244,15 +260,7 @@ pub fn decode(
     let sample_len = opts.sample_len.unwrap_or(n_ctx / 2);
     let eot = tok.eot();
 
-    let mut sot_sequence = tok
-        .sot_sequence(opts.language.as_deref(), opts.task)
-        .map_err(|e| ModelError::Torch {
-            model: model.name.clone(),
-            message: e.to_string(),
-        })?;
-    if opts.without_timestamps {
-        sot_sequence.push(tok.no_timestamps());
-    }
+    let sot_sequence = sot_sequence(model, opts)?;
     let mut initial: Vec<u32> = Vec::new();
     if !opts.prompt.is_empty() {
         initial.push(tok.sot_prev());
@@ -486,15 +494,7 @@ pub fn decode_batch(
     let n_ctx = model.dims.n_text_ctx as usize;
     let sample_len = opts.sample_len.unwrap_or(n_ctx / 2);
     let eot = tok.eot();
-    let mut initial = tok
-        .sot_sequence(opts.language.as_deref(), opts.task)
-        .map_err(|e| ModelError::Torch {
-            model: model.name.clone(),
-            message: e.to_string(),
-        })?;
-    if opts.without_timestamps {
-        initial.push(tok.no_timestamps());
-    }
+    let initial = sot_sequence(model, opts)?;
     let sample_begin = initial.len();
     let sot_index = initial.iter().position(|&t| t == tok.sot()).unwrap_or(0);
     let filters = Filters::new(model, opts, sample_begin);

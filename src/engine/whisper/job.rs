@@ -1,4 +1,5 @@
 //! A file transcription as one job on the model thread: VAD, then Whisper, streaming events.
+use super::audio::MelStream;
 use super::transcribe::{transcribe, Event, TranscribeError, TranscribeOptions};
 use super::vad::{self, Vad};
 use super::WhisperModel;
@@ -6,6 +7,7 @@ use crate::engine::runtime::{DeviceThread, ModelCache};
 use crate::engine::store::InstalledModel;
 use crate::engine::CancelToken;
 use crate::transcript::Transcript;
+use std::rc::Rc;
 use std::sync::mpsc;
 
 /// Seconds of silence between VAD speech ranges below which they are decoded as one clip.
@@ -21,14 +23,22 @@ pub enum JobMsg {
     Done(Result<Transcript, String>),
 }
 
-/// Loads (once) and keeps warm the Whisper model and VAD named by these manifests.
-fn whisper<'a>(
-    cache: &'a mut ModelCache,
-    model: &InstalledModel,
-) -> Result<&'a mut WhisperModel, String> {
+/// The Whisper model of this manifest, loaded once and kept warm on the model thread.
+fn whisper(cache: &mut ModelCache, model: &InstalledModel) -> Result<Rc<WhisperModel>, String> {
     let key = format!("whisper:{}", model.dir.display());
     cache
-        .get_or_try_insert(&key, |device| WhisperModel::load(model, device))
+        .get_or_try_insert(&key, |device| {
+            WhisperModel::load(model, device).map(Rc::new)
+        })
+        .map(|m| Rc::clone(m))
+        .map_err(|e| e.to_string())
+}
+
+fn vad(cache: &mut ModelCache, model: &InstalledModel) -> Result<Rc<Vad>, String> {
+    let key = format!("vad:{}", model.dir.display());
+    cache
+        .get_or_try_insert(&key, |_| Vad::load(model).map(Rc::new))
+        .map(|m| Rc::clone(m))
         .map_err(|e| e.to_string())
 }
 
@@ -36,28 +46,30 @@ fn whisper<'a>(
 pub fn preload(
     thread: &DeviceThread,
     model: InstalledModel,
-    vad: Option<InstalledModel>,
+    vad_model: Option<InstalledModel>,
 ) -> Result<(), String> {
     thread
         .run(move |cache| {
             whisper(cache, &model)?;
-            if let Some(v) = vad {
-                let key = format!("vad:{}", v.dir.display());
-                cache
-                    .get_or_try_insert(&key, |_| Vad::load(&v))
-                    .map_err(|e| e.to_string())?;
+            if let Some(v) = vad_model {
+                vad(cache, &v)?;
             }
             Ok(())
         })
         .unwrap_or_else(|| Err("the model thread has stopped".into()))
 }
 
-/// Queues the transcription of `audio` (16 kHz mono); messages arrive on the returned channel.
+/// Audio for a job: 16 kHz mono pieces, or the reason the file could not be read.
+pub type AudioChunk = Result<Vec<f32>, String>;
+
+/// Queues the transcription of the audio arriving on `audio` (16 kHz mono pieces, as a
+/// decoder thread reads the file): only the log-mel and VAD probabilities are kept, never
+/// the whole signal. Messages arrive on the returned channel.
 pub fn submit(
     thread: &DeviceThread,
     model: InstalledModel,
     vad_model: Option<InstalledModel>,
-    audio: Vec<f32>,
+    audio: mpsc::Receiver<AudioChunk>,
     mut options: TranscribeOptions,
     cancel: CancelToken,
 ) -> mpsc::Receiver<JobMsg> {
@@ -65,13 +77,31 @@ pub fn submit(
     let reply = tx.clone();
     let submitted = thread.submit(move |cache| {
         let result = (|| -> Result<Transcript, String> {
-            if let Some(v) = &vad_model {
-                let key = format!("vad:{}", v.dir.display());
-                let vad = cache
-                    .get_or_try_insert(&key, |_| Vad::load(v))
+            let whisper = whisper(cache, &model)?;
+            let vad = vad_model.as_ref().map(|v| vad(cache, v)).transpose()?;
+            let mut mel = MelStream::new();
+            let mut vad_stream = vad
+                .as_deref()
+                .map(Vad::stream)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            for chunk in audio {
+                if cancel.is_cancelled() {
+                    return Err("cancelled".into());
+                }
+                let chunk = chunk?;
+                whisper
+                    .mel_push(&mut mel, &chunk)
                     .map_err(|e| e.to_string())?;
-                let probs = vad.speech_probs(&audio).map_err(|e| e.to_string())?;
-                let speech = vad::speech_timestamps(&probs, audio.len(), &vad.params);
+                if let Some(v) = vad_stream.as_mut() {
+                    v.push(&chunk).map_err(|e| e.to_string())?;
+                }
+            }
+            let samples = mel.samples();
+            let mel = whisper.mel_finish(mel).map_err(|e| e.to_string())?;
+            if let (Some(stream), Some(vad)) = (vad_stream, vad.as_ref()) {
+                let probs = stream.finish().map_err(|e| e.to_string())?;
+                let speech = vad::speech_timestamps(&probs, samples, &vad.params);
                 // Batched mode packs the raw speech ranges into windows itself.
                 let gap = if options.batch_size > 1 {
                     0.0
@@ -92,22 +122,21 @@ pub fn submit(
                 }
                 options.clips = clips;
             }
-            let model = whisper(cache, &model)?;
             let mut on_event = |e: Event| {
                 let _ = tx.send(JobMsg::Event(e));
             };
             let result = if options.batch_size > 1 {
                 let size = options.batch_size;
                 super::batched::transcribe_batched(
-                    model,
-                    &audio,
+                    &whisper,
+                    &mel,
                     &options,
                     size,
                     &cancel,
                     &mut on_event,
                 )
             } else {
-                transcribe(model, &audio, &options, &cancel, &mut on_event)
+                transcribe(&whisper, &mel, &options, &cancel, &mut on_event)
             };
             result.map_err(|e| match e {
                 TranscribeError::Cancelled => "cancelled".to_string(),

@@ -1,4 +1,5 @@
 //! A Whisper model loaded from the store: four TorchScript modules plus the tokenizer.
+use super::audio::MelStream;
 use super::tokenizer::Tokenizer;
 use crate::engine::store::{InstalledModel, StoreError};
 use tch::{CModule, Device, IValue, Kind, Tensor};
@@ -145,6 +146,20 @@ impl WhisperModel {
 
     pub fn log_mel(&self, audio: &[f32]) -> Result<Tensor, ModelError> {
         super::audio::log_mel_spectrogram(&self.mel, audio, self.device)
+            .map_err(|e| self.torch_err(e))
+    }
+
+    /// Adds samples to a streaming log-mel.
+    pub fn mel_push(&self, stream: &mut MelStream, samples: &[f32]) -> Result<(), ModelError> {
+        stream
+            .push(&self.mel, samples, self.device)
+            .map_err(|e| self.torch_err(e))
+    }
+
+    /// The normalised log-mel of everything pushed.
+    pub fn mel_finish(&self, stream: MelStream) -> Result<Tensor, ModelError> {
+        stream
+            .finish(&self.mel, self.device)
             .map_err(|e| self.torch_err(e))
     }
 

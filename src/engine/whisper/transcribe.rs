@@ -81,18 +81,17 @@ pub enum TranscribeError {
 
 pub fn transcribe(
     model: &WhisperModel,
-    audio: &[f32],
+    mel: &tch::Tensor,
     opts: &TranscribeOptions,
     cancel: &CancelToken,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Transcript, TranscribeError> {
     let tok = &model.tokenizer;
-    let mel = model.log_mel(audio)?;
     let content_frames = mel.size()[1] as usize - N_FRAMES;
     let total_seconds = content_frames as f64 * HOP_LENGTH as f64 / SAMPLE_RATE as f64;
     let content_duration = (content_frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
     let mut decode_opts = opts.decode.clone();
-    let language = resolve_language(model, &mel, opts, on_event)?;
+    let language = resolve_language(model, mel, opts, on_event)?;
     decode_opts.language = Some(language.clone());
 
     let mut seek_clips: Vec<(usize, usize)> = opts
@@ -148,7 +147,7 @@ pub fn transcribe(
         let window_end_time = ((seek + N_FRAMES) * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
         let segment_size = N_FRAMES.min(content_frames - seek).min(clip_end - seek);
         let segment_duration = (segment_size * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
-        let window = mel_window(&mel, seek, segment_size).unsqueeze(0);
+        let window = mel_window(mel, seek, segment_size).unsqueeze(0);
         let features = model.encode(&window)?;
         let xkv = model.cross_kv(&features)?;
 

@@ -63,31 +63,66 @@ impl Vad {
 
     /// Speech probability of each 512-sample window (the last one zero-padded).
     pub fn speech_probs(&self, audio: &[f32]) -> Result<Vec<f32>, VadError> {
-        let err = |e: tch::TchError| {
-            VadError::Torch(e.to_string().lines().next().unwrap_or("").to_string())
-        };
+        let mut stream = self.stream()?;
+        stream.push(audio)?;
+        stream.finish()
+    }
+
+    /// Starts a new stream (Silero keeps its state between windows).
+    pub fn stream(&self) -> Result<VadStream<'_>, VadError> {
         self.module
             .method_is::<IValue>("reset_states", &[])
-            .map_err(err)?;
-        let mut probs = Vec::with_capacity(audio.len() / WINDOW + 1);
-        let mut chunk = [0f32; WINDOW];
-        for start in (0..audio.len()).step_by(WINDOW) {
-            let end = (start + WINDOW).min(audio.len());
-            chunk.fill(0.0);
-            chunk[..end - start].copy_from_slice(&audio[start..end]);
-            let x = Tensor::from_slice(&chunk).unsqueeze(0);
-            let out = self
-                .module
-                .forward_is(&[IValue::Tensor(x), IValue::Int(SAMPLE_RATE as i64)])
-                .map_err(err)?;
-            let p = match out {
-                IValue::Tensor(t) => t.double_value(&[0, 0]) as f32,
-                IValue::Double(p) => p as f32,
-                _ => return Err(VadError::Torch("unexpected VAD output".into())),
-            };
-            probs.push(p);
+            .map_err(torch_err)?;
+        Ok(VadStream {
+            vad: self,
+            rest: Vec::new(),
+            probs: Vec::new(),
+        })
+    }
+
+    fn window(&self, chunk: &[f32]) -> Result<f32, VadError> {
+        let x = Tensor::from_slice(chunk).unsqueeze(0);
+        let out = self
+            .module
+            .forward_is(&[IValue::Tensor(x), IValue::Int(SAMPLE_RATE as i64)])
+            .map_err(torch_err)?;
+        match out {
+            IValue::Tensor(t) => Ok(t.double_value(&[0, 0]) as f32),
+            IValue::Double(p) => Ok(p as f32),
+            _ => Err(VadError::Torch("unexpected VAD output".into())),
         }
-        Ok(probs)
+    }
+}
+
+fn torch_err(e: tch::TchError) -> VadError {
+    VadError::Torch(e.to_string().lines().next().unwrap_or("").to_string())
+}
+
+/// Speech probabilities of audio that arrives in pieces.
+pub struct VadStream<'a> {
+    vad: &'a Vad,
+    rest: Vec<f32>,
+    probs: Vec<f32>,
+}
+
+impl VadStream<'_> {
+    pub fn push(&mut self, samples: &[f32]) -> Result<(), VadError> {
+        self.rest.extend_from_slice(samples);
+        let whole = self.rest.len() / WINDOW * WINDOW;
+        for chunk in self.rest[..whole].chunks(WINDOW) {
+            self.probs.push(self.vad.window(chunk)?);
+        }
+        self.rest.drain(..whole);
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<Vec<f32>, VadError> {
+        if !self.rest.is_empty() {
+            self.rest.resize(WINDOW, 0.0);
+            let p = self.vad.window(&self.rest)?;
+            self.probs.push(p);
+        }
+        Ok(self.probs)
     }
 }
 
