@@ -283,7 +283,11 @@ fn transcribe_one(
                     .iter()
                     .find(|(c, _)| *c == code)
                     .map_or(code.as_str(), |(_, n)| n);
-                let line = format!("Detected language: {name} ({probability:.2})");
+                let mut title = name.to_string();
+                if let Some(first) = title.get(0..1) {
+                    title.replace_range(0..1, &first.to_uppercase());
+                }
+                let line = format!("Detected language: {title} ({probability:.2})");
                 match &bar {
                     Some(b) => b.println(line),
                     None => eprintln!("{line}"),

@@ -12,6 +12,8 @@ use std::sync::mpsc;
 
 /// Seconds of silence between VAD speech ranges below which they are decoded as one clip.
 pub const VAD_MERGE_GAP: f64 = 2.0;
+/// Seconds added before and after each speech range (faster-whisper's speech_pad_ms).
+pub const VAD_PAD: f64 = 0.4;
 
 pub enum JobMsg {
     Event(Event),
@@ -108,7 +110,7 @@ pub fn submit(
                 } else {
                     VAD_MERGE_GAP
                 };
-                let clips = vad::clips(&speech, gap);
+                let clips = vad::clips(&speech, gap, VAD_PAD, samples);
                 let seconds = speech.iter().map(|(s, e)| (e - s) as f64 / 16_000.0).sum();
                 let _ = tx.send(JobMsg::Speech {
                     seconds,

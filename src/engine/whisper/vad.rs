@@ -185,14 +185,22 @@ pub fn speech_timestamps(probs: &[f32], audio_len: usize, p: &VadParams) -> Vec<
     speeches
 }
 
-/// Speech ranges as Whisper clips in seconds: ranges closer than `merge_gap` seconds are
-/// joined, so Whisper keeps its context across short pauses.
-pub fn clips(speeches: &[(usize, usize)], merge_gap: f64) -> Vec<(f64, f64)> {
+/// Speech ranges as Whisper clips in seconds, widened by `pad` on each side (Silero's own
+/// 30 ms clips word onsets such as a quiet "And"; faster-whisper pads by 400 ms for Whisper)
+/// and joined when closer than `merge_gap`, so Whisper keeps its context across pauses.
+pub fn clips(
+    speeches: &[(usize, usize)],
+    merge_gap: f64,
+    pad: f64,
+    audio_len: usize,
+) -> Vec<(f64, f64)> {
+    let total = audio_len as f64 / SAMPLE_RATE;
     let mut out: Vec<(f64, f64)> = Vec::new();
     for &(s, e) in speeches {
-        let (s, e) = (s as f64 / SAMPLE_RATE, e as f64 / SAMPLE_RATE);
+        let s = (s as f64 / SAMPLE_RATE - pad).max(0.0);
+        let e = (e as f64 / SAMPLE_RATE + pad).min(total);
         match out.last_mut() {
-            Some(last) if s - last.1 < merge_gap => last.1 = e,
+            Some(last) if s - last.1 < merge_gap => last.1 = last.1.max(e),
             _ => out.push((s, e)),
         }
     }
