@@ -313,7 +313,7 @@ pub struct IndexArgs {
 pub struct SearchArgs {
     /// What to look for: text, or arithmetic over text and images, rclip style:
     /// `cat + ./ref.jpg - 0.5:blurry` (a `W:` prefix weights a term)
-    #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+    #[arg(required = true, num_args = 1..)]
     pub query: Vec<String>,
     /// Results to show
     #[arg(long, default_value_t = 10)]

@@ -545,7 +545,11 @@ pub fn search(
             Err(e) => return fail(e),
         }
     }
-    let query = query::combine(&parts);
+    // A plain query is used as the model gave it; arithmetic combines normalised terms.
+    let query = match parts.as_slice() {
+        [(w, e)] if *w == 1.0 => e.clone(),
+        _ => query::combine(&parts),
+    };
     match db.search(&query, args.top) {
         Ok(hits) => {
             print_hits(&hits, args.json);
