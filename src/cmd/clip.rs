@@ -509,18 +509,33 @@ fn open_index(loaded: &Loaded, flag: Option<&Path>, model: &str) -> Result<Index
     Index::open(&path, model).map_err(|e| e.to_string())
 }
 
+/// The model session and its index, as `search` and `similar` need them.
+fn session_and_index(
+    loaded: &Loaded,
+    clip: &ClipModelArgs,
+    index: Option<&Path>,
+    device: DeviceChoice,
+    models_dir: &Path,
+) -> Result<(Session, Index), String> {
+    let session = Session::start(loaded, clip, device, models_dir)?;
+    let db = open_index(loaded, index, session.model.name())?;
+    Ok((session, db))
+}
+
 pub fn search(
     loaded: &Loaded,
     args: SearchArgs,
     device: DeviceChoice,
     models_dir: &Path,
 ) -> ExitCode {
-    let session = match Session::start(loaded, &args.clip, device, models_dir) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let db = match open_index(loaded, args.index.as_deref(), session.model.name()) {
-        Ok(d) => d,
+    let (session, db) = match session_and_index(
+        loaded,
+        &args.clip,
+        args.index.as_deref(),
+        device,
+        models_dir,
+    ) {
+        Ok(pair) => pair,
         Err(e) => return fail(e),
     };
     let terms = match query::parse(&args.query) {
@@ -565,12 +580,14 @@ pub fn similar(
     device: DeviceChoice,
     models_dir: &Path,
 ) -> ExitCode {
-    let session = match Session::start(loaded, &args.clip, device, models_dir) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let db = match open_index(loaded, args.index.as_deref(), session.model.name()) {
-        Ok(d) => d,
+    let (session, db) = match session_and_index(
+        loaded,
+        &args.clip,
+        args.index.as_deref(),
+        device,
+        models_dir,
+    ) {
+        Ok(pair) => pair,
         Err(e) => return fail(e),
     };
     let key = match index::file_key(&args.image) {
