@@ -315,6 +315,13 @@ pub struct SearchArgs {
     /// `cat + ./ref.jpg - 0.5:blurry` (a `W:` prefix weights a term)
     #[arg(required = true, num_args = 1..)]
     pub query: Vec<String>,
+    #[command(flatten)]
+    pub results: IndexQueryArgs,
+}
+
+/// What `search` and `similar` share: the index, the model and how to show results.
+#[derive(Debug, Args)]
+pub struct IndexQueryArgs {
     /// Results to show
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -332,17 +339,8 @@ pub struct SearchArgs {
 pub struct SimilarArgs {
     /// The example image (indexed or not)
     pub image: PathBuf,
-    /// Results to show
-    #[arg(long, default_value_t = 10)]
-    pub top: usize,
-    /// One JSON object per result
-    #[arg(long)]
-    pub json: bool,
-    /// The index database (default: clip.index in config.toml)
-    #[arg(long)]
-    pub index: Option<PathBuf>,
     #[command(flatten)]
-    pub clip: ClipModelArgs,
+    pub results: IndexQueryArgs,
 }
 
 #[derive(Debug, Args)]

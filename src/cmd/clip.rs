@@ -3,7 +3,8 @@
 //! Bad input (corrupt, truncated, empty, unsupported or over-size images) gets one line naming
 //! the file; the run goes on and exits 1 at the end.
 use crate::cli::{
-    ClipModelArgs, EmbedArgs, IndexArgs, ModerateArgs, SearchArgs, SimilarArgs, TagArgs,
+    ClipModelArgs, EmbedArgs, IndexArgs, IndexQueryArgs, ModerateArgs, SearchArgs, SimilarArgs,
+    TagArgs,
 };
 use crate::config::{DeviceChoice, Loaded};
 use crate::engine::clip::index::{self, FileKey, Index, Status};
@@ -512,13 +513,12 @@ fn open_index(loaded: &Loaded, flag: Option<&Path>, model: &str) -> Result<Index
 /// The model session and its index, as `search` and `similar` need them.
 fn session_and_index(
     loaded: &Loaded,
-    clip: &ClipModelArgs,
-    index: Option<&Path>,
+    args: &IndexQueryArgs,
     device: DeviceChoice,
     models_dir: &Path,
 ) -> Result<(Session, Index), String> {
-    let session = Session::start(loaded, clip, device, models_dir)?;
-    let db = open_index(loaded, index, session.model.name())?;
+    let session = Session::start(loaded, &args.clip, device, models_dir)?;
+    let db = open_index(loaded, args.index.as_deref(), session.model.name())?;
     Ok((session, db))
 }
 
@@ -528,13 +528,7 @@ pub fn search(
     device: DeviceChoice,
     models_dir: &Path,
 ) -> ExitCode {
-    let (session, db) = match session_and_index(
-        loaded,
-        &args.clip,
-        args.index.as_deref(),
-        device,
-        models_dir,
-    ) {
+    let (session, db) = match session_and_index(loaded, &args.results, device, models_dir) {
         Ok(pair) => pair,
         Err(e) => return fail(e),
     };
@@ -565,9 +559,9 @@ pub fn search(
         [(w, e)] if *w == 1.0 => e.clone(),
         _ => query::combine(&parts),
     };
-    match db.search(&query, args.top) {
+    match db.search(&query, args.results.top) {
         Ok(hits) => {
-            print_hits(&hits, args.json);
+            print_hits(&hits, args.results.json);
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -580,13 +574,7 @@ pub fn similar(
     device: DeviceChoice,
     models_dir: &Path,
 ) -> ExitCode {
-    let (session, db) = match session_and_index(
-        loaded,
-        &args.clip,
-        args.index.as_deref(),
-        device,
-        models_dir,
-    ) {
+    let (session, db) = match session_and_index(loaded, &args.results, device, models_dir) {
         Ok(pair) => pair,
         Err(e) => return fail(e),
     };
@@ -609,14 +597,14 @@ pub fn similar(
             Err(e) => return fail(e),
         },
     };
-    match db.search(&query, args.top + 1) {
+    match db.search(&query, args.results.top + 1) {
         Ok(hits) => {
             let hits: Vec<(String, f32)> = hits
                 .into_iter()
                 .filter(|(p, _)| *p != key.path)
-                .take(args.top)
+                .take(args.results.top)
                 .collect();
-            print_hits(&hits, args.json);
+            print_hits(&hits, args.results.json);
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
