@@ -11,7 +11,11 @@ use super::transcribe::{
 };
 use crate::engine::CancelToken;
 use crate::transcript::{Segment, Transcript};
+use std::collections::{BTreeMap, VecDeque};
 use tch::Tensor;
+
+/// Speech (seconds) left after Whisper's last timestamp in a chunk that is decoded again.
+const MIN_REMAINDER_SECONDS: f64 = 1.0;
 
 /// Speech ranges (mel frames) decoded as one window with the silence between them cut
 /// out, as faster-whisper's batched mode does: Whisper tends to stop after a long pause.
@@ -62,6 +66,29 @@ impl Chunk {
             acc += len;
         }
         (self.to_file_time(start), self.to_file_time(end))
+    }
+
+    /// The chunk's speech after `t` seconds of its timeline, when at least `min_seconds` of
+    /// it is left: what Whisper did not reach before it stopped. `None` when `t` is 0 (no
+    /// progress was made, so decoding it again would loop).
+    pub fn remainder(&self, t: f64, min_seconds: f64) -> Option<Chunk> {
+        let offset = (t * SAMPLE_RATE as f64 / HOP_LENGTH as f64)
+            .round()
+            .max(0.0) as usize;
+        if offset == 0 || offset >= self.frames() {
+            return None;
+        }
+        let mut acc = 0;
+        let mut parts = Vec::new();
+        for &(s, e) in &self.parts {
+            let len = e - s;
+            if acc + len > offset {
+                parts.push((s + offset.saturating_sub(acc), e));
+            }
+            acc += len;
+        }
+        let rest = Chunk { parts };
+        (seconds(rest.frames()) >= min_seconds).then_some(rest)
     }
 }
 
@@ -124,13 +151,19 @@ pub fn transcribe_batched(
             .filter(|(s, e)| s < e)
             .collect()
     };
-    let chunks = pack_chunks(&speech);
-    tracing::debug!(?speech, chunks = chunks.len(), "batched mode");
+    let mut queue: VecDeque<Chunk> = pack_chunks(&speech).into();
+    tracing::debug!(?speech, chunks = queue.len(), "batched mode");
     let mut segments: Vec<Segment> = Vec::new();
-    for batch in chunks.chunks(batch_size.max(1)) {
+    // Finished chunks by first frame, held until every chunk before them is finished, so
+    // segments stream out in time order even when a remainder is decoded late.
+    let mut finished: BTreeMap<usize, (Vec<Segment>, f64)> = BTreeMap::new();
+    while !queue.is_empty() {
         if cancel.is_cancelled() {
             return Err(TranscribeError::Cancelled);
         }
+        let take = batch_size.max(1).min(queue.len());
+        let batch: Vec<Chunk> = queue.drain(..take).collect();
+        let mut remainders = Vec::new();
         let windows: Vec<Tensor> = batch.iter().map(|c| c.mel(mel)).collect();
         let features = model.encode(&Tensor::stack(&windows, 0))?;
         let xkv = model.cross_kv(&features)?;
@@ -170,6 +203,13 @@ pub fn transcribe_batched(
                 }
                 current = split.segments;
             }
+            // Whisper may stop before the end of a full window; without seek, decode what it
+            // did not reach as a chunk of its own (openai's seek to the last timestamp).
+            let reached = current.last().map_or(0.0, |s| s.end);
+            if let Some(rest) = chunk.remainder(reached, MIN_REMAINDER_SECONDS) {
+                tracing::debug!(parts = ?rest.parts, "batched remainder");
+                remainders.push(rest);
+            }
             if opts.word_timestamps && !current.is_empty() {
                 let input = AlignmentInput {
                     cross_kv: &chunk_xkv,
@@ -181,6 +221,7 @@ pub fn transcribe_batched(
                 };
                 timing::add_word_timestamps(&mut current, model, &input, 0.0)?;
             }
+            let mut kept = Vec::new();
             for mut seg in current {
                 if seg.start == seg.end || seg.text.trim().is_empty() {
                     continue;
@@ -195,12 +236,28 @@ pub fn transcribe_batched(
                     w.start = round2(start);
                     w.end = round2(end);
                 }
+                kept.push(seg);
+            }
+            let done_seconds = chunk.parts.last().map_or(0.0, |p| seconds(p.1));
+            finished.insert(chunk.parts[0].0, (kept, done_seconds));
+        }
+        // Remainders lie inside their chunks, before every chunk still queued.
+        for rest in remainders.into_iter().rev() {
+            queue.push_front(rest);
+        }
+        let next = queue.front().map_or(usize::MAX, |c| c.parts[0].0);
+        while let Some(entry) = finished.first_entry() {
+            if *entry.key() >= next {
+                break;
+            }
+            let (kept, done_seconds) = entry.remove();
+            for mut seg in kept {
                 seg.id = segments.len();
                 on_event(Event::Segment(seg.clone()));
                 segments.push(seg);
             }
             on_event(Event::Progress {
-                done_seconds: chunk.parts.last().map_or(0.0, |p| seconds(p.1)),
+                done_seconds,
                 total_seconds: seconds(content_frames),
             });
         }
@@ -254,5 +311,26 @@ mod tests {
         // A word across the cut ends where its part ends.
         assert_eq!(c.word_to_file_time(1.5, 2.5), (2.5, 3.0));
         assert_eq!(c.word_to_file_time(2.0, 2.5), (10.0, 10.5));
+    }
+
+    #[test]
+    fn remainder_is_the_speech_after_the_last_timestamp() {
+        let c = super::Chunk {
+            parts: vec![(100, 300), (1000, 1300)],
+        };
+        // 1.5 s in: the rest of the first part and all of the second.
+        assert_eq!(
+            c.remainder(1.5, 1.0).map(|r| r.parts),
+            Some(vec![(250, 300), (1000, 1300)])
+        );
+        // 3.0 s in: one second of the second part.
+        assert_eq!(
+            c.remainder(3.0, 1.0).map(|r| r.parts),
+            Some(vec![(1100, 1300)])
+        );
+        // Too little left, nothing reached, or everything reached.
+        assert_eq!(c.remainder(4.5, 1.0), None);
+        assert_eq!(c.remainder(0.0, 1.0), None);
+        assert_eq!(c.remainder(5.0, 1.0), None);
     }
 }
