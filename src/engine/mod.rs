@@ -1,5 +1,6 @@
 //! The only module that touches tch. Everything above it sees plain Rust types.
 pub mod clip;
+pub mod diffusion;
 pub mod runtime;
 pub mod store;
 pub mod whisper;

@@ -1,0 +1,1 @@
+//! Durable job queue: job model, SQLite journal, workers, progress (in progress).

@@ -1,0 +1,1 @@
+//! Watch folders: notify watcher, debounce, stable-size check, routing rules (in progress).
