@@ -92,6 +92,64 @@ fn greedy_matches_openai_on_librivox() {
     assert!(wer < 0.10, "WER {wer}");
 }
 
+/// openai's beam search (beam 5, patience 1) on the same weights: the same tokens. Ranking
+/// happens on the logits' device with torch's topk, as openai's does.
+#[test]
+fn beam_search_matches_openai_on_librivox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clips: Vec<PathBuf> = common::librivox_clips().into_iter().take(3).collect();
+    let out = transcribe(
+        tmp.path(),
+        tmp.path(),
+        &clips,
+        &[
+            "--no-vad",
+            "--beam-size",
+            "5",
+            "--temperature-increment-on-fallback",
+            "0",
+            "-f",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = tmp.path().join("ref.json");
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("--model"),
+        common::converted_checkpoint("whisper-tiny.en")
+            .into_os_string()
+            .leak(),
+        OsStr::new("--beam-size"),
+        OsStr::new("5"),
+        OsStr::new("--out"),
+        reference.as_os_str(),
+    ];
+    args.extend(clips.iter().map(|c| c.as_os_str()));
+    common::run_python("tools/export/refs/transcribe_ref.py", &args);
+    let reference = read_json(&reference);
+    for clip in &clips {
+        let ours = read_json(&tmp.path().join(format!(
+            "{}.json",
+            clip.file_stem().unwrap().to_str().unwrap()
+        )));
+        let theirs = &reference[clip.to_str().unwrap()];
+        assert_eq!(ours["text"], theirs["text"], "{}", clip.display());
+        let tokens = |v: &Value| -> Vec<Value> {
+            v["segments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["tokens"].clone())
+                .collect()
+        };
+        assert_eq!(tokens(&ours), tokens(theirs), "{}", clip.display());
+    }
+}
+
 fn load(path: &Path) -> Vec<f32> {
     atelier::media::audio::decode_to_16k_mono(path).unwrap()
 }

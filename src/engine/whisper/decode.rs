@@ -70,21 +70,6 @@ pub fn compression_ratio(text: &str) -> f64 {
     bytes.len() as f64 / compressed.max(1) as f64
 }
 
-fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-    let lse = max + sum.ln();
-    row.iter().map(|&x| x as f64 - lse).collect()
-}
-
-fn logsumexp(values: &[f64]) -> f64 {
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if max == f64::NEG_INFINITY {
-        return max;
-    }
-    max + values.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
-}
-
 /// Language identification on one window's audio features: (code, probability per code).
 pub fn detect_language(
     model: &WhisperModel,
@@ -92,15 +77,21 @@ pub fn detect_language(
 ) -> Result<(String, Vec<(String, f64)>), ModelError> {
     let tok = &model.tokenizer;
     let out = model.step(&[tok.sot()], 0, cross_kv, &model.empty_cache(1))?;
-    let logits = row(&out.logits, 0);
     let langs: Vec<(String, u32)> = tok
         .all_language_codes()
         .iter()
         .zip(tok.all_language_tokens())
         .map(|(c, t)| (c.to_string(), t))
         .collect();
-    let values: Vec<f32> = langs.iter().map(|(_, t)| logits[*t as usize]).collect();
-    let probs: Vec<f64> = log_softmax(&values).into_iter().map(f64::exp).collect();
+    let ids: Vec<i64> = langs.iter().map(|(_, t)| i64::from(*t)).collect();
+    let index = Tensor::from_slice(&ids).to_device(out.logits.device());
+    let probs = out
+        .logits
+        .get(0)
+        .index_select(0, &index)
+        .to_kind(Kind::Double)
+        .softmax(-1, Kind::Double);
+    let probs = to_vec_f64(&probs, model)?;
     let mut ranked: Vec<(String, f64)> = langs.into_iter().map(|(c, _)| c).zip(probs).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     let best = ranked
@@ -110,126 +101,163 @@ pub fn detect_language(
     Ok((best, ranked))
 }
 
-/// Row `i` of a 2-D float tensor. A shape mismatch here is a bug in the export, so it is
-/// loud: a NaN row makes every decision fail visibly instead of silently.
-fn row(t: &Tensor, i: i64) -> Vec<f32> {
-    Vec::<f32>::try_from(t.get(i).to_kind(Kind::Float).contiguous())
-        .ok()
-        .filter(|v| v.len() > 1)
-        .unwrap_or_else(|| {
-            tracing::error!("unexpected logits shape {:?}", t.size());
-            vec![f32::NAN; t.size().last().copied().unwrap_or(1).max(1) as usize]
-        })
+fn torch_err(model: &WhisperModel, e: tch::TchError) -> ModelError {
+    ModelError::Torch {
+        model: model.name.clone(),
+        message: e.to_string(),
+    }
 }
 
+fn to_vec_f64(t: &Tensor, model: &WhisperModel) -> Result<Vec<f64>, ModelError> {
+    t.f_to_device(tch::Device::Cpu)
+        .and_then(|t| t.f_to_kind(Kind::Double))
+        .and_then(|t| t.f_view([-1]))
+        .and_then(|t| Vec::<f64>::try_from(&t))
+        .map_err(|e| torch_err(model, e))
+}
+
+fn to_vec_i64(t: &Tensor, model: &WhisperModel) -> Result<Vec<i64>, ModelError> {
+    t.f_to_device(tch::Device::Cpu)
+        .and_then(|t| t.f_to_kind(Kind::Int64))
+        .and_then(|t| t.f_view([-1]))
+        .and_then(|t| Vec::<i64>::try_from(&t))
+        .map_err(|e| torch_err(model, e))
+}
+
+/// `P(<|nospeech|>)` at row `index` of `[T, V]` logits.
+fn no_speech_prob(model: &WhisperModel, logits: &Tensor, index: i64) -> Result<f64, ModelError> {
+    let token = i64::from(model.tokenizer.no_speech());
+    let lp = logits.get(index).log_softmax(-1, Kind::Float).get(token);
+    Ok(to_vec_f64(&lp, model)?
+        .first()
+        .copied()
+        .unwrap_or(f64::NAN)
+        .exp())
+}
+
+/// openai's logit filters (SuppressBlank, SuppressTokens, ApplyTimestampRules), applied to
+/// all rows at once on the logits' device; only the per-row timestamp ranges are decided
+/// on the CPU, from the token sequences.
 struct Filters {
     sample_begin: usize,
-    suppress_blank: Vec<u32>,
-    suppress: Vec<u32>,
+    /// Always-suppressed tokens (incl. `<|notimestamps|>` with timestamps), `[V]` bool.
+    suppress: Tensor,
+    /// Suppressed at the first sampled token: " " and `<|endoftext|>`.
+    suppress_blank: Option<Tensor>,
     timestamps: bool,
     max_initial_timestamp_index: Option<usize>,
-    eot: usize,
-    no_timestamps: usize,
-    timestamp_begin: usize,
+    eot: i64,
+    timestamp_begin: i64,
 }
 
 impl Filters {
     fn new(model: &WhisperModel, opts: &DecodeOptions, sample_begin: usize) -> Self {
         let tok = &model.tokenizer;
         let eot = tok.eot();
-        let mut suppress: Vec<u32> = Vec::new();
+        let mut suppress: Vec<i64> = Vec::new();
         if opts.suppress_tokens.contains(&-1) {
-            suppress.extend(tok.non_speech_tokens());
+            suppress.extend(tok.non_speech_tokens().into_iter().map(i64::from));
         }
+        suppress.extend(opts.suppress_tokens.iter().filter(|&&t| t >= 0));
         suppress.extend(
-            opts.suppress_tokens
-                .iter()
-                .filter(|&&t| t >= 0)
-                .map(|&t| t as u32),
+            [
+                tok.transcribe(),
+                tok.translate(),
+                tok.sot(),
+                tok.sot_prev(),
+                tok.sot_lm(),
+                tok.no_speech(),
+            ]
+            .map(i64::from),
         );
-        suppress.extend([
-            tok.transcribe(),
-            tok.translate(),
-            tok.sot(),
-            tok.sot_prev(),
-            tok.sot_lm(),
-        ]);
-        suppress.push(tok.no_speech());
+        if !opts.without_timestamps {
+            suppress.push(i64::from(tok.no_timestamps()));
+        }
+        let n_vocab = model.dims.n_vocab;
+        suppress.retain(|&t| (0..n_vocab).contains(&t));
         suppress.sort_unstable();
         suppress.dedup();
+        let device = model.device;
+        let mask = Tensor::zeros([n_vocab], (Kind::Bool, device)).index_fill(
+            0,
+            &Tensor::from_slice(&suppress).to_device(device),
+            1,
+        );
         let precision = super::audio::CHUNK_LENGTH as f64 / model.dims.n_audio_ctx as f64;
+        let suppress_blank = opts.suppress_blank.then(|| {
+            let mut v: Vec<i64> = tok.encode(" ").into_iter().map(i64::from).collect();
+            v.push(i64::from(eot));
+            Tensor::from_slice(&v).to_device(device)
+        });
         Filters {
             sample_begin,
-            suppress_blank: if opts.suppress_blank {
-                let mut v = tok.encode(" ");
-                v.push(eot);
-                v
-            } else {
-                Vec::new()
-            },
-            suppress,
+            suppress: mask,
+            suppress_blank,
             timestamps: !opts.without_timestamps,
             max_initial_timestamp_index: opts
                 .max_initial_timestamp
                 .map(|t| (t / precision).round() as usize),
-            eot: eot as usize,
-            no_timestamps: tok.no_timestamps() as usize,
-            timestamp_begin: tok.timestamp_begin() as usize,
+            eot: i64::from(eot),
+            timestamp_begin: i64::from(tok.timestamp_begin()),
         }
     }
 
-    fn apply(&self, logits: &mut [f32], seq: &[u32]) {
-        let neg = f32::NEG_INFINITY;
-        if seq.len() == self.sample_begin {
-            for &t in &self.suppress_blank {
-                logits[t as usize] = neg;
+    /// Filters `logits` (`[n, V]` float, one row per sequence, all of one length) in place
+    /// and returns their log-probabilities, as openai's decoders compute them afterwards.
+    fn apply(&self, logits: &mut Tensor, seqs: &[Vec<u32>]) -> Tensor {
+        let neg = f64::NEG_INFINITY;
+        let _ = logits.masked_fill_(&self.suppress, neg);
+        let at_begin = seqs.first().is_some_and(|s| s.len() == self.sample_begin);
+        if at_begin {
+            if let Some(blank) = &self.suppress_blank {
+                let _ = logits.index_fill_(1, blank, neg);
             }
-        }
-        for &t in &self.suppress {
-            logits[t as usize] = neg;
         }
         if !self.timestamps {
-            return;
+            return logits.log_softmax(-1, Kind::Float);
         }
-        let tb = self.timestamp_begin;
-        logits[self.no_timestamps] = neg;
-        let sampled = &seq[self.sample_begin..];
-        let last_ts = sampled.last().is_some_and(|&t| t as usize >= tb);
-        let penult_ts = sampled.len() < 2 || sampled[sampled.len() - 2] as usize >= tb;
-        if last_ts {
-            if penult_ts {
-                logits[tb..].fill(neg);
-            } else {
-                logits[..self.eot].fill(neg);
+        let n_vocab = logits.size().last().copied().unwrap_or(0);
+        let tb = self.timestamp_begin.min(n_vocab);
+        let fill = |row: usize, from: i64, to: i64| {
+            let (from, to) = (from.clamp(0, n_vocab), to.clamp(0, n_vocab));
+            if to > from {
+                let _ = logits.get(row as i64).narrow(0, from, to - from).fill_(neg);
             }
-        }
-        if let Some(&last) = sampled.iter().rev().find(|&&t| t as usize >= tb) {
-            let upto = if last_ts && !penult_ts {
-                last as usize
-            } else {
-                last as usize + 1
-            };
-            let upto = upto.min(logits.len());
-            logits[tb..upto].fill(neg);
-        }
-        if seq.len() == self.sample_begin {
-            logits[..tb].fill(neg);
-            if let Some(max_index) = self.max_initial_timestamp_index {
-                let last_allowed = tb + max_index;
-                if last_allowed + 1 < logits.len() {
-                    logits[last_allowed + 1..].fill(neg);
+        };
+        for (r, seq) in seqs.iter().enumerate() {
+            let sampled = &seq[self.sample_begin.min(seq.len())..];
+            let is_ts = |t: u32| i64::from(t) >= tb;
+            let last_ts = sampled.last().is_some_and(|&t| is_ts(t));
+            let penult_ts = sampled.len() < 2 || is_ts(sampled[sampled.len() - 2]);
+            if last_ts {
+                if penult_ts {
+                    fill(r, tb, n_vocab);
+                } else {
+                    fill(r, 0, self.eot);
+                }
+            }
+            if let Some(&last) = sampled.iter().rev().find(|&&t| is_ts(t)) {
+                let upto = if last_ts && !penult_ts {
+                    i64::from(last)
+                } else {
+                    i64::from(last) + 1
+                };
+                fill(r, tb, upto);
+            }
+            if at_begin {
+                fill(r, 0, tb);
+                if let Some(max_index) = self.max_initial_timestamp_index {
+                    fill(r, tb + max_index as i64 + 1, n_vocab);
                 }
             }
         }
-        let logprobs = log_softmax(logits);
-        let timestamp_logprob = logsumexp(&logprobs[tb..]);
-        let max_text = logprobs[..tb]
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        if timestamp_logprob > max_text {
-            logits[..tb].fill(neg);
-        }
+        // Text is suppressed where the timestamps together are likelier than any text token.
+        let logprobs = logits.log_softmax(-1, Kind::Float);
+        let timestamp = logprobs.narrow(1, tb, n_vocab - tb).logsumexp([1], false);
+        let max_text = logprobs.narrow(1, 0, tb).amax([1], false);
+        let only_timestamps = timestamp.gt_tensor(&max_text).unsqueeze(1);
+        let _ = logits.narrow(1, 0, tb).masked_fill_(&only_timestamps, neg);
+        logits.log_softmax(-1, Kind::Float)
     }
 }
 
@@ -281,15 +309,16 @@ pub fn decode(
     // Prefill the prompt with one row, in one call.
     let out = model.prefill(&initial, 0, cross_kv, &model.empty_cache(1))?;
     let mut cache = out.cache;
-    let no_speech_prob =
-        log_softmax(&row(&out.logits, sot_index as i64))[tok.no_speech() as usize].exp();
-    let first = out.logits.get(initial.len() as i64 - 1).unsqueeze(0);
+    let no_speech_prob = no_speech_prob(model, &out.logits, sot_index as i64)?;
     let beam = opts.beam_size.filter(|_| opts.temperature == 0.0);
     let n_group = beam.or(opts.best_of).unwrap_or(1).max(1);
     let expand = Tensor::zeros([n_group as i64], (Kind::Int64, cache.device()));
     cache = cache.index_select(2, &expand);
     let cross = cross_kv.index_select(2, &expand.to_device(cross_kv.device()));
-    let mut logits: Vec<Vec<f32>> = vec![row(&first, 0); n_group];
+    let mut logits = out
+        .logits
+        .narrow(0, initial.len() as i64 - 1, 1)
+        .index_select(0, &expand.to_device(out.logits.device()));
 
     let mut seqs: Vec<Vec<u32>> = vec![initial.clone(); n_group];
     let mut sum_logprobs = vec![0f64; n_group];
@@ -302,17 +331,23 @@ pub fn decode(
     });
 
     for _ in 0..sample_len {
-        for (k, l) in logits.iter_mut().enumerate() {
-            filters.apply(l, &seqs[k]);
-        }
+        let logprobs = filters.apply(&mut logits, &seqs);
         let completed = match beam_state.as_mut() {
             Some(state) => {
-                let sources = state.update(&mut seqs, &logits, &mut sum_logprobs, eot);
+                let sources = state.update(model, &mut seqs, &logprobs, &mut sum_logprobs, eot)?;
                 let idx: Vec<i64> = sources.iter().map(|&s| s as i64).collect();
                 cache = cache.index_select(2, &Tensor::from_slice(&idx).to_device(cache.device()));
                 state.finished.len() >= state.max_candidates
             }
-            None => greedy_update(&mut seqs, &logits, &mut sum_logprobs, eot, opts.temperature),
+            None => greedy_update(
+                model,
+                &mut seqs,
+                &logits,
+                &logprobs,
+                &mut sum_logprobs,
+                eot,
+                opts.temperature,
+            )?,
         };
         if completed || seqs[0].len() > n_ctx {
             break;
@@ -320,7 +355,7 @@ pub fn decode(
         let last: Vec<u32> = seqs.iter().map(|s| s[s.len() - 1]).collect();
         let out = model.step(&last, seqs[0].len() - 1, &cross, &cache)?;
         cache = out.cache;
-        logits = (0..n_group as i64).map(|k| row(&out.logits, k)).collect();
+        logits = out.logits;
     }
 
     // Finalize: candidates (tokens after sample_begin, up to eot) with their sum logprobs.
@@ -376,40 +411,38 @@ pub fn decode(
     })
 }
 
+/// openai's GreedyDecoder.update: argmax (or a sample at `temperature`) per row; rows
+/// that ended keep ending. Returns whether every row has ended.
 fn greedy_update(
+    model: &WhisperModel,
     seqs: &mut [Vec<u32>],
-    logits: &[Vec<f32>],
+    logits: &Tensor,
+    logprobs: &Tensor,
     sums: &mut [f64],
     eot: u32,
     temperature: f64,
-) -> bool {
+) -> Result<bool, ModelError> {
+    let next = if temperature == 0.0 {
+        logits.argmax(-1, false)
+    } else {
+        (logits / temperature)
+            .softmax(-1, Kind::Float)
+            .multinomial(1, true)
+            .squeeze_dim(1)
+    };
+    let current = logprobs.gather(1, &next.unsqueeze(1), false).squeeze_dim(1);
+    let next = to_vec_i64(&next, model)?;
+    let current = to_vec_f64(&current, model)?;
     for (k, seq) in seqs.iter_mut().enumerate() {
-        let l = &logits[k];
-        let next = if temperature == 0.0 {
-            argmax(l)
-        } else {
-            let scaled: Vec<f32> = l.iter().map(|&x| (x as f64 / temperature) as f32).collect();
-            let probs = Tensor::from_slice(&scaled).softmax(-1, Kind::Float);
-            probs.multinomial(1, true).int64_value(&[0]) as usize
-        };
-        let logprobs = log_softmax(l);
         let last = seq[seq.len() - 1];
-        if last != eot {
-            sums[k] += logprobs[next];
-        }
-        seq.push(if last == eot { eot } else { next as u32 });
-    }
-    seqs.iter().all(|s| s[s.len() - 1] == eot)
-}
-
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
+        if last == eot {
+            seq.push(eot);
+        } else {
+            sums[k] += current[k];
+            seq.push(next[k] as u32);
         }
     }
-    best
+    Ok(seqs.iter().all(|s| s[s.len() - 1] == eot))
 }
 
 struct BeamState {
@@ -430,24 +463,26 @@ impl BeamState {
     /// openai's BeamSearchDecoder.update for one audio; returns the source row of each beam.
     fn update(
         &mut self,
+        model: &WhisperModel,
         seqs: &mut Vec<Vec<u32>>,
-        logits: &[Vec<f32>],
+        logprobs: &Tensor,
         sums: &mut [f64],
         eot: u32,
-    ) -> Vec<usize> {
+    ) -> Result<Vec<usize>, ModelError> {
+        let n_vocab = logprobs.size().last().copied().unwrap_or(1);
+        let k = ((self.size + 1) as i64).min(n_vocab);
+        // Only the top k of each row leave the device, in torch's own order (as openai).
+        let (values, indices) = logprobs.topk(k, -1, true, true);
+        let values = to_vec_f64(&values, model)?;
+        let indices = to_vec_i64(&indices, model)?;
+        let k = k as usize;
         let mut order: Vec<Vec<u32>> = Vec::new();
         let mut scores: HashMap<Vec<u32>, (f64, usize)> = HashMap::new();
         for (j, seq) in seqs.iter().enumerate() {
-            let logprobs = log_softmax(&logits[j]);
-            let mut idx: Vec<usize> = (0..logprobs.len()).collect();
-            let k = (self.size + 1).min(idx.len());
-            idx.select_nth_unstable_by(k - 1, |&a, &b| logprobs[b].total_cmp(&logprobs[a]));
-            let mut top: Vec<usize> = idx[..k].to_vec();
-            top.sort_by(|&a, &b| logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b)));
-            for t in top {
+            for i in j * k..(j + 1) * k {
                 let mut s = seq.clone();
-                s.push(t as u32);
-                let value = (sums[j] + logprobs[t], j);
+                s.push(indices[i] as u32);
+                let value = (sums[j] + values[i], j);
                 if scores.insert(s.clone(), value).is_none() {
                     order.push(s);
                 }
@@ -478,7 +513,7 @@ impl BeamState {
             self.insert(s, score);
         }
         *seqs = next;
-        sources
+        Ok(sources)
     }
 }
 
@@ -503,27 +538,22 @@ pub fn decode_batch(
     let out = model.forward(&all, rows, 0, cross_kv, &model.empty_cache(rows as i64))?;
     let mut cache = out.cache;
     let mut no_speech = Vec::with_capacity(rows);
-    let mut logits = Vec::with_capacity(rows);
     for r in 0..rows as i64 {
-        let per_row = out.logits.get(r);
-        no_speech
-            .push(log_softmax(&row(&per_row, sot_index as i64))[tok.no_speech() as usize].exp());
-        logits.push(row(&per_row, sample_begin as i64 - 1));
+        no_speech.push(no_speech_prob(model, &out.logits.get(r), sot_index as i64)?);
     }
+    let mut logits = out.logits.select(1, sample_begin as i64 - 1);
     let mut seqs: Vec<Vec<u32>> = vec![initial.clone(); rows];
     let mut sums = vec![0f64; rows];
     for _ in 0..sample_len {
-        for (k, l) in logits.iter_mut().enumerate() {
-            filters.apply(l, &seqs[k]);
-        }
-        let completed = greedy_update(&mut seqs, &logits, &mut sums, eot, 0.0);
+        let logprobs = filters.apply(&mut logits, &seqs);
+        let completed = greedy_update(model, &mut seqs, &logits, &logprobs, &mut sums, eot, 0.0)?;
         if completed || seqs[0].len() > n_ctx {
             break;
         }
         let last: Vec<u32> = seqs.iter().map(|s| s[s.len() - 1]).collect();
         let out = model.step(&last, seqs[0].len() - 1, cross_kv, &cache)?;
         cache = out.cache;
-        logits = (0..rows as i64).map(|k| row(&out.logits, k)).collect();
+        logits = out.logits;
     }
     Ok(seqs
         .into_iter()

@@ -289,9 +289,10 @@ impl WhisperModel {
             align_qk = align_qk.unsqueeze(2);
         }
         Ok(StepOutput {
-            logits: logits.to_kind(Kind::Float).to_device(Device::Cpu),
+            // Logits stay on the device: the decoders filter and rank them there.
+            logits: logits.to_kind(Kind::Float),
             cache,
-            align_qk: align_qk.to_kind(Kind::Float).to_device(Device::Cpu),
+            align_qk: align_qk.to_kind(Kind::Float),
         })
     }
 

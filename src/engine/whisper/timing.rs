@@ -204,10 +204,13 @@ pub fn find_alignment(
     let s = sot_sequence.len();
     // The whole sequence in one decoder call (older exports fall back to one per token).
     let out = model.prefill(&tokens, 0, input.cross_kv, &model.empty_cache(1))?;
+    let all_logits = out
+        .logits
+        .f_to_device(tch::Device::Cpu)
+        .map_err(|e| torch_err(model, e))?;
     for (i, &text_token) in text_tokens.iter().enumerate() {
         // softmax over the text vocabulary (`logits[:, :eot]`), at the next text token.
-        let logits = out
-            .logits
+        let logits = all_logits
             .f_select(0, (s + i) as i64)
             .and_then(|r| r.f_narrow(0, 0, i64::from(eot)))
             .and_then(Vec::<f32>::try_from)
@@ -224,6 +227,7 @@ pub fn find_alignment(
             let (std, mean) = w.f_std_mean_dim(-2, false, true)?;
             w.f_sub(&mean)?.f_div(&std)
         })
+        .and_then(|w| w.f_to_device(tch::Device::Cpu))
         .and_then(|w| w.f_contiguous())
         .map_err(|e| torch_err(model, e))?;
     let n_heads = weights.size().first().copied().unwrap_or(0) as usize;

@@ -1,7 +1,8 @@
 """Reference transcripts from openai-whisper for tests/whisper_e2e.rs.
 
   transcribe_ref.py --model CKPT.pt --out REF.json FILE...
-      openai `transcribe(fp16=False, temperature=0.0)` (greedy) of each file.
+      openai `transcribe(fp16=False, temperature=0.0)` (greedy) of each file;
+      with --beam-size N, beam search (openai's BeamSearchDecoder, patience 1).
   transcribe_ref.py --wer --ours DIR --out WER.json FILE...
       WER of our JSON outputs (DIR/STEM.json) and of the reference transcripts in
       pocketsphinx-testdata's `transcription` file, with openai's EnglishTextNormalizer.
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--wer", action="store_true")
     ap.add_argument("--ours")
+    ap.add_argument("--beam-size", type=int)
     ap.add_argument("files", nargs="+")
     a = ap.parse_args()
     if a.wer:
@@ -67,7 +69,7 @@ def main() -> None:
     model = whisper.load_model(a.model, device="cpu")
     out = {}
     for f in a.files:
-        r = whisper.transcribe(model, f, fp16=False, temperature=0.0, verbose=None)
+        r = whisper.transcribe(model, f, fp16=False, temperature=0.0, verbose=None, beam_size=a.beam_size)
         out[f] = {
             "text": r["text"],
             "segments": [{"start": s["start"], "end": s["end"], "text": s["text"], "tokens": s["tokens"]} for s in r["segments"]],
