@@ -1,0 +1,4 @@
+//! The runners of the job kinds that exist in this build.
+mod checksum;
+
+pub use checksum::ChecksumRunner;
