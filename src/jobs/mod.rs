@@ -160,7 +160,9 @@ impl std::fmt::Display for JobState {
 }
 
 /// Higher runs first. Interactive work from the TUI goes ahead of watch-folder batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Priority(pub i32);
 

@@ -230,11 +230,7 @@ impl Queue {
 
     /// Jobs neither finished nor failed for good (queued or running), in this journal.
     pub fn pending(&self) -> Result<usize, QueueError> {
-        let filter = JobFilter {
-            states: vec![super::JobState::Queued, super::JobState::Running],
-            ..JobFilter::default()
-        };
-        Ok(self.list(&filter)?.len())
+        Ok(lock(&self.inner.store).count_active()?)
     }
 
     /// Stops the workers. A running job is cancelled and queued again (no attempt used),
@@ -372,6 +368,11 @@ fn backoff(settings: &QueueSettings, attempts: u32) -> Duration {
 
 fn run_one(inner: &Arc<Inner>, job: Job) {
     let id = job.id;
+    if let Some((size, mtime)) = fingerprint(&job.input) {
+        if let Err(e) = lock(&inner.store).record_input(id, size, mtime) {
+            tracing::warn!("job {id}: {e}");
+        }
+    }
     inner.emit(JobEvent::Started {
         id,
         attempt: job.attempts,
@@ -464,5 +465,21 @@ fn move_input(job: &Job) {
             job.input.display(),
             dir.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let s = QueueSettings {
+            retry_backoff: Duration::from_millis(500),
+            ..QueueSettings::default()
+        };
+        let waits: Vec<u128> = (1..=4).map(|n| backoff(&s, n).as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000]);
+        assert_eq!(backoff(&s, 40), Duration::from_secs(3600));
     }
 }

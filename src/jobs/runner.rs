@@ -126,21 +126,23 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp") && name.contains(".atelier-job")
 }
 
-/// Writes `bytes` to `path` so it is never seen half-written: a temp file in the same folder
-/// named after the job, fsynced, renamed over `path`, then the folder is fsynced. A crash
-/// leaves at most the temp file, which [`remove_temp_files`] cleans when the job is re-run.
+/// Writes `bytes` to `path` (creating its folder) so it is never seen half-written: a temp
+/// file in the same folder named after the job, fsynced, renamed over `path`, then the
+/// folder is fsynced. A crash leaves at most the temp file, which [`remove_temp_files`]
+/// cleans when the job is re-run.
 pub fn write_output(id: JobId, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let tmp = temp_path(id, path);
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let written = (|| {
+        std::fs::create_dir_all(dir)?;
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
         File::open(dir)?.sync_all()
     })();
     if written.is_err() {

@@ -295,6 +295,16 @@ impl JobStore for SqliteStore {
         }
     }
 
+    fn record_input(&mut self, id: JobId, size: u64, mtime_ns: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET input_size = ?2, input_mtime_ns = ?3 WHERE id = ?1",
+                params![id.0, size as i64, mtime_ns],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     fn complete(&mut self, id: JobId, outputs: &[PathBuf], now: i64) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
@@ -474,6 +484,17 @@ impl JobStore for SqliteStore {
             )
             .optional()
             .map(|v| v.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    fn count_active(&self) -> Result<usize, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
             .map_err(|e| self.err(e))
     }
 

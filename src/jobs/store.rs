@@ -51,6 +51,8 @@ pub trait JobStore: Send {
     /// The highest-priority queued job due at `now` becomes `running` with one more attempt.
     /// `owner` is the claiming process (its pid), so another process can tell orphans.
     fn claim_next(&mut self, now: i64, owner: u32) -> Result<Option<Job>, StoreError>;
+    /// The input's size and mtime (ns) as the run found it (what de-duplication compares).
+    fn record_input(&mut self, id: JobId, size: u64, mtime_ns: i64) -> Result<(), StoreError>;
     /// `running` → `done` and the output records, in one transaction.
     fn complete(&mut self, id: JobId, outputs: &[PathBuf], now: i64) -> Result<(), StoreError>;
     /// `running` → `queued` again at `retry_at`, or → `failed` when `retry_at` is none.
@@ -80,6 +82,8 @@ pub trait JobStore: Send {
     fn latest_for(&self, input: &Path, kind: JobKind) -> Result<Option<Job>, StoreError>;
     /// Whether `path` is an output of a done job.
     fn is_output(&self, path: &Path) -> Result<bool, StoreError>;
+    /// How many jobs are queued or running.
+    fn count_active(&self) -> Result<usize, StoreError>;
     /// When the next queued job is due (unix ms), if any is queued.
     fn next_due(&self) -> Result<Option<i64>, StoreError>;
     /// Done jobs whose input should have been moved away (on-done = move).
