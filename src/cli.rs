@@ -52,6 +52,11 @@ pub enum Command {
     Moderate(ModerateArgs),
     /// Print normalized CLIP embeddings of images or texts as JSON
     Embed(EmbedArgs),
+    /// Watch folders and run jobs on the files dropped there (headless, for SSH and systemd)
+    Watch(Box<WatchArgs>),
+    /// Inspect and manage the job journal
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -371,4 +376,148 @@ pub struct EmbedArgs {
     pub json: bool,
     #[command(flatten)]
     pub clip: ClipModelArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JobKindArg {
+    Transcribe,
+    Tag,
+    Index,
+    Generate,
+    /// SHA-256 into NAME.sha256 (a cheap kind to try the queue with)
+    Checksum,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnDoneArg {
+    Keep,
+    Move,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PollArg {
+    Auto,
+    Always,
+    Never,
+}
+
+/// `atelier watch`: config profiles, or ad-hoc folders with these flags.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Folders to watch (default: every [[watch]] profile in config.toml)
+    #[arg(value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Only these [[watch]] profiles (by name; repeatable)
+    #[arg(long, conflicts_with = "dirs")]
+    pub profile: Vec<String>,
+    /// What to run on each file
+    #[arg(long, value_enum, default_value = "transcribe")]
+    pub kind: JobKindArg,
+    /// Model name in the store (default: the kind's model in config.toml)
+    #[arg(long)]
+    pub model: Option<String>,
+    /// transcribe: spoken language (default: detect)
+    #[arg(long)]
+    pub language: Option<String>,
+    /// transcribe: comma-separated txt, vtt, srt, tsv, json or all
+    #[arg(long, short = 'f', value_delimiter = ',')]
+    pub output_format: Vec<String>,
+    /// transcribe: skip Silero VAD
+    #[arg(long)]
+    pub no_vad: bool,
+    /// tag: a label set name or .toml file
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// Write outputs into a mirror tree here instead of beside each input
+    #[arg(long, short = 'o', conflicts_with = "beside")]
+    pub output_dir: Option<PathBuf>,
+    /// Write outputs beside each input (the default)
+    #[arg(long)]
+    pub beside: bool,
+    /// What to do with an input once its job is done
+    #[arg(long, value_enum, default_value = "keep")]
+    pub on_done: OnDoneArg,
+    /// With --on-done move: the folder inputs go to (default: DIR/done)
+    #[arg(long)]
+    pub done_dir: Option<PathBuf>,
+    /// Only files matching this glob, relative to DIR (repeatable; default: the kind's extensions)
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Skip files matching this glob (repeatable)
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Take FILE only once FILE+SUFFIX exists (marker-file mode, e.g. .ready)
+    #[arg(long, value_name = "SUFFIX")]
+    pub marker: Option<String>,
+    /// Use the polling watcher: auto (on network filesystems), always or never
+    #[arg(long, value_enum, default_value = "auto")]
+    pub poll: PollArg,
+    /// The job journal (default: [queue] path in config.toml)
+    #[arg(long, value_name = "FILE")]
+    pub queue: Option<PathBuf>,
+    /// Milliseconds a file's size and mtime must stay the same (default: [queue] stable-ms)
+    #[arg(long)]
+    pub stable_ms: Option<u64>,
+    /// Jobs at once (default: [queue] workers-cpu / workers-cuda)
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Runs before a failing job lands in `failed` (default: [queue] max-attempts)
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// First retry's wait in milliseconds (default: [queue] retry-backoff-ms)
+    #[arg(long)]
+    pub retry_backoff_ms: Option<u64>,
+    /// Job priority (higher first; the TUI's interactive work uses 10)
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
+    /// Process what is there (and what arrives meanwhile), then exit when nothing is left
+    #[arg(long)]
+    pub exit_when_idle: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Show jobs (oldest first)
+    List {
+        /// Only jobs in these states: queued, running, done, failed, cancelled (repeatable)
+        #[arg(long)]
+        state: Vec<String>,
+        /// One JSON object per job
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        journal: QueueFileArg,
+    },
+    /// Queue failed or cancelled jobs again (attempts reset)
+    Retry {
+        /// Job ids
+        #[arg(required_unless_present = "failed")]
+        ids: Vec<i64>,
+        /// Every failed job
+        #[arg(long)]
+        failed: bool,
+        #[command(flatten)]
+        journal: QueueFileArg,
+    },
+    /// Cancel queued or running jobs
+    Cancel {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[command(flatten)]
+        journal: QueueFileArg,
+    },
+    /// Delete done jobs from the journal (with --all, failed and cancelled ones too)
+    ClearDone {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        journal: QueueFileArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct QueueFileArg {
+    /// The job journal (default: [queue] path in config.toml)
+    #[arg(long, value_name = "FILE")]
+    pub queue: Option<PathBuf>,
 }

@@ -49,6 +49,8 @@ fn main() -> ExitCode {
         Some(Command::Similar(args)) => cmd::clip::similar(&loaded, args, device, &models_dir),
         Some(Command::Moderate(args)) => cmd::clip::moderate(&loaded, args, device, &models_dir),
         Some(Command::Embed(args)) => cmd::clip::embed(&loaded, args, device, &models_dir),
+        Some(Command::Watch(args)) => cmd::watch::run(&loaded, *args, device, &models_dir),
+        Some(Command::Queue(command)) => cmd::queue::run(&loaded, command),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

@@ -3,7 +3,9 @@ pub mod clip;
 pub mod config;
 pub mod doctor;
 pub mod models;
+pub mod queue;
 pub mod transcribe;
+pub mod watch;
 
 use std::process::ExitCode;
 

@@ -46,6 +46,8 @@ pub struct Config {
     pub ui: UiConfig,
     pub whisper: WhisperConfig,
     pub clip: ClipConfig,
+    pub queue: QueueConfig,
+    pub watch: Vec<WatchProfile>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +90,61 @@ pub struct ClipConfig {
     pub index: String,
     pub batch_size: u32,
 }
+
+/// `[queue]`: the job journal and its workers (see docs/watch.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QueueConfig {
+    /// The journal (SQLite). Empty: `$XDG_DATA_HOME/atelier/queue.sqlite`.
+    pub path: String,
+    /// Jobs at once on a CPU and on a GPU.
+    pub workers_cpu: u32,
+    pub workers_cuda: u32,
+    /// Runs before a failing job lands in `failed`.
+    pub max_attempts: u32,
+    /// The first retry's wait; each further retry waits twice as long.
+    pub retry_backoff_ms: u64,
+    /// How long a file's size and mtime must stay the same before it is taken.
+    pub stable_ms: u64,
+    /// The polling watcher's interval (network filesystems).
+    pub poll_interval_ms: u64,
+}
+
+/// One `[[watch]]` profile: a folder, what to run on its files and where outputs go.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WatchProfile {
+    pub name: String,
+    pub path: String,
+    /// Globs (relative to `path`) a file must match; empty: the kind's usual extensions.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// transcribe | tag | index | generate | checksum
+    pub kind: String,
+    pub model: String,
+    pub language: String,
+    pub formats: Vec<String>,
+    pub vad: Option<bool>,
+    pub labels: String,
+    pub top_k: Option<usize>,
+    pub index: String,
+    /// Empty: outputs beside each input; else a mirror tree rooted here.
+    pub output_dir: String,
+    /// keep | move (into `done-dir`, default `PATH/done`)
+    pub on_done: String,
+    pub done_dir: String,
+    /// This profile's own journal; empty: `[queue] path`.
+    pub queue: String,
+    /// auto (poll on network filesystems) | always | never
+    pub poll: String,
+    /// Marker-file mode: take `FILE` only once `FILE` + this suffix exists (e.g. ".ready").
+    pub marker: String,
+    pub priority: i32,
+}
+
+/// The names `[[watch]] on-done` and `poll` accept.
+pub const ON_DONE: &[&str] = &["keep", "move", ""];
+pub const POLL_MODES: &[&str] = &["auto", "always", "never", ""];
 
 /// What `--device` and `device =` accept. Parsed here (no tch) and resolved by the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +194,25 @@ impl Config {
                     self.whisper.task
                 ),
             ));
+        }
+        for (i, w) in self.watch.iter().enumerate() {
+            let at =
+                |m: String| ConfigError::invalid(path, format!("watch[{i}] ({}): {m}", w.name));
+            if w.path.is_empty() {
+                return Err(at("path is required".into()));
+            }
+            if !w.kind.is_empty() && crate::jobs::JobKind::parse(&w.kind).is_none() {
+                return Err(at(format!("unknown kind '{}'", w.kind)));
+            }
+            if !ON_DONE.contains(&w.on_done.as_str()) {
+                return Err(at(format!("on-done: '{}': use keep or move", w.on_done)));
+            }
+            if !POLL_MODES.contains(&w.poll.as_str()) {
+                return Err(at(format!("poll: '{}': use auto, always or never", w.poll)));
+            }
+            for g in w.include.iter().chain(&w.exclude) {
+                globset::Glob::new(g).map_err(|e| at(format!("glob '{g}': {e}")))?;
+            }
         }
         for format in &self.whisper.output_formats {
             if !["txt", "srt", "vtt", "tsv", "json", "all"].contains(&format.as_str()) {

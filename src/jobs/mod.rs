@@ -1,1 +1,351 @@
-//! Durable job queue: job model, SQLite journal, workers, progress (in progress).
+//! Durable job queue: the job model, the SQLite journal, workers and progress events.
+//!
+//! # The API the TUI and `atelier watch` use (keep it small and stable)
+//!
+//! * [`Queue::open`]`(store, runners, QueueSettings) -> Result<Queue, QueueError>`: requeues
+//!   jobs a crash left `running` (cleaning their temp files) and starts the workers.
+//! * [`Queue::enqueue`]`(kind, path, options, priority) -> Result<JobId, QueueError>`
+//! * [`Queue::retry`]`(id)`, [`Queue::cancel`]`(id)`, [`Queue::reprioritize`]`(id, priority)`:
+//!   `-> Result<bool, QueueError>` (false: the job was not in a state that allows it).
+//! * [`Queue::subscribe`]`() -> std::sync::mpsc::Receiver<JobEvent>`: every event from now on.
+//! * [`Queue::list`]`(&JobFilter) -> Result<Vec<Job>, QueueError>`, [`Queue::get`]`(id)`.
+//! * [`Queue::shutdown`]`()`: stops the workers; a running job is cancelled and requeued.
+//! * Types: [`Job`], [`JobId`], [`JobKind`], [`JobState`], [`JobOptions`], [`JobEvent`],
+//!   [`JobFilter`], [`Priority`]; storage behind [`JobStore`] ([`SqliteStore`]);
+//!   job kinds behind [`Runner`] ([`Runners`]).
+//!
+//! Outputs are exactly-once: each is written to `.NAME.atelier-jobID.tmp` in its final folder,
+//! fsynced and renamed, and only then is the job marked done, in the same transaction as its
+//! output records. A job found `running` at start-up is re-run; its temp files are removed.
+mod queue;
+mod runner;
+pub mod runners;
+mod sqlite;
+mod store;
+
+pub use queue::{fingerprint, Queue, QueueSettings};
+pub use runner::{
+    is_temp_name, remove_temp_files, temp_path, write_output, RunContext, RunError, Runner, Runners,
+};
+pub use sqlite::{default_path, SqliteStore};
+pub use store::{CancelOutcome, JobStore, NewJob, StoreError};
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A job's number in its journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What a job does with its file. [`JobKind::ALL`] is the one table of names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    /// Whisper: transcript files (txt, srt, vtt, tsv, json).
+    Transcribe,
+    /// CLIP zero-shot tags: `NAME.tags.json` and a caption `NAME.txt`.
+    Tag,
+    /// CLIP embedding into the search index.
+    Index,
+    /// Stable Diffusion from a prompt file (its runner is wired where the engine is built in).
+    Generate,
+    /// SHA-256 of the file into `NAME.sha256`: a cheap kind for tests and smoke checks that
+    /// goes through the same queue, journal and output path as the others.
+    Checksum,
+}
+
+impl JobKind {
+    /// Every kind with its name, in the order shown to users.
+    pub const ALL: &'static [(JobKind, &'static str)] = &[
+        (JobKind::Transcribe, "transcribe"),
+        (JobKind::Tag, "tag"),
+        (JobKind::Index, "index"),
+        (JobKind::Generate, "generate"),
+        (JobKind::Checksum, "checksum"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("?", |(_, n)| n)
+    }
+
+    pub fn parse(name: &str) -> Option<JobKind> {
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
+    }
+
+    /// File extensions this kind reads (lower case); watch profiles include these by default.
+    pub fn input_extensions(self) -> &'static [&'static str] {
+        match self {
+            JobKind::Transcribe => &[
+                "wav", "mp3", "m4a", "flac", "ogg", "opus", "aac", "wma", "mp4", "mkv", "mov",
+                "webm", "avi",
+            ],
+            JobKind::Tag | JobKind::Index => crate::cmd::clip::IMAGE_EXTENSIONS,
+            JobKind::Generate => &["prompt", "txt"],
+            JobKind::Checksum => &[],
+        }
+    }
+
+    /// File name endings of this kind's outputs, so a watcher never takes its own outputs.
+    pub fn output_suffixes(self) -> &'static [&'static str] {
+        match self {
+            JobKind::Transcribe => &[".txt", ".srt", ".vtt", ".tsv", ".json"],
+            JobKind::Tag => &[".tags.json", ".txt"],
+            JobKind::Index => &[],
+            JobKind::Generate => &[".png"],
+            JobKind::Checksum => &[".sha256"],
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: &'static [(JobState, &'static str)] = &[
+        (JobState::Queued, "queued"),
+        (JobState::Running, "running"),
+        (JobState::Done, "done"),
+        (JobState::Failed, "failed"),
+        (JobState::Cancelled, "cancelled"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("?", |(_, n)| n)
+    }
+
+    pub fn parse(name: &str) -> Option<JobState> {
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(s, _)| *s)
+    }
+
+    /// Done, failed or cancelled: nothing more happens unless the job is retried.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Higher runs first. Interactive work from the TUI goes ahead of watch-folder batches.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Priority(pub i32);
+
+impl Priority {
+    pub const BATCH: Priority = Priority(0);
+    pub const INTERACTIVE: Priority = Priority(10);
+}
+
+/// What happens to the input once its job is done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDone {
+    #[default]
+    Keep,
+    /// Move the input into [`JobOptions::done_dir`].
+    Move,
+}
+
+/// A job's options; absent values take the config's defaults when the job runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct JobOptions {
+    /// Model name in the store.
+    pub model: Option<String>,
+    /// transcribe: spoken language (code or name).
+    pub language: Option<String>,
+    /// transcribe: output formats (txt, srt, vtt, tsv, json, all); empty: the config's.
+    pub formats: Vec<String>,
+    /// transcribe: Silero VAD on or off.
+    pub vad: Option<bool>,
+    /// transcribe: beam size (1: greedy).
+    pub beam_size: Option<usize>,
+    /// tag: a label set name or file.
+    pub labels: Option<String>,
+    /// tag: labels to keep.
+    pub top_k: Option<usize>,
+    /// index: the index database.
+    pub index: Option<PathBuf>,
+    /// The folder outputs go to; none: beside the input.
+    pub output_dir: Option<PathBuf>,
+    pub on_done: OnDone,
+    /// With `on_done = move`: the folder the input is moved into.
+    pub done_dir: Option<PathBuf>,
+    /// The watch profile that queued the job, if any.
+    pub profile: Option<String>,
+}
+
+/// A job as the journal holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: JobKind,
+    #[serde(serialize_with = "lossy_path")]
+    pub input: PathBuf,
+    pub options: JobOptions,
+    pub state: JobState,
+    pub priority: Priority,
+    /// Runs started so far (a retry after a failure or a crash adds one).
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub error: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// A queued job waits until then (retry backoff).
+    pub not_before: i64,
+    /// The input's size and mtime (ns) when it was queued.
+    pub input_size: Option<u64>,
+    pub input_mtime_ns: Option<i64>,
+    #[serde(serialize_with = "lossy_paths")]
+    pub outputs: Vec<PathBuf>,
+}
+
+impl Job {
+    /// The folder outputs go to: the option's, or the input's own.
+    pub fn output_dir(&self) -> PathBuf {
+        match &self.options.output_dir {
+            Some(d) => d.clone(),
+            None => self
+                .input
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Something that happened to a job. One channel carries all of them (see [`Queue::subscribe`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum JobEvent {
+    Queued {
+        id: JobId,
+        kind: JobKind,
+        #[serde(serialize_with = "lossy_path")]
+        input: PathBuf,
+        priority: Priority,
+    },
+    Started {
+        id: JobId,
+        attempt: u32,
+    },
+    /// `fraction` in 0..=1 when known.
+    Progress {
+        id: JobId,
+        fraction: Option<f32>,
+        message: String,
+    },
+    /// A piece of output as it is produced (a transcript segment).
+    Partial {
+        id: JobId,
+        text: String,
+    },
+    Done {
+        id: JobId,
+        #[serde(serialize_with = "lossy_paths")]
+        outputs: Vec<PathBuf>,
+    },
+    /// `retry_at` (unix ms) when it will be tried again; none: it is `failed` for good.
+    Failed {
+        id: JobId,
+        error: String,
+        retry_at: Option<i64>,
+    },
+    Cancelled {
+        id: JobId,
+    },
+    /// Back to `queued` (a retry, a new priority, or a shutdown that stopped it).
+    Requeued {
+        id: JobId,
+        priority: Priority,
+    },
+}
+
+impl JobEvent {
+    pub fn id(&self) -> JobId {
+        match self {
+            JobEvent::Queued { id, .. }
+            | JobEvent::Started { id, .. }
+            | JobEvent::Progress { id, .. }
+            | JobEvent::Partial { id, .. }
+            | JobEvent::Done { id, .. }
+            | JobEvent::Failed { id, .. }
+            | JobEvent::Cancelled { id }
+            | JobEvent::Requeued { id, .. } => *id,
+        }
+    }
+}
+
+/// Which jobs [`Queue::list`] returns; empty fields match everything. Newest last.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub states: Vec<JobState>,
+    pub kinds: Vec<JobKind>,
+    /// Jobs of this input path.
+    pub input: Option<PathBuf>,
+    /// At most this many (the newest).
+    pub limit: Option<usize>,
+}
+
+/// Errors of the queue handle.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}: no such job")]
+    NoSuchJob(JobId),
+    #[error("cannot start the queue workers: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
+fn lossy_paths<S: serde::Serializer>(ps: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(ps.iter().map(|p| p.to_string_lossy()))
+}

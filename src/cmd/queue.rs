@@ -1,0 +1,184 @@
+//! `atelier queue list | retry | cancel | clear-done`: the job journal from the shell.
+//!
+//! These change the journal only; a running `atelier watch` sees the change within its poll
+//! interval (a cancelled running job stops at its next check).
+use crate::cli::QueueCommand;
+use crate::config::Loaded;
+use crate::jobs::{self, CancelOutcome, JobFilter, JobId, JobState, JobStore, SqliteStore};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `~/x` as the home folder's `x`.
+pub fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), dirs::home_dir()) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// The journal: the flag's, else `[queue] path`, else the default.
+pub fn journal_path(loaded: &Loaded, flag: Option<&Path>) -> PathBuf {
+    match flag {
+        Some(p) => p.to_path_buf(),
+        None if !loaded.config.queue.path.is_empty() => expand_home(&loaded.config.queue.path),
+        None => jobs::default_path(),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    super::exit(super::EXIT_FAILURE)
+}
+
+fn open(loaded: &Loaded, flag: Option<&Path>) -> Result<SqliteStore, jobs::StoreError> {
+    SqliteStore::open(&journal_path(loaded, flag))
+}
+
+fn when(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) => {
+            let secs = (jobs::now_ms() - ms).max(0) / 1000;
+            match secs {
+                0..60 => format!("{secs}s ago"),
+                60..3600 => format!("{}m ago", secs / 60),
+                3600..86400 => format!("{}h ago", secs / 3600),
+                _ => format!("{}d ago", secs / 86400),
+            }
+        }
+        None => "-".into(),
+    }
+}
+
+pub fn run(loaded: &Loaded, command: QueueCommand) -> ExitCode {
+    match command {
+        QueueCommand::List {
+            state,
+            json,
+            journal,
+        } => {
+            let mut states = Vec::new();
+            for s in &state {
+                match JobState::parse(s) {
+                    Some(st) => states.push(st),
+                    None => {
+                        eprintln!(
+                            "error: --state: unknown state '{s}': use queued, running, done, failed or cancelled"
+                        );
+                        return super::exit(super::EXIT_USAGE);
+                    }
+                }
+            }
+            let store = match open(loaded, journal.queue.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let jobs = match store.list(&JobFilter {
+                states,
+                ..JobFilter::default()
+            }) {
+                Ok(j) => j,
+                Err(e) => return fail(e),
+            };
+            for job in jobs {
+                if json {
+                    match serde_json::to_string(&job) {
+                        Ok(line) => println!("{line}"),
+                        Err(e) => return fail(e),
+                    }
+                } else {
+                    let extra = match (&job.error, job.state) {
+                        (Some(e), _) => format!("  {e}"),
+                        (None, JobState::Done) => format!("  {} output(s)", job.outputs.len()),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "{:>6}  {:<10} {:<9} try {}/{}  {:>8}  {}{extra}",
+                        job.id,
+                        job.kind.name(),
+                        job.state.name(),
+                        job.attempts,
+                        job.max_attempts,
+                        when(job.finished_at.or(job.started_at).or(Some(job.created_at))),
+                        job.input.display()
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        QueueCommand::Retry {
+            ids,
+            failed,
+            journal,
+        } => {
+            let mut store = match open(loaded, journal.queue.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let mut ids: Vec<JobId> = ids.into_iter().map(JobId).collect();
+            if failed {
+                let filter = JobFilter {
+                    states: vec![JobState::Failed],
+                    ..JobFilter::default()
+                };
+                match store.list(&filter) {
+                    Ok(jobs) => ids.extend(jobs.iter().map(|j| j.id)),
+                    Err(e) => return fail(e),
+                }
+            }
+            let mut bad = 0;
+            for id in ids {
+                match store.retry(id, jobs::now_ms()) {
+                    Ok(true) => println!("{id}: queued again"),
+                    Ok(false) => {
+                        eprintln!("error: job {id}: no such failed or cancelled job");
+                        bad += 1;
+                    }
+                    Err(e) => return fail(e),
+                }
+            }
+            finish(bad)
+        }
+        QueueCommand::Cancel { ids, journal } => {
+            let mut store = match open(loaded, journal.queue.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let mut bad = 0;
+            for id in ids.into_iter().map(JobId) {
+                match store.cancel(id, jobs::now_ms()) {
+                    Ok(CancelOutcome::Cancelled) => println!("{id}: cancelled"),
+                    Ok(CancelOutcome::Requested) => {
+                        println!("{id}: running; asked to stop")
+                    }
+                    Ok(CancelOutcome::Nothing) => {
+                        eprintln!("error: job {id}: no such queued or running job");
+                        bad += 1;
+                    }
+                    Err(e) => return fail(e),
+                }
+            }
+            finish(bad)
+        }
+        QueueCommand::ClearDone { all, journal } => {
+            let mut store = match open(loaded, journal.queue.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match store.clear_finished(all) {
+                Ok(n) => {
+                    println!("{n} job(s) removed from the journal");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn finish(bad: usize) -> ExitCode {
+    if bad > 0 {
+        super::exit(super::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

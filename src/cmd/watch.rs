@@ -1,0 +1,350 @@
+//! `atelier watch [DIR…]`: the headless watch-folder daemon (SSH, systemd).
+//!
+//! Config profiles or ad-hoc folders become watch rules; files become jobs in the journal;
+//! one JSON line per job event goes to stdout when it is not a terminal (a readable line
+//! when it is). SIGINT/SIGTERM stop cleanly: a running job is cancelled and queued again.
+use super::queue::{expand_home, journal_path};
+use crate::cli::{JobKindArg, OnDoneArg, PollArg, WatchArgs};
+use crate::config::{DeviceChoice, Loaded, WatchProfile};
+use crate::engine::{runtime, DeviceThread};
+use crate::jobs::runners::{ChecksumRunner, ClipRunner, WhisperRunner};
+use crate::jobs::{
+    JobEvent, JobId, JobKind, JobOptions, OnDone, Priority, Queue, QueueSettings, Runner, Runners,
+    SqliteStore,
+};
+use crate::watch::{self, PollMode, Rule, RuleSpec, WatchSettings};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALLED.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    super::exit(super::EXIT_FAILURE)
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    super::exit(super::EXIT_USAGE)
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn kind_of(arg: JobKindArg) -> JobKind {
+    match arg {
+        JobKindArg::Transcribe => JobKind::Transcribe,
+        JobKindArg::Tag => JobKind::Tag,
+        JobKindArg::Index => JobKind::Index,
+        JobKindArg::Generate => JobKind::Generate,
+        JobKindArg::Checksum => JobKind::Checksum,
+    }
+}
+
+/// A rule spec and its journal, from `atelier watch DIR` and its flags.
+fn adhoc_specs(loaded: &Loaded, args: &WatchArgs) -> Vec<(RuleSpec, PathBuf)> {
+    let journal = journal_path(loaded, args.queue.as_deref());
+    args.dirs
+        .iter()
+        .map(|dir| {
+            let spec = RuleSpec {
+                name: dir.display().to_string(),
+                root: dir.clone(),
+                kind: Some(kind_of(args.kind)),
+                options: JobOptions {
+                    model: args.model.clone(),
+                    language: args.language.clone(),
+                    formats: args.output_format.clone(),
+                    vad: args.no_vad.then_some(false),
+                    labels: args.labels.clone(),
+                    output_dir: args.output_dir.clone(),
+                    on_done: match args.on_done {
+                        OnDoneArg::Keep => OnDone::Keep,
+                        OnDoneArg::Move => OnDone::Move,
+                    },
+                    done_dir: args.done_dir.clone(),
+                    ..JobOptions::default()
+                },
+                priority: Priority(args.priority),
+                include: args.include.clone(),
+                exclude: args.exclude.clone(),
+                poll: match args.poll {
+                    PollArg::Auto => PollMode::Auto,
+                    PollArg::Always => PollMode::Always,
+                    PollArg::Never => PollMode::Never,
+                },
+                marker: args.marker.clone(),
+            };
+            (spec, journal.clone())
+        })
+        .collect()
+}
+
+/// A rule spec and its journal from a `[[watch]]` profile (validated when config loaded).
+fn profile_spec(loaded: &Loaded, args: &WatchArgs, p: &WatchProfile) -> (RuleSpec, PathBuf) {
+    let path = |s: &str| non_empty(s).map(|s| expand_home(&s));
+    let journal = match path(&p.queue) {
+        Some(q) if args.queue.is_none() => q,
+        _ => journal_path(loaded, args.queue.as_deref()),
+    };
+    let spec = RuleSpec {
+        name: non_empty(&p.name).unwrap_or_else(|| p.path.clone()),
+        root: expand_home(&p.path),
+        kind: JobKind::parse(&p.kind),
+        options: JobOptions {
+            model: non_empty(&p.model),
+            language: non_empty(&p.language),
+            formats: p.formats.clone(),
+            vad: p.vad,
+            labels: non_empty(&p.labels),
+            top_k: p.top_k,
+            index: path(&p.index),
+            output_dir: path(&p.output_dir),
+            on_done: if p.on_done == "move" {
+                OnDone::Move
+            } else {
+                OnDone::Keep
+            },
+            done_dir: path(&p.done_dir),
+            ..JobOptions::default()
+        },
+        priority: Priority(p.priority),
+        include: p.include.clone(),
+        exclude: p.exclude.clone(),
+        poll: PollMode::parse(&p.poll).unwrap_or_default(),
+        marker: non_empty(&p.marker),
+    };
+    (spec, journal)
+}
+
+/// The runners of the kinds in use, models loaded now so a missing one fails at start.
+fn runners_for(
+    loaded: &Loaded,
+    kinds: &[JobKind],
+    thread: &DeviceThread,
+    models_dir: &Path,
+) -> Result<Runners, String> {
+    let mut runners = Runners::new();
+    runners.insert(JobKind::Checksum, Arc::new(ChecksumRunner));
+    for &kind in kinds {
+        let runner: Arc<dyn Runner> = match kind {
+            JobKind::Transcribe => Arc::new(WhisperRunner::new(
+                thread.clone(),
+                models_dir.to_path_buf(),
+                loaded.config.whisper.clone(),
+            )),
+            JobKind::Tag | JobKind::Index => Arc::new(ClipRunner::new(
+                kind,
+                thread.clone(),
+                models_dir.to_path_buf(),
+                loaded.config.clip.clone(),
+            )),
+            JobKind::Generate | JobKind::Checksum => continue,
+        };
+        runner.preload().map_err(|e| format!("{kind}: {e}"))?;
+        runners.insert(kind, runner);
+    }
+    Ok(runners)
+}
+
+/// Prints events: JSON lines for programs, readable lines for people.
+struct Printer {
+    json: bool,
+    inputs: HashMap<JobId, PathBuf>,
+    failed: usize,
+}
+
+impl Printer {
+    fn print(&mut self, event: &JobEvent) {
+        if let JobEvent::Queued { id, input, .. } = event {
+            self.inputs.insert(*id, input.clone());
+        }
+        if let JobEvent::Failed { retry_at: None, .. } = event {
+            self.failed += 1;
+        }
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            if let Ok(line) = serde_json::to_string(event) {
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+            return;
+        }
+        let id = event.id();
+        let name = self
+            .inputs
+            .get(&id)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("job {id}"));
+        let line = match event {
+            JobEvent::Queued { .. } => format!("queued   {name}"),
+            JobEvent::Started { attempt, .. } => format!("started  {name} (try {attempt})"),
+            JobEvent::Done { outputs, .. } => {
+                format!("done     {name} ({} outputs)", outputs.len())
+            }
+            JobEvent::Failed {
+                error,
+                retry_at: Some(_),
+                ..
+            } => format!("retrying {name}: {error}"),
+            JobEvent::Failed { error, .. } => format!("FAILED   {error}"),
+            JobEvent::Cancelled { .. } => format!("cancelled {name}"),
+            JobEvent::Requeued { .. } => format!("requeued {name}"),
+            JobEvent::Progress { .. } | JobEvent::Partial { .. } => return,
+        };
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &Path) -> ExitCode {
+    // First, so a stop request during model loading is honoured, not fatal.
+    install_signal_handlers();
+    let specs = if !args.dirs.is_empty() {
+        adhoc_specs(loaded, &args)
+    } else {
+        let profiles: Vec<&WatchProfile> = loaded
+            .config
+            .watch
+            .iter()
+            .filter(|p| args.profile.is_empty() || args.profile.contains(&p.name))
+            .collect();
+        for name in &args.profile {
+            if !loaded.config.watch.iter().any(|p| &p.name == name) {
+                return usage(format!("--profile: no [[watch]] profile named '{name}'"));
+            }
+        }
+        profiles
+            .into_iter()
+            .map(|p| profile_spec(loaded, &args, p))
+            .collect()
+    };
+    if specs.is_empty() {
+        return usage("nothing to watch: give folders (atelier watch DIR…) or add [[watch]] profiles to config.toml");
+    }
+    let mut groups: BTreeMap<PathBuf, Vec<Rule>> = BTreeMap::new();
+    for (spec, journal) in specs {
+        match Rule::new(spec) {
+            Ok(rule) => groups.entry(journal).or_default().push(rule),
+            Err(e) => return fail(e),
+        }
+    }
+    let mut kinds: Vec<JobKind> = groups.values().flatten().map(|r| r.kind).collect();
+    kinds.sort_by_key(|k| k.name());
+    kinds.dedup();
+    let device = match runtime::resolve_device(device) {
+        Ok(d) => d,
+        Err(e) => return usage(e),
+    };
+    let thread = match DeviceThread::spawn(device) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("cannot start the model thread: {e}")),
+    };
+    let runners = match runners_for(loaded, &kinds, &thread, models_dir) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if SIGNALLED.load(Ordering::SeqCst) {
+        return ExitCode::SUCCESS;
+    }
+    let qcfg = &loaded.config.queue;
+    let settings = QueueSettings {
+        workers: args.workers.unwrap_or(if device.is_cuda() {
+            qcfg.workers_cuda as usize
+        } else {
+            qcfg.workers_cpu as usize
+        }),
+        max_attempts: args.max_attempts.unwrap_or(qcfg.max_attempts).max(1),
+        retry_backoff: Duration::from_millis(
+            args.retry_backoff_ms.unwrap_or(qcfg.retry_backoff_ms),
+        ),
+        ..QueueSettings::default()
+    };
+    let watch_settings = WatchSettings {
+        stable: Duration::from_millis(args.stable_ms.unwrap_or(qcfg.stable_ms)),
+        poll_interval: Duration::from_millis(qcfg.poll_interval_ms.max(100)),
+    };
+    let mut printer = Printer {
+        json: !std::io::stdout().is_terminal(),
+        inputs: HashMap::new(),
+        failed: 0,
+    };
+    let mut running: Vec<(Queue, watch::WatchHandle, mpsc::Receiver<JobEvent>)> = Vec::new();
+    for (journal, rules) in groups {
+        let store = match SqliteStore::open(&journal) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        tracing::info!("journal {}", journal.display());
+        let queue = match Queue::open(Box::new(store), runners.clone(), settings.clone()) {
+            Ok(q) => q,
+            Err(e) => return fail(e),
+        };
+        let events = queue.subscribe();
+        let handle = match watch::start(rules, queue.clone(), watch_settings.clone()) {
+            Ok(h) => h,
+            Err(e) => {
+                queue.shutdown();
+                return fail(e);
+            }
+        };
+        running.push((queue, handle, events));
+    }
+    let mut last_idle_check = Instant::now();
+    loop {
+        let mut any = false;
+        for (_, _, events) in &running {
+            while let Ok(e) = events.try_recv() {
+                tracing::info!("{}", serde_json::to_string(&e).unwrap_or_default());
+                printer.print(&e);
+                any = true;
+            }
+        }
+        if SIGNALLED.load(Ordering::SeqCst) {
+            tracing::info!("signal: stopping; a running job is queued again");
+            break;
+        }
+        if args.exit_when_idle && !any && last_idle_check.elapsed() > Duration::from_millis(300) {
+            last_idle_check = Instant::now();
+            let idle = running
+                .iter()
+                .all(|(q, w, _)| w.is_idle() && q.pending().is_ok_and(|n| n == 0));
+            if idle {
+                break;
+            }
+        }
+        if !any {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    for (queue, mut handle, events) in running {
+        handle.stop();
+        queue.shutdown();
+        while let Ok(e) = events.try_recv() {
+            printer.print(&e);
+        }
+    }
+    if printer.failed > 0 {
+        super::exit(super::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

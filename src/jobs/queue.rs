@@ -1,0 +1,485 @@
+//! The running queue: worker threads take jobs from the journal in priority order, run them
+//! through their kind's [`Runner`], and broadcast [`JobEvent`]s.
+use super::runner::{remove_temp_files, RunContext, RunError, Runners};
+use super::store::{CancelOutcome, JobStore, NewJob};
+use super::QueueError;
+use super::{now_ms, Job, JobEvent, JobFilter, JobId, JobKind, JobOptions, OnDone, Priority};
+use crate::engine::CancelToken;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How the queue runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSettings {
+    /// Jobs run at once (per device: the model thread serialises model calls).
+    pub workers: usize,
+    /// Runs before a job that keeps failing lands in `failed`.
+    pub max_attempts: u32,
+    /// The first retry waits this long; each further one twice as long (at most an hour).
+    pub retry_backoff: Duration,
+    /// How often workers look for jobs added by other processes and for cancel requests.
+    pub poll: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            workers: 1,
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(5),
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A handle to the running queue; clones share it.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Mutex<Box<dyn JobStore>>,
+    runners: Runners,
+    settings: QueueSettings,
+    subscribers: Mutex<Vec<mpsc::Sender<JobEvent>>>,
+    /// Bumped whenever there may be new work; workers wait on it.
+    work: Mutex<u64>,
+    work_cv: Condvar,
+    running: Mutex<HashMap<JobId, CancelToken>>,
+    stopping: AtomicBool,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked mid-update leaves plain data behind; keep going with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether process `pid` is alive and is an atelier (pids are reused after a reboot).
+fn owner_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return false;
+    }
+    let ours = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm == ours,
+        Err(_) => false,
+    }
+}
+
+/// The input's size and mtime (ns), as the journal records them.
+pub fn fingerprint(path: &Path) -> Option<(u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.size(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
+}
+
+impl Queue {
+    /// Requeues the jobs a crashed process left `running` (removing their temp files), then
+    /// starts `settings.workers` workers.
+    pub fn open(
+        mut store: Box<dyn JobStore>,
+        runners: Runners,
+        settings: QueueSettings,
+    ) -> Result<Queue, QueueError> {
+        for job in store.requeue_orphans(&owner_alive)? {
+            let removed = remove_temp_files(job.id, &job.output_dir());
+            tracing::info!(
+                "job {} ({}) was running when its process stopped: queued again{}",
+                job.id,
+                job.input.display(),
+                if removed > 0 {
+                    format!(", {removed} temp file(s) removed")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let queue = Queue {
+            inner: Arc::new(Inner {
+                store: Mutex::new(store),
+                runners,
+                settings,
+                subscribers: Mutex::new(Vec::new()),
+                work: Mutex::new(0),
+                work_cv: Condvar::new(),
+                running: Mutex::new(HashMap::new()),
+                stopping: AtomicBool::new(false),
+                threads: Mutex::new(Vec::new()),
+            }),
+        };
+        queue.finish_moves();
+        let mut threads = Vec::new();
+        for n in 0..queue.inner.settings.workers.max(1) {
+            let inner = Arc::clone(&queue.inner);
+            let t = std::thread::Builder::new()
+                .name(format!("atelier-job-{n}"))
+                .spawn(move || worker(&inner))
+                .map_err(QueueError::Spawn)?;
+            threads.push(t);
+        }
+        let inner = Arc::clone(&queue.inner);
+        let t = std::thread::Builder::new()
+            .name("atelier-job-monitor".into())
+            .spawn(move || monitor(&inner))
+            .map_err(QueueError::Spawn)?;
+        threads.push(t);
+        *lock(&queue.inner.threads) = threads;
+        Ok(queue)
+    }
+
+    /// Adds a job; it runs when a worker is free and no higher priority waits.
+    pub fn enqueue(
+        &self,
+        kind: JobKind,
+        path: &Path,
+        options: JobOptions,
+        priority: Priority,
+    ) -> Result<JobId, QueueError> {
+        let fp = fingerprint(path);
+        let job = lock(&self.inner.store).insert(&NewJob {
+            kind,
+            input: path.to_path_buf(),
+            options,
+            priority,
+            max_attempts: self.inner.settings.max_attempts.max(1),
+            input_size: fp.map(|f| f.0),
+            input_mtime_ns: fp.map(|f| f.1),
+        })?;
+        self.inner.emit(JobEvent::Queued {
+            id: job.id,
+            kind,
+            input: job.input.clone(),
+            priority,
+        });
+        self.inner.wake();
+        Ok(job.id)
+    }
+
+    /// A failed or cancelled job goes back to the queue with its attempts reset.
+    pub fn retry(&self, id: JobId) -> Result<bool, QueueError> {
+        let mut store = lock(&self.inner.store);
+        if !store.retry(id, now_ms())? {
+            return Ok(false);
+        }
+        let priority = store.get(id)?.map_or(Priority::BATCH, |j| j.priority);
+        drop(store);
+        self.inner.emit(JobEvent::Requeued { id, priority });
+        self.inner.wake();
+        Ok(true)
+    }
+
+    /// Cancels a queued job at once, or asks a running one to stop (it stops at its next
+    /// check: between Whisper windows, between images, between chunks).
+    pub fn cancel(&self, id: JobId) -> Result<bool, QueueError> {
+        let outcome = lock(&self.inner.store).cancel(id, now_ms())?;
+        match outcome {
+            CancelOutcome::Cancelled => {
+                self.inner.emit(JobEvent::Cancelled { id });
+                Ok(true)
+            }
+            CancelOutcome::Requested => {
+                if let Some(token) = lock(&self.inner.running).get(&id) {
+                    token.cancel();
+                }
+                Ok(true)
+            }
+            CancelOutcome::Nothing => Ok(false),
+        }
+    }
+
+    /// Changes the priority of a queued or running job.
+    pub fn reprioritize(&self, id: JobId, priority: Priority) -> Result<bool, QueueError> {
+        let changed = lock(&self.inner.store).reprioritize(id, priority)?;
+        if changed {
+            self.inner.emit(JobEvent::Requeued { id, priority });
+            self.inner.wake();
+        }
+        Ok(changed)
+    }
+
+    /// Every event from now on. Dropping the receiver unsubscribes.
+    pub fn subscribe(&self) -> mpsc::Receiver<JobEvent> {
+        let (tx, rx) = mpsc::channel();
+        lock(&self.inner.subscribers).push(tx);
+        rx
+    }
+
+    /// Jobs matching `filter`, oldest first.
+    pub fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, QueueError> {
+        Ok(lock(&self.inner.store).list(filter)?)
+    }
+
+    pub fn get(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+        Ok(lock(&self.inner.store).get(id)?)
+    }
+
+    /// The newest job of `kind` for `input` (the watcher's de-duplication).
+    pub fn latest_for(&self, input: &Path, kind: JobKind) -> Result<Option<Job>, QueueError> {
+        Ok(lock(&self.inner.store).latest_for(input, kind)?)
+    }
+
+    /// Whether `path` is a recorded output of a done job.
+    pub fn is_output(&self, path: &Path) -> Result<bool, QueueError> {
+        Ok(lock(&self.inner.store).is_output(path)?)
+    }
+
+    /// Jobs neither finished nor failed for good (queued or running), in this journal.
+    pub fn pending(&self) -> Result<usize, QueueError> {
+        Ok(lock(&self.inner.store).count_active()?)
+    }
+
+    /// Stops the workers. A running job is cancelled and queued again (no attempt used),
+    /// so the next start runs it from the beginning. Waits for the workers to stop.
+    pub fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        for token in lock(&self.inner.running).values() {
+            token.cancel();
+        }
+        self.inner.wake();
+        let threads = std::mem::take(&mut *lock(&self.inner.threads));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Moves the inputs of done `on-done = move` jobs a crash left in place.
+    fn finish_moves(&self) {
+        let jobs = match lock(&self.inner.store).done_with_move() {
+            Ok(j) => j,
+            Err(e) => return tracing::warn!("{e}"),
+        };
+        for job in jobs {
+            let same = fingerprint(&job.input)
+                .is_some_and(|(s, m)| Some(s) == job.input_size && Some(m) == job.input_mtime_ns);
+            if same {
+                move_input(&job);
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn emit(&self, event: JobEvent) {
+        lock(&self.subscribers).retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    fn wake(&self) {
+        *lock(&self.work) += 1;
+        self.work_cv.notify_all();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until woken, the next retry is due, or the poll interval passed.
+    fn wait_for_work(&self, seen: u64) {
+        let mut wait = self.settings.poll;
+        if let Ok(Some(due)) = lock(&self.store).next_due() {
+            let ms = (due - now_ms()).max(0) as u64;
+            wait = wait.min(Duration::from_millis(ms.max(1)));
+        }
+        let guard = lock(&self.work);
+        let _ = self
+            .work_cv
+            .wait_timeout_while(guard, wait, |g| *g == seen && !self.stopping());
+    }
+}
+
+fn worker(inner: &Arc<Inner>) {
+    let pid = std::process::id();
+    while !inner.stopping() {
+        let seen = *lock(&inner.work);
+        let claimed = lock(&inner.store).claim_next(now_ms(), pid);
+        match claimed {
+            Ok(Some(job)) => run_one(inner, job),
+            Ok(None) => inner.wait_for_work(seen),
+            Err(e) => {
+                tracing::error!("{e}");
+                inner.wait_for_work(seen);
+            }
+        }
+    }
+}
+
+/// Passes cancel requests made by other processes (`atelier queue cancel`) to workers.
+fn monitor(inner: &Arc<Inner>) {
+    while !inner.stopping() {
+        let ids: Vec<(JobId, CancelToken)> = lock(&inner.running)
+            .iter()
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
+        for (id, token) in ids {
+            if matches!(lock(&inner.store).cancel_requested(id), Ok(true)) {
+                token.cancel();
+            }
+        }
+        let seen = *lock(&inner.work);
+        let guard = lock(&inner.work);
+        let _ = inner
+            .work_cv
+            .wait_timeout_while(guard, inner.settings.poll, |g| {
+                *g == seen && !inner.stopping()
+            });
+    }
+}
+
+/// `{path}: {message}` unless the message names the file already.
+fn name_file(path: &Path, message: &str) -> String {
+    let shown = path.display().to_string();
+    if message.starts_with(&shown) {
+        message.to_string()
+    } else {
+        format!("{shown}: {message}")
+    }
+}
+
+/// Checks the input before a runner sees it: gone, a folder, or a symlink loop.
+fn check_input(path: &Path) -> Result<(), RunError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(RunError::Permanent("is a folder, not a file".to_string())),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A dangling symlink or a deleted file.
+            if std::fs::symlink_metadata(path).is_ok() {
+                Err(RunError::Permanent(
+                    "a symbolic link to nothing (its target does not exist)".to_string(),
+                ))
+            } else {
+                Err(RunError::Permanent("the file no longer exists".to_string()))
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(RunError::Permanent(
+            "a symbolic link loop: the link never reaches a file".to_string(),
+        )),
+        Err(e) => Err(RunError::Permanent(format!("cannot read the file: {e}"))),
+    }
+}
+
+fn backoff(settings: &QueueSettings, attempts: u32) -> Duration {
+    let factor = 1u32 << attempts.saturating_sub(1).min(16);
+    (settings.retry_backoff * factor).min(Duration::from_secs(3600))
+}
+
+fn run_one(inner: &Arc<Inner>, job: Job) {
+    let id = job.id;
+    if let Some((size, mtime)) = fingerprint(&job.input) {
+        if let Err(e) = lock(&inner.store).record_input(id, size, mtime) {
+            tracing::warn!("job {id}: {e}");
+        }
+    }
+    inner.emit(JobEvent::Started {
+        id,
+        attempt: job.attempts,
+    });
+    let token = CancelToken::new();
+    lock(&inner.running).insert(id, token.clone());
+    let emitter = Arc::clone(inner);
+    let ctx = RunContext::new(id, token, Box::new(move |e| emitter.emit(e)));
+    let result = check_input(&job.input).and_then(|()| match inner.runners.get(job.kind) {
+        Some(runner) => {
+            let run = std::panic::AssertUnwindSafe(|| runner.run(&job, &ctx));
+            std::panic::catch_unwind(run).unwrap_or_else(|p| {
+                let what = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(RunError::Transient(format!("the job crashed: {what}")))
+            })
+        }
+        None => Err(RunError::Permanent(Runners::missing(job.kind))),
+    });
+    lock(&inner.running).remove(&id);
+    let now = now_ms();
+    let mut store = lock(&inner.store);
+    let (stored, event) = match result {
+        Ok(outputs) => (
+            store.complete(id, &outputs, now),
+            JobEvent::Done {
+                id,
+                outputs: outputs.clone(),
+            },
+        ),
+        Err(RunError::Cancelled) if inner.stopping() => (
+            store.requeue(id),
+            JobEvent::Requeued {
+                id,
+                priority: job.priority,
+            },
+        ),
+        Err(RunError::Cancelled) => (store.mark_cancelled(id, now), JobEvent::Cancelled { id }),
+        Err(e) => {
+            let retry_at = match &e {
+                RunError::Transient(_) if job.attempts < job.max_attempts => {
+                    Some(now + backoff(&inner.settings, job.attempts).as_millis() as i64)
+                }
+                _ => None,
+            };
+            let error = name_file(&job.input, &e.to_string());
+            (
+                store.fail(id, &error, retry_at, now),
+                JobEvent::Failed {
+                    id,
+                    error,
+                    retry_at,
+                },
+            )
+        }
+    };
+    drop(store);
+    if !matches!(event, JobEvent::Done { .. }) {
+        remove_temp_files(id, &job.output_dir());
+    }
+    match stored {
+        Ok(()) => {
+            if matches!(event, JobEvent::Done { .. }) && job.options.on_done == OnDone::Move {
+                move_input(&job);
+            }
+            inner.emit(event);
+        }
+        Err(e) => tracing::error!("job {id}: {e}"),
+    }
+    inner.wake();
+}
+
+/// Moves a done job's input into its done folder (keeping its name).
+fn move_input(job: &Job) {
+    let Some(dir) = job.options.done_dir.as_ref() else {
+        return;
+    };
+    let Some(name) = job.input.file_name() else {
+        return;
+    };
+    let target: PathBuf = dir.join(name);
+    let moved = std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(&job.input, &target));
+    match moved {
+        Ok(()) => tracing::info!("moved {} to {}", job.input.display(), target.display()),
+        Err(e) => tracing::warn!(
+            "{}: cannot move it to {}: {e}",
+            job.input.display(),
+            dir.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let s = QueueSettings {
+            retry_backoff: Duration::from_millis(500),
+            ..QueueSettings::default()
+        };
+        let waits: Vec<u128> = (1..=4).map(|n| backoff(&s, n).as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000]);
+        assert_eq!(backoff(&s, 40), Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,182 @@
+//! `transcribe`: Whisper on the model thread, the same engine job as `atelier transcribe`.
+use crate::config::WhisperConfig;
+use crate::engine::store::{self, InstalledModel};
+use crate::engine::whisper::job::{self, AudioChunk, JobMsg};
+use crate::engine::whisper::tokenizer::to_language_code;
+use crate::engine::whisper::{Event, TranscribeOptions};
+use crate::engine::DeviceThread;
+use crate::jobs::{Job, RunContext, RunError, Runner};
+use crate::media::audio::stream_16k_mono;
+use crate::output::atomic::output_path;
+use crate::output::writers::{self, Format, WriterOptions};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+/// Transcribes with the models kept warm on `thread`; job options override the config.
+pub struct WhisperRunner {
+    thread: DeviceThread,
+    models_dir: PathBuf,
+    config: WhisperConfig,
+}
+
+impl WhisperRunner {
+    pub fn new(thread: DeviceThread, models_dir: PathBuf, config: WhisperConfig) -> Self {
+        WhisperRunner {
+            thread,
+            models_dir,
+            config,
+        }
+    }
+
+    fn models(
+        &self,
+        job_model: Option<&str>,
+        vad: bool,
+    ) -> Result<(InstalledModel, Option<InstalledModel>), String> {
+        let name = job_model.unwrap_or(&self.config.model);
+        let model = store::find(&self.models_dir, name, "whisper").map_err(|e| e.to_string())?;
+        let vad_model = if vad {
+            Some(
+                store::find(&self.models_dir, &self.config.vad_model, "vad").map_err(|e| {
+                    format!("{e}; VAD is on: install it (tools/dev.sh demo) or set vad = false")
+                })?,
+            )
+        } else {
+            None
+        };
+        Ok((model, vad_model))
+    }
+
+    fn options(&self, job: &Job) -> Result<TranscribeOptions, String> {
+        let mut opts = TranscribeOptions::default();
+        let language = job
+            .options
+            .language
+            .as_deref()
+            .unwrap_or(&self.config.language);
+        if !language.is_empty() {
+            opts.decode.language = Some(
+                to_language_code(language)
+                    .ok_or_else(|| format!("unknown language '{language}'"))?
+                    .to_string(),
+            );
+        }
+        let beam = job
+            .options
+            .beam_size
+            .unwrap_or(self.config.beam_size as usize);
+        opts.decode.beam_size = (beam > 1).then_some(beam);
+        opts.word_timestamps = self.config.word_timestamps;
+        Ok(opts)
+    }
+
+    fn formats(&self, job: &Job) -> Result<Vec<Format>, String> {
+        let names = if job.options.formats.is_empty() {
+            &self.config.output_formats
+        } else {
+            &job.options.formats
+        };
+        let mut out = Vec::new();
+        for n in names {
+            for f in Format::parse(n).map_err(|e| e.to_string())? {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        }
+        if out.is_empty() {
+            out = Format::all();
+        }
+        Ok(out)
+    }
+}
+
+/// Reads `path` on its own thread as 16 kHz mono pieces of 30 s.
+fn stream(path: &Path) -> mpsc::Receiver<AudioChunk> {
+    let (tx, rx) = mpsc::sync_channel(4);
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let sent = stream_16k_mono(&path, 30.0, |chunk| match tx.send(Ok(chunk.to_vec())) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        });
+        if let Err(e) = sent {
+            // Audio errors name the file and are about the input: marked so.
+            let _ = tx.send(Err(format!("{INPUT_ERROR}{e}")));
+        }
+    });
+    rx
+}
+
+const INPUT_ERROR: &str = "\u{1}input:";
+
+impl Runner for WhisperRunner {
+    fn preload(&self) -> Result<(), String> {
+        let (model, vad) = self.models(None, self.config.vad)?;
+        job::preload(&self.thread, model, vad)
+    }
+
+    fn run(&self, job: &Job, ctx: &RunContext) -> Result<Vec<PathBuf>, RunError> {
+        let opts = self.options(job).map_err(RunError::Permanent)?;
+        let formats = self.formats(job).map_err(RunError::Permanent)?;
+        let vad = job.options.vad.unwrap_or(self.config.vad);
+        let (model, vad_model) = self
+            .models(job.options.model.as_deref(), vad)
+            .map_err(RunError::Permanent)?;
+        let rx = job::submit(
+            &self.thread,
+            model,
+            vad_model,
+            stream(&job.input),
+            opts,
+            ctx.cancel.clone(),
+        );
+        let mut result = Err("the model thread stopped".to_string());
+        for msg in rx {
+            match msg {
+                JobMsg::Event(Event::Segment(seg)) => ctx.partial(seg.text),
+                JobMsg::Event(Event::Progress {
+                    done_seconds,
+                    total_seconds,
+                }) if total_seconds > 0.0 => ctx.progress(
+                    Some((done_seconds / total_seconds).clamp(0.0, 1.0) as f32),
+                    format!("{done_seconds:.0}/{total_seconds:.0} s"),
+                ),
+                JobMsg::Event(Event::Language { code, .. }) => {
+                    ctx.progress(None, format!("language: {code}"))
+                }
+                JobMsg::Event(_) | JobMsg::Speech { .. } => {}
+                JobMsg::Done(r) => {
+                    result = r;
+                    break;
+                }
+            }
+        }
+        let transcript = result.map_err(|e| {
+            if ctx.cancel.is_cancelled() {
+                RunError::Cancelled
+            } else if let Some(input) = e.strip_prefix(INPUT_ERROR) {
+                RunError::Permanent(input.to_string())
+            } else {
+                RunError::Transient(e)
+            }
+        })?;
+        ctx.check_cancel()?;
+        let dir = job.output_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            RunError::Transient(format!(
+                "{}: cannot create the output folder: {e}",
+                dir.display()
+            ))
+        })?;
+        let writer = WriterOptions::default();
+        formats
+            .into_iter()
+            .map(|f| {
+                let path = output_path(&dir, &job.input, f.extension());
+                ctx.write(&path, writers::write(f, &transcript, &writer).as_bytes())
+            })
+            .collect()
+    }
+}

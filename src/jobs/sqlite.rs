@@ -1,0 +1,520 @@
+//! The SQLite journal: WAL, one transaction per change, paths stored as raw bytes so
+//! non-UTF-8 names survive.
+use super::store::{CancelOutcome, JobStore, NewJob, StoreError};
+use super::{Job, JobFilter, JobId, JobKind, JobOptions, JobState, Priority};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use std::path::{Path, PathBuf};
+
+/// The default journal: `$XDG_DATA_HOME/atelier/queue.sqlite`.
+pub fn default_path() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("atelier")
+        .join("queue.sqlite")
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    input BLOB NOT NULL,
+    options TEXT NOT NULL,
+    state TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    error TEXT,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    not_before INTEGER NOT NULL DEFAULT 0,
+    input_size INTEGER,
+    input_mtime_ns INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    owner INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, priority DESC, id);
+CREATE INDEX IF NOT EXISTS jobs_input ON jobs (input, kind);
+CREATE TABLE IF NOT EXISTS outputs (
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    path BLOB NOT NULL,
+    PRIMARY KEY (job_id, path)
+);
+CREATE INDEX IF NOT EXISTS outputs_path ON outputs (path);
+";
+
+const COLUMNS: &str = "id, kind, input, options, state, priority, attempts, max_attempts, error, \
+     created_at, started_at, finished_at, not_before, input_size, input_mtime_ns";
+
+fn path_bytes(p: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes().to_vec()
+}
+
+fn bytes_path(b: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(b))
+}
+
+/// A row as read, before its text columns are checked.
+struct RawJob {
+    job: Job,
+    kind: String,
+    state: String,
+    options: String,
+}
+
+fn raw_job(row: &Row) -> rusqlite::Result<RawJob> {
+    Ok(RawJob {
+        job: Job {
+            id: JobId(row.get(0)?),
+            kind: JobKind::Checksum,
+            input: bytes_path(row.get(2)?),
+            options: JobOptions::default(),
+            state: JobState::Queued,
+            priority: Priority(row.get(5)?),
+            attempts: row.get(6)?,
+            max_attempts: row.get(7)?,
+            error: row.get(8)?,
+            created_at: row.get(9)?,
+            started_at: row.get(10)?,
+            finished_at: row.get(11)?,
+            not_before: row.get(12)?,
+            input_size: row.get::<_, Option<i64>>(13)?.map(|s| s as u64),
+            input_mtime_ns: row.get(14)?,
+            outputs: Vec::new(),
+        },
+        kind: row.get(1)?,
+        state: row.get(4)?,
+        options: row.get(3)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating) the journal at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let err = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        // With WAL, NORMAL survives a process crash; a power cut may lose the last
+        // commits, which only makes a finished job run again (its outputs are replaced whole).
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The journal's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn finish(&self, raw: RawJob) -> Result<Job, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            message,
+        };
+        let mut job = raw.job;
+        job.kind = JobKind::parse(&raw.kind)
+            .ok_or_else(|| corrupt(format!("job {}: unknown kind '{}'", job.id, raw.kind)))?;
+        job.state = JobState::parse(&raw.state)
+            .ok_or_else(|| corrupt(format!("job {}: unknown state '{}'", job.id, raw.state)))?;
+        job.options = serde_json::from_str(&raw.options)
+            .map_err(|e| corrupt(format!("job {}: options: {e}", job.id)))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path FROM outputs WHERE job_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        job.outputs = stmt
+            .query_map([job.id.0], |r| r.get::<_, Vec<u8>>(0))
+            .and_then(|rows| rows.map(|r| r.map(bytes_path)).collect())
+            .map_err(|e| self.err(e))?;
+        Ok(job)
+    }
+
+    fn query(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Job>, StoreError> {
+        let raws: Vec<RawJob> = {
+            let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(args, raw_job)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+            rows.map_err(|e| self.err(e))?
+        };
+        raws.into_iter().map(|r| self.finish(r)).collect()
+    }
+
+    fn one(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        Ok(self
+            .query(
+                &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+                &[&id.0],
+            )?
+            .pop())
+    }
+
+    fn state_of(&self, id: JobId) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT state FROM jobs WHERE id = ?1", [id.0], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+}
+
+impl JobStore for SqliteStore {
+    fn insert(&mut self, job: &NewJob) -> Result<Job, StoreError> {
+        let options = serde_json::to_string(&job.options).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            message: format!("cannot encode job options: {e}"),
+        })?;
+        let now = super::now_ms();
+        self.conn
+            .execute(
+                "INSERT INTO jobs (kind, input, options, state, priority, max_attempts, created_at, \
+                 not_before, input_size, input_mtime_ns) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, 0, ?7, ?8)",
+                params![
+                    job.kind.name(),
+                    path_bytes(&job.input),
+                    options,
+                    job.priority.0,
+                    job.max_attempts,
+                    now,
+                    job.input_size.map(|s| s as i64),
+                    job.input_mtime_ns
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        let id = JobId(self.conn.last_insert_rowid());
+        self.one(id)?.ok_or_else(|| StoreError::Corrupt {
+            path: self.path.clone(),
+            message: format!("job {id} vanished after insert"),
+        })
+    }
+
+    fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.one(id)
+    }
+
+    fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM jobs WHERE 1");
+        let states: Vec<String> = filter
+            .states
+            .iter()
+            .map(|s| format!("'{}'", s.name()))
+            .collect();
+        if !states.is_empty() {
+            sql += &format!(" AND state IN ({})", states.join(","));
+        }
+        let kinds: Vec<String> = filter
+            .kinds
+            .iter()
+            .map(|k| format!("'{}'", k.name()))
+            .collect();
+        if !kinds.is_empty() {
+            sql += &format!(" AND kind IN ({})", kinds.join(","));
+        }
+        let input = filter.input.as_deref().map(path_bytes);
+        if input.is_some() {
+            sql += " AND input = ?1";
+        }
+        sql += " ORDER BY id DESC";
+        if let Some(n) = filter.limit {
+            sql += &format!(" LIMIT {n}");
+        }
+        let mut jobs = match &input {
+            Some(b) => self.query(&sql, &[b])?,
+            None => self.query(&sql, &[])?,
+        };
+        jobs.reverse();
+        Ok(jobs)
+    }
+
+    fn claim_next(&mut self, now: i64, owner: u32) -> Result<Option<Job>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        let id: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?1 \
+                 ORDER BY priority DESC, id LIMIT 1",
+                [now],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        if let Some(id) = id {
+            tx.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?2, \
+                 error = NULL, cancel_requested = 0, owner = ?3 WHERE id = ?1",
+                params![id, now, owner],
+            )
+            .map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        match id {
+            Some(id) => self.one(JobId(id)),
+            None => Ok(None),
+        }
+    }
+
+    fn record_input(&mut self, id: JobId, size: u64, mtime_ns: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET input_size = ?2, input_mtime_ns = ?3 WHERE id = ?1",
+                params![id.0, size as i64, mtime_ns],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn complete(&mut self, id: JobId, outputs: &[PathBuf], now: i64) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "UPDATE jobs SET state = 'done', finished_at = ?2, error = NULL WHERE id = ?1",
+            params![id.0, now],
+        )
+        .map_err(err)?;
+        tx.execute("DELETE FROM outputs WHERE job_id = ?1", [id.0])
+            .map_err(err)?;
+        for out in outputs {
+            tx.execute(
+                "INSERT OR IGNORE INTO outputs (job_id, path) VALUES (?1, ?2)",
+                params![id.0, path_bytes(out)],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn fail(
+        &mut self,
+        id: JobId,
+        error: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let changed = match retry_at {
+            Some(at) => self.conn.execute(
+                "UPDATE jobs SET state = 'queued', error = ?2, not_before = ?3, finished_at = ?4 \
+                 WHERE id = ?1",
+                params![id.0, error, at, now],
+            ),
+            None => self.conn.execute(
+                "UPDATE jobs SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+                params![id.0, error, now],
+            ),
+        };
+        changed.map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    fn cancel(&mut self, id: JobId, now: i64) -> Result<CancelOutcome, StoreError> {
+        match self.state_of(id)?.as_deref() {
+            Some("queued") => {
+                self.conn
+                    .execute(
+                        "UPDATE jobs SET state = 'cancelled', finished_at = ?2 \
+                         WHERE id = ?1 AND state = 'queued'",
+                        params![id.0, now],
+                    )
+                    .map_err(|e| self.err(e))?;
+                Ok(CancelOutcome::Cancelled)
+            }
+            Some("running") => {
+                self.conn
+                    .execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id.0])
+                    .map_err(|e| self.err(e))?;
+                Ok(CancelOutcome::Requested)
+            }
+            _ => Ok(CancelOutcome::Nothing),
+        }
+    }
+
+    fn mark_cancelled(&mut self, id: JobId, now: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, cancel_requested = 0 \
+                 WHERE id = ?1",
+                params![id.0, now],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn cancel_requested(&self, id: JobId) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT cancel_requested FROM jobs WHERE id = ?1",
+                [id.0],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v == Some(1))
+            .map_err(|e| self.err(e))
+    }
+
+    fn requeue(&mut self, id: JobId) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), \
+                 cancel_requested = 0 WHERE id = ?1 AND state = 'running'",
+                [id.0],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn retry(&mut self, id: JobId, now: i64) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'queued', attempts = 0, error = NULL, not_before = ?2, \
+                 finished_at = NULL WHERE id = ?1 AND state IN ('failed', 'cancelled')",
+                params![id.0, now],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    fn reprioritize(&mut self, id: JobId, priority: Priority) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET priority = ?2 WHERE id = ?1 AND state IN ('queued', 'running')",
+                params![id.0, priority.0],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    fn requeue_orphans(&mut self, alive: &dyn Fn(u32) -> bool) -> Result<Vec<Job>, StoreError> {
+        let owners: Vec<(i64, Option<u32>)> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, owner FROM jobs WHERE state = 'running'")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+            rows.map_err(|e| self.err(e))?
+        };
+        let mut jobs = Vec::new();
+        for (id, owner) in owners {
+            if owner.is_some_and(alive) {
+                continue;
+            }
+            self.conn
+                .execute(
+                    "UPDATE jobs SET state = 'queued', cancel_requested = 0, owner = NULL \
+                     WHERE id = ?1 AND state = 'running'",
+                    [id],
+                )
+                .map_err(|e| self.err(e))?;
+            jobs.extend(self.one(JobId(id))?);
+        }
+        Ok(jobs)
+    }
+
+    fn clear_finished(&mut self, all: bool) -> Result<usize, StoreError> {
+        let sql = if all {
+            "DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled')"
+        } else {
+            "DELETE FROM jobs WHERE state = 'done'"
+        };
+        self.conn.execute(sql, []).map_err(|e| self.err(e))
+    }
+
+    fn latest_for(&self, input: &Path, kind: JobKind) -> Result<Option<Job>, StoreError> {
+        Ok(self
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE input = ?1 AND kind = ?2 ORDER BY id DESC LIMIT 1"
+                ),
+                &[&path_bytes(input), &kind.name()],
+            )?
+            .pop())
+    }
+
+    fn is_output(&self, path: &Path) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM outputs WHERE path = ?1 LIMIT 1",
+                [path_bytes(path)],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|v| v.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    fn count_active(&self) -> Result<usize, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+    }
+
+    fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT MIN(not_before) FROM jobs WHERE state = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    fn done_with_move(&self) -> Result<Vec<Job>, StoreError> {
+        let jobs = self.query(
+            &format!(
+                "SELECT {COLUMNS} FROM jobs WHERE state = 'done' AND options LIKE '%\"on-done\":\"move\"%'"
+            ),
+            &[],
+        )?;
+        Ok(jobs)
+    }
+}

@@ -1,0 +1,377 @@
+//! The queue and its journal through the library API: retry with backoff, priorities,
+//! cancelling, crash recovery (orphaned running jobs and their temp files), missing kinds.
+use atelier::jobs::{
+    JobEvent, JobFilter, JobKind, JobOptions, JobState, JobStore, NewJob, Priority, Queue,
+    QueueSettings, RunContext, RunError, Runner, Runners, SqliteStore,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+/// Fails with a transient error `fail_first` times, then writes `NAME.out`.
+struct Flaky {
+    fail_first: u32,
+    calls: AtomicU32,
+}
+
+impl Runner for Flaky {
+    fn run(&self, job: &atelier::jobs::Job, ctx: &RunContext) -> Result<Vec<PathBuf>, RunError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail_first {
+            return Err(RunError::Transient("the disk is having a bad day".into()));
+        }
+        let out = job.output_dir().join(format!(
+            "{}.out",
+            job.input.file_name().unwrap().to_string_lossy()
+        ));
+        Ok(vec![ctx.write(&out, b"ok\n")?])
+    }
+}
+
+/// Blocks until released (or cancelled), recording the order jobs start in.
+struct Gate {
+    open: Arc<AtomicBool>,
+    order: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl Runner for Gate {
+    fn run(&self, job: &atelier::jobs::Job, ctx: &RunContext) -> Result<Vec<PathBuf>, RunError> {
+        self.order.lock().unwrap().push(job.input.clone());
+        while !self.open.load(Ordering::SeqCst) {
+            ctx.check_cancel()?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Vec::new())
+    }
+}
+
+fn settings(backoff_ms: u64, attempts: u32) -> QueueSettings {
+    QueueSettings {
+        workers: 1,
+        max_attempts: attempts,
+        retry_backoff: Duration::from_millis(backoff_ms),
+        poll: Duration::from_millis(50),
+    }
+}
+
+fn touch(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, name).unwrap();
+    p
+}
+
+/// Events until `stop` says so (or a generous safety limit, to fail instead of hanging).
+fn collect(
+    rx: &mpsc::Receiver<JobEvent>,
+    mut stop: impl FnMut(&[JobEvent]) -> bool,
+) -> Vec<JobEvent> {
+    let mut events = Vec::new();
+    while !stop(&events) {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(e) => events.push(e),
+            Err(_) => panic!("no event for 60 s; so far: {events:#?}"),
+        }
+    }
+    events
+}
+
+fn finished(events: &[JobEvent], n: usize) -> bool {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                JobEvent::Done { .. }
+                    | JobEvent::Cancelled { .. }
+                    | JobEvent::Failed { retry_at: None, .. }
+            )
+        })
+        .count()
+        >= n
+}
+
+#[test]
+fn transient_failures_retry_with_doubling_backoff_then_succeed_or_land_in_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("q.sqlite")).unwrap();
+    let mut runners = Runners::new();
+    // Two failures, then success: three attempts.
+    runners.insert(
+        JobKind::Checksum,
+        Arc::new(Flaky {
+            fail_first: 2,
+            calls: AtomicU32::new(0),
+        }),
+    );
+    let backoff = 150;
+    let queue = Queue::open(Box::new(store), runners, settings(backoff, 3)).unwrap();
+    let rx = queue.subscribe();
+    let input = touch(dir.path(), "a.bin");
+    let id = queue
+        .enqueue(
+            JobKind::Checksum,
+            &input,
+            JobOptions::default(),
+            Priority::BATCH,
+        )
+        .unwrap();
+    let events = collect(&rx, |e| finished(e, 1));
+    let failures: Vec<i64> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Failed { retry_at, .. } => *retry_at,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), 2, "{events:#?}");
+    let job = queue.get(id).unwrap().unwrap();
+    assert_eq!(job.state, JobState::Done);
+    assert_eq!(job.attempts, 3);
+    assert_eq!(job.outputs, vec![dir.path().join("a.bin.out")]);
+    assert_eq!(
+        std::fs::read(dir.path().join("a.bin.out")).unwrap(),
+        b"ok\n"
+    );
+    // The last attempt started no earlier than the second failure's retry time.
+    assert!(
+        job.started_at.unwrap() >= failures[1],
+        "{job:?} {failures:?}"
+    );
+    queue.shutdown();
+
+    // Always failing: lands in `failed` after max_attempts with the error, naming the file.
+    let store = SqliteStore::open(&dir.path().join("q2.sqlite")).unwrap();
+    let mut runners = Runners::new();
+    runners.insert(
+        JobKind::Checksum,
+        Arc::new(Flaky {
+            fail_first: u32::MAX,
+            calls: AtomicU32::new(0),
+        }),
+    );
+    let queue = Queue::open(Box::new(store), runners, settings(backoff, 3)).unwrap();
+    let rx = queue.subscribe();
+    let id = queue
+        .enqueue(
+            JobKind::Checksum,
+            &input,
+            JobOptions::default(),
+            Priority::BATCH,
+        )
+        .unwrap();
+    let events = collect(&rx, |e| finished(e, 1));
+    let retry_at: Vec<Option<i64>> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Failed { retry_at, .. } => Some(*retry_at),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retry_at.len(), 3);
+    assert!(retry_at[0].is_some() && retry_at[1].is_some() && retry_at[2].is_none());
+    let job = queue.get(id).unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.attempts, 3);
+    let error = job.error.unwrap();
+    assert!(
+        error.contains("a.bin") && error.contains("bad day"),
+        "{error}"
+    );
+    assert_eq!(queue.list(&JobFilter::default()).unwrap().len(), 1);
+    queue.shutdown();
+    assert!(!dir.path().join(".a.bin.out.atelier-job1.tmp").exists());
+}
+
+#[test]
+fn interactive_work_goes_ahead_and_cancel_works_queued_and_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("q.sqlite")).unwrap();
+    let open = Arc::new(AtomicBool::new(false));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut runners = Runners::new();
+    runners.insert(
+        JobKind::Checksum,
+        Arc::new(Gate {
+            open: open.clone(),
+            order: order.clone(),
+        }),
+    );
+    let queue = Queue::open(Box::new(store), runners, settings(10, 3)).unwrap();
+    let rx = queue.subscribe();
+    let first = touch(dir.path(), "first");
+    let a = queue
+        .enqueue(
+            JobKind::Checksum,
+            &first,
+            JobOptions::default(),
+            Priority::BATCH,
+        )
+        .unwrap();
+    // Wait until the first job holds the only worker.
+    collect(&rx, |e| {
+        e.iter().any(|e| matches!(e, JobEvent::Started { .. }))
+    });
+    let batch: Vec<_> = ["b1", "b2", "b3"]
+        .iter()
+        .map(|n| {
+            queue
+                .enqueue(
+                    JobKind::Checksum,
+                    &touch(dir.path(), n),
+                    JobOptions::default(),
+                    Priority::BATCH,
+                )
+                .unwrap()
+        })
+        .collect();
+    let urgent = touch(dir.path(), "urgent");
+    queue
+        .enqueue(
+            JobKind::Checksum,
+            &urgent,
+            JobOptions::default(),
+            Priority::INTERACTIVE,
+        )
+        .unwrap();
+    // Cancel a queued one, and promote another.
+    assert!(queue.cancel(batch[1]).unwrap());
+    assert!(queue.reprioritize(batch[2], Priority(5)).unwrap());
+    // Cancel the running one: it stops at its next check.
+    assert!(queue.cancel(a).unwrap());
+    let events = collect(&rx, |e| e.contains(&JobEvent::Cancelled { id: a }));
+    assert!(events.contains(&JobEvent::Cancelled { id: batch[1] }));
+    open.store(true, Ordering::SeqCst);
+    collect(&rx, |e| finished(e, 3));
+    let got: Vec<String> = order
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(got, ["first", "urgent", "b3", "b1"]);
+    let states: Vec<(String, JobState)> = queue
+        .list(&JobFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|j| {
+            (
+                j.input.file_name().unwrap().to_string_lossy().into_owned(),
+                j.state,
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("first".into(), JobState::Cancelled),
+            ("b1".into(), JobState::Done),
+            ("b2".into(), JobState::Cancelled),
+            ("b3".into(), JobState::Done),
+            ("urgent".into(), JobState::Done),
+        ]
+    );
+    // A cancelled job can be retried.
+    assert!(queue.retry(batch[1]).unwrap());
+    collect(&rx, |e| finished(e, 1));
+    assert_eq!(queue.get(batch[1]).unwrap().unwrap().state, JobState::Done);
+    queue.shutdown();
+}
+
+#[test]
+fn a_job_left_running_by_a_crash_is_rerun_and_its_temp_files_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("q.sqlite");
+    let input = touch(dir.path(), "a.bin");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    // A process (pid 0 is never an atelier) claimed the job and died mid-write.
+    let mut store = SqliteStore::open(&journal).unwrap();
+    let job = store
+        .insert(&NewJob {
+            kind: JobKind::Checksum,
+            input: input.clone(),
+            options: JobOptions {
+                output_dir: Some(out_dir.clone()),
+                ..JobOptions::default()
+            },
+            priority: Priority::BATCH,
+            max_attempts: 3,
+            input_size: None,
+            input_mtime_ns: None,
+        })
+        .unwrap();
+    let claimed = store
+        .claim_next(atelier::jobs::now_ms(), 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!((claimed.id, claimed.state), (job.id, JobState::Running));
+    let temp = atelier::jobs::temp_path(job.id, &out_dir.join("a.sha256"));
+    std::fs::write(&temp, "half").unwrap();
+    // Another job's temp file is not ours to remove.
+    let other = atelier::jobs::temp_path(
+        atelier::jobs::JobId(job.id.0 + 100),
+        &out_dir.join("b.sha256"),
+    );
+    std::fs::write(&other, "other").unwrap();
+    drop(store);
+
+    let mut runners = Runners::new();
+    runners.insert(
+        JobKind::Checksum,
+        Arc::new(atelier::jobs::runners::ChecksumRunner),
+    );
+    let queue = Queue::open(
+        Box::new(SqliteStore::open(&journal).unwrap()),
+        runners,
+        settings(10, 3),
+    )
+    .unwrap();
+    let rx = queue.subscribe();
+    // The requeue happened before the workers started, and removed the temp file.
+    collect(&rx, |e| finished(e, 1));
+    let job = queue.get(job.id).unwrap().unwrap();
+    assert_eq!(job.state, JobState::Done);
+    assert_eq!(job.attempts, 2);
+    assert!(!temp.exists());
+    assert!(other.exists());
+    let sha = std::fs::read_to_string(out_dir.join("a.sha256")).unwrap();
+    // sha256("a.bin"), from coreutils' sha256sum.
+    let expected = std::process::Command::new("sha256sum")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let expected = String::from_utf8(expected.stdout).unwrap();
+    assert_eq!(
+        sha.split_whitespace().next(),
+        expected.split_whitespace().next()
+    );
+    assert_eq!(job.outputs, vec![out_dir.join("a.sha256")]);
+    queue.shutdown();
+}
+
+#[test]
+fn a_kind_without_a_runner_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("q.sqlite")).unwrap();
+    let queue = Queue::open(Box::new(store), Runners::new(), settings(10, 3)).unwrap();
+    let rx = queue.subscribe();
+    let prompt = touch(dir.path(), "cat.prompt");
+    let id = queue
+        .enqueue(
+            JobKind::Generate,
+            &prompt,
+            JobOptions::default(),
+            Priority::BATCH,
+        )
+        .unwrap();
+    collect(&rx, |e| finished(e, 1));
+    let job = queue.get(id).unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.attempts, 1, "a missing kind is not retried");
+    let error = job.error.unwrap();
+    assert!(
+        error.contains("not available in this build") && error.contains("cat.prompt"),
+        "{error}"
+    );
+    queue.shutdown();
+}

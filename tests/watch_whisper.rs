@@ -1,0 +1,258 @@
+//! `atelier watch` with real Whisper (tiny.en) on LibriVox speech: crash safety under
+//! kill -9, clean SIGTERM, and bad files that fail clearly while the rest completes.
+mod watch_util;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use watch_util::*;
+
+const FORMATS: [&str; 3] = ["txt", "srt", "json"];
+
+/// The five LibriVox clips as 16 kHz mono samples.
+fn clips() -> Vec<Vec<f32>> {
+    let dir = Path::new("/usr/share/pocketsphinx/test/data/librivox");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (apt install pocketsphinx-testdata)", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| atelier::media::audio::decode_to_16k_mono(p).unwrap())
+        .collect()
+}
+
+/// Writes 16 kHz mono 16-bit PCM.
+fn write_wav(path: &Path, samples: &[f32]) {
+    let mut bytes = Vec::with_capacity(44 + samples.len() * 2);
+    let data_len = (samples.len() * 2) as u32;
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
+    bytes.extend_from_slice(b"WAVEfmt ");
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&16_000u32.to_le_bytes());
+    bytes.extend_from_slice(&32_000u32.to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&16u16.to_le_bytes());
+    bytes.extend_from_slice(b"data");
+    bytes.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        let v = (s.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Greedy decoding keeps the test quick; everything else is the preset config.
+fn home() -> Home {
+    let home = Home::new();
+    home.config("[whisper]\nbeam-size = 1\n");
+    home
+}
+
+fn watch_args(inbox: &Path) -> Vec<String> {
+    vec![
+        inbox.to_string_lossy().into_owned(),
+        "--kind".into(),
+        "transcribe".into(),
+        "--stable-ms".into(),
+        "200".into(),
+        "-f".into(),
+        FORMATS.join(","),
+    ]
+}
+
+/// A small deterministic generator for the kill times (printed, so a failure can be rerun).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + (self.0 >> 33) % (hi - lo)
+    }
+}
+
+#[test]
+fn kill_9_at_random_points_then_restart_gives_exactly_one_complete_set_of_outputs() {
+    let home = home();
+    let inbox = home.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let clips = clips();
+    // 20 distinct speech files: each clip, then part of the next one.
+    let mut inputs = Vec::new();
+    for i in 0..20 {
+        let mut samples = clips[i % 5].clone();
+        let next = &clips[(i + 1) % 5];
+        let extra = (next.len() * (i / 5)) / 4;
+        samples.extend_from_slice(&next[..extra]);
+        let p = inbox.join(format!("speech_{i:02}.wav"));
+        write_wav(&p, &samples);
+        inputs.push(p);
+    }
+    let args = watch_args(&inbox);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("kill schedule seed {seed}");
+    let mut rng = Lcg(seed);
+    for round in 0..10 {
+        let mut child = home.spawn_watch(&args);
+        let wait = rng.next(2000, 9000);
+        std::thread::sleep(Duration::from_millis(wait));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let done = home.jobs().iter().filter(|j| j["state"] == "done").count();
+        println!("round {round}: killed after {wait} ms; {done} done so far");
+    }
+    // A clean stop: SIGTERM requeues the running job, and nothing is left `running`.
+    let mut child = home.spawn_watch(&args);
+    std::thread::sleep(Duration::from_millis(rng.next(1500, 4000)));
+    assert!(terminate(&mut child), "SIGTERM must exit 0");
+    assert!(
+        home.jobs().iter().all(|j| j["state"] != "running"),
+        "{:#?}",
+        home.jobs()
+    );
+
+    let (ok, _, err) = home.watch_until_idle(&args);
+    assert!(ok, "{err}");
+    let jobs = home.jobs();
+    assert_eq!(jobs.len(), 20, "one job per input: {jobs:#?}");
+    let mut expected_files: Vec<PathBuf> = inputs.clone();
+    for input in &inputs {
+        let mine = jobs_of(&jobs, input);
+        assert_eq!(mine.len(), 1, "{}", input.display());
+        let job = mine[0];
+        assert_eq!(job["state"], "done", "{job:#}");
+        let mut recorded: Vec<String> = job["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap().to_string())
+            .collect();
+        recorded.sort();
+        let mut outputs: Vec<PathBuf> = FORMATS.iter().map(|f| input.with_extension(f)).collect();
+        outputs.sort();
+        let on_disk: Vec<String> = outputs
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(recorded, on_disk, "the journal agrees with the disk");
+        // Complete: the JSON parses with segments, the text is the segments' text.
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(input.with_extension("json")).unwrap()).unwrap();
+        let segments = json["segments"].as_array().unwrap();
+        assert!(!segments.is_empty(), "{}", input.display());
+        let txt = std::fs::read_to_string(input.with_extension("txt")).unwrap();
+        let joined: Vec<String> = segments
+            .iter()
+            .map(|s| s["text"].as_str().unwrap().trim().to_string())
+            .collect();
+        assert_eq!(txt.lines().collect::<Vec<_>>(), joined);
+        let srt = std::fs::read_to_string(input.with_extension("srt")).unwrap();
+        assert_eq!(srt.matches(" --> ").count(), segments.len());
+        expected_files.extend(outputs);
+    }
+    expected_files.sort();
+    // Nothing else: no temp files, no duplicates.
+    assert_eq!(files(&inbox), expected_files);
+}
+
+#[test]
+fn bad_files_fail_with_a_clear_error_and_the_rest_completes() {
+    let home = home();
+    let inbox = home.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let clips = clips();
+    let good = [inbox.join("good_1.wav"), inbox.join("good_2.wav")];
+    write_wav(&good[0], &clips[1]);
+    write_wav(&good[1], &clips[4]);
+    // A non-UTF-8 name is no problem in itself: it is transcribed under its own bytes...
+    let odd_good = inbox.join(std::ffi::OsStr::from_bytes(b"caf\xe9.wav"));
+    write_wav(&odd_good, &clips[2]);
+    // ...and when the content is bad, the error shows the name readably.
+    let odd_bad = inbox.join(std::ffi::OsStr::from_bytes(b"bad\xff.wav"));
+    std::fs::write(&odd_bad, [0u8, 1, 2, 3, 4, 5, 6, 7].repeat(100)).unwrap();
+    let corrupt = inbox.join("corrupt.wav");
+    let mut bytes = std::fs::read(&good[0]).unwrap()[..44].to_vec();
+    bytes.extend(std::iter::repeat_n(0x5au8, 200).chain((0..=255u8).cycle().take(3000)));
+    bytes[20] = 0x77; // an audio format code that does not exist
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let empty = inbox.join("empty.wav");
+    std::fs::write(&empty, b"").unwrap();
+    let wrong_ext = inbox.join("notes.mp3");
+    std::fs::write(
+        &wrong_ext,
+        "these are meeting notes, not audio\n".repeat(50),
+    )
+    .unwrap();
+    let (loop_a, loop_b) = (inbox.join("loop_a.wav"), inbox.join("loop_b.wav"));
+    std::os::unix::fs::symlink(&loop_b, &loop_a).unwrap();
+    std::os::unix::fs::symlink(&loop_a, &loop_b).unwrap();
+    let locked = inbox.join("locked.wav");
+    write_wav(&locked, &clips[0]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let can_lock = std::fs::File::open(&locked).is_err();
+    if !can_lock {
+        println!(
+            "skipping the unreadable-file case: running as root, chmod 000 does not stop reads"
+        );
+        std::fs::remove_file(&locked).unwrap();
+    }
+
+    let args = watch_args(&inbox);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, events, _) = home.watch_until_idle(&args);
+    assert!(!ok, "failed jobs make the exit status 1");
+    let jobs = home.jobs();
+    let job = |p: &Path| {
+        let mine = jobs_of(&jobs, p);
+        assert_eq!(mine.len(), 1, "{}: {jobs:#?}", p.display());
+        mine[0].clone()
+    };
+    for p in good.iter().chain([&odd_good]) {
+        let j = job(p);
+        assert_eq!(j["state"], "done", "{j:#}");
+        for f in FORMATS {
+            assert!(p.with_extension(f).is_file(), "{}", p.display());
+        }
+    }
+    let mut bad: Vec<(&PathBuf, &str)> = vec![
+        (&odd_bad, ""),
+        (&corrupt, ""),
+        (&empty, "empty"),
+        (&wrong_ext, "not a recognised"),
+        (&loop_a, "symbolic link loop"),
+        (&loop_b, "symbolic link loop"),
+    ];
+    if can_lock {
+        bad.push((&locked, "ermission denied"));
+    }
+    for (p, why) in bad {
+        let j = job(p);
+        assert_eq!(j["state"], "failed", "{j:#}");
+        assert_eq!(j["attempts"], 1, "bad input is not retried: {j:#}");
+        let error = j["error"].as_str().unwrap();
+        let name = p.file_name().unwrap().to_string_lossy();
+        assert!(
+            error.contains(name.as_ref()),
+            "the error names the file: {error}"
+        );
+        assert!(error.contains(why), "{error}");
+        assert!(error.len() > name.len() + 10, "the error says why: {error}");
+        assert!(!p.with_extension("txt").exists());
+    }
+    let failed = count(&events, "failed");
+    assert_eq!(failed, if can_lock { 7 } else { 6 }, "{events:#?}");
+    assert!(temp_files(&inbox).is_empty());
+}
