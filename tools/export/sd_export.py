@@ -503,6 +503,18 @@ def _check(report: dict, key: str, loaded, eager, inputs, dtype: str, file: Path
     return d
 
 
+def _check_vs_sdpa(report: dict, key: str, loaded, eager, module, attention: str, inputs, dtype: str, file: Path,
+                   method: str = "forward"):
+    """With --attention sliced: the saved trace against the eager module with diffusers' AttnProcessor2_0."""
+    if attention == "sdpa":
+        return
+    set_attention(module, "sdpa")
+    try:
+        _check(report, key + "_vs_sdpa", loaded, eager, inputs, dtype, file, method)
+    finally:
+        set_attention(module, attention)
+
+
 def _trace_size(unet) -> tuple[int, int]:
     """A latent size that is not a multiple of 2**num_upsamplers (forces the dynamic upsample-size path)."""
     f = 2 ** unet.num_upsamplers
@@ -598,6 +610,8 @@ def export_sd(src: SdSource, models_dir: Path, name: str, device: str = "cpu", d
                 _check(report, f"unet_b{b}_{h}x{w}_s{s}", loaded, wrap, x, dtype, f)
                 r = _rand_like_shapes(residual_shapes(unet, b, h, w), g, device, tdtype)
                 _check(report, f"unet_control_b{b}_{h}x{w}_s{s}", loaded, wrap, x + r, dtype, f, "forward_control")
+                if i == 0:
+                    _check_vs_sdpa(report, f"unet_b{b}_{h}x{w}_s{s}", loaded, wrap, unet, attention, x, dtype, f)
         t_unet = time.time()
 
         # VAE
@@ -620,6 +634,7 @@ def export_sd(src: SdSource, models_dir: Path, name: str, device: str = "cpu", d
                 zz = torch.randn(b, lat, h, w, generator=g).to(device, vdt)
                 _check(report, f"vae_decoder_b{b}_{h}x{w}", ldec, vdec, (zz,), vae_dtype, fd)
                 _check(report, f"vae_encoder_b{b}_{h}x{w}", lenc, venc, (im,), vae_dtype, fe)
+                _check_vs_sdpa(report, f"vae_decoder_b{b}_{h}x{w}", ldec, vdec, vae, attention, (zz,), vae_dtype, fd)
                 # and against diffusers' own AutoencoderKL API, not only our wrapper
                 with torch.no_grad():
                     dist = vae.encode(im).latent_dist
@@ -713,7 +728,9 @@ def export_controlnet(cn, variant: str, desc: str, random_init: bool, models_dir
         loaded = _save_trace(traced, f)
         if verify:
             for i, (b, h, w, s) in enumerate(((1, 8, 8, 2 * CONTEXT), (3, 6, 10, CONTEXT))):
-                _check(report, f"controlnet_b{b}_{h}x{w}_s{s}", loaded, wrap, inputs(b, h, w, s, 60 + i), dtype, f)
+                x = inputs(b, h, w, s, 60 + i)
+                _check(report, f"controlnet_b{b}_{h}x{w}_s{s}", loaded, wrap, x, dtype, f)
+                _check_vs_sdpa(report, f"controlnet_b{b}_{h}x{w}_s{s}", loaded, wrap, cn, attention, x, dtype, f)
         dims = {"down_residuals": n_out - 1, "cross_attention_dim": int(cn.config.cross_attention_dim),
                 "conditioning_downscale": int(down_factor)}
         config = {"random_init": bool(random_init), "in_channels": int(cn.config.in_channels), "dtype": dtype,
