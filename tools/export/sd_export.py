@@ -26,7 +26,8 @@ sd21, sdxl), whose configs this module writes to a temporary folder.
 
 Modules (all ``torch.jit.trace``d from small wrappers; parameter names are ``<attr>.<diffusers key>``):
 
-* ``text_encoder`` / ``text_encoder_2``: ``forward(ids i64 [B, 77]) -> (hidden [B, 77, D], pooled [B, P])``
+* ``text_encoder`` / ``text_encoder_2``: ``forward(ids i64 [B, 77]) -> (hidden [B, 77, D], pooled [B, P])``;
+  parameters ``text_encoder.text_model.…`` / ``text_encoder_2.text_model.…`` whatever the transformers version
 * ``unet``: ``forward(sample, timestep f32 [B], ehs [B, S, D][, text_embeds, time_ids]) -> noise_pred`` and
   ``forward_control(sample, timestep, ehs[, text_embeds, time_ids], down_0 … down_{N-1}, mid)``
 * ``vae_encoder``: ``forward(image [B, 3, H, W] in [-1, 1]) -> (mean, std)``; ``vae_decoder``: ``forward(z) -> image``
@@ -72,10 +73,20 @@ def _wrappers():
         def __init__(self, attr: str, te, penultimate: bool, projected: bool):
             super().__init__()
             self.attr, self.penultimate, self.projected = attr, penultimate, projected
-            setattr(self, attr, te)
+            # transformers >= 5.6 flattened CLIPTextModel (no `text_model.` level); keep the classic names
+            # (`text_encoder.text_model.encoder.layers.0…`) that LoRA files and older exports use.
+            self.flat = not hasattr(te, "text_model")
+            if self.flat:
+                holder = nn.Module()
+                holder.text_model = te
+                setattr(self, attr, holder)
+            else:
+                setattr(self, attr, te)
 
         def forward(self, input_ids):
-            out = getattr(self, self.attr)(input_ids, output_hidden_states=self.penultimate, return_dict=True)
+            m = getattr(self, self.attr)
+            m = m.text_model if self.flat else m
+            out = m(input_ids, output_hidden_states=self.penultimate, return_dict=True)
             hidden = out.hidden_states[-2] if self.penultimate else out.last_hidden_state
             pooled = out.text_embeds if self.projected else out.pooler_output
             return hidden, pooled
@@ -239,6 +250,17 @@ class SdSource:
     extra: dict = field(default_factory=dict)
 
 
+def _quiet_libraries() -> None:
+    """No progress bars or info chatter from diffusers/transformers (errors still surface as exceptions)."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+
+
 def _variant_of(unet_config, has_te2: bool) -> str:
     if has_te2 or unet_config.get("addition_embed_type") == "text_time":
         return "sdxl"
@@ -289,6 +311,7 @@ def load_sd(source: str | None, config: str | None = None, random_init: str | No
     """A diffusers SD pipeline from a diffusers folder, a single-file checkpoint (with ``config``),
     or random weights (``random_init`` = a name of sd_configs.ARCHS)."""
     quiet_warnings()
+    _quiet_libraries()
     import diffusers
 
     from . import sd_configs
@@ -353,6 +376,7 @@ def load_controlnet(source: str | None, random_init: str | None = None, seed: in
                     save_source: str | None = None):
     """(ControlNetModel, variant, source description, random_init)."""
     quiet_warnings()
+    _quiet_libraries()
     from . import sd_configs
 
     if random_init:
