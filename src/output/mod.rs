@@ -1,3 +1,4 @@
 //! Transcript writers.
 pub mod atomic;
+pub mod png_meta;
 pub mod writers;

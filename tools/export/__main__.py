@@ -1,4 +1,4 @@
-"""python -m tools.export {demo,import-whisper,export-vad,selftest,verify} ..."""
+"""python -m tools.export {demo,import-whisper,export-vad,import-clip,import-sd,import-controlnet,selftest,verify} ..."""
 from __future__ import annotations
 
 import argparse
@@ -64,6 +64,40 @@ def _cmd_clip(a) -> int:
     rep = export_clip(src, Path(a.models), a.name, device=a.device, save_checkpoint=a.save_checkpoint)
     print(f"{a.name}: exported to {Path(a.models) / a.name} in {rep['total_s']} s "
           f"(traced vs eager cosine: image {rep['min_cos_image']}, text {rep['min_cos_text']})")
+    if a.json:
+        print(json.dumps(rep, indent=2))
+    return 0
+
+
+def _cmd_sd(a) -> int:
+    from .sd_export import export_sd, load_sd
+
+    if a.source and a.random_init:
+        raise ExportError("give either SOURCE or --random-init, not both")
+    src = load_sd(a.source, a.config, a.random_init, a.seed, a.save_source)
+    print(f"{a.source or a.random_init}: {src.variant} ({src.source})")
+    if a.save_source:
+        print(f"  saved the diffusers folder {a.save_source}")
+    rep = export_sd(src, Path(a.models), a.name, device=a.device, dtype=a.dtype, attention=a.attention,
+                    force=a.force, verify=not a.no_verify)
+    worst = max((rep.get("max_abs_diff") or {"-": 0.0}).values())
+    print(f"{a.name}: exported to {Path(a.models) / a.name} in {rep['total_s']} s (traced vs eager max abs diff {worst:.3g})")
+    if a.json:
+        print(json.dumps(rep, indent=2))
+    return 0
+
+
+def _cmd_controlnet(a) -> int:
+    from .sd_export import export_controlnet, load_controlnet
+
+    if a.source and a.random_init:
+        raise ExportError("give either SOURCE or --random-init, not both")
+    cn, variant, desc, rnd = load_controlnet(a.source, a.random_init, a.seed, a.save_source)
+    print(f"{a.source or a.random_init}: controlnet for {variant} ({desc})")
+    rep = export_controlnet(cn, variant, desc, rnd, Path(a.models), a.name, device=a.device, dtype=a.dtype,
+                            attention=a.attention, force=a.force, verify=not a.no_verify)
+    worst = max((rep.get("max_abs_diff") or {"-": 0.0}).values())
+    print(f"{a.name}: exported to {Path(a.models) / a.name} in {rep['total_s']} s (traced vs eager max abs diff {worst:.3g})")
     if a.json:
         print(json.dumps(rep, indent=2))
     return 0
@@ -156,6 +190,32 @@ def main(argv=None) -> int:
     p.add_argument("--save-checkpoint", help="also save the open_clip state dict here (parity references)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_cmd_clip)
+
+    def sd_opts(p, what):
+        p.add_argument("source", nargs="?", help=what)
+        p.add_argument("--random-init", metavar="CONFIG", help="random weights, for tests/benchmarks (tools/export/sd_configs.py): "
+                       "tiny-sd15, tiny-sd21v, tiny-sdxl, tiny-sd15-inpaint, sd15, sd15-inpaint, sd21, sdxl")
+        p.add_argument("--seed", type=int, default=0, help="seed of --random-init")
+        p.add_argument("--save-source", metavar="DIR", help="also save the source as a diffusers folder (the same weights, for references)")
+        p.add_argument("--name", required=True, help="model name = folder name")
+        p.add_argument("--models", required=True, help="models folder")
+        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to trace on (baked into the trace)")
+        p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="float16 needs --device cuda")
+        p.add_argument("--attention", choices=["sdpa", "sliced"], default="sdpa",
+                       help="sdpa: torch's scaled_dot_product_attention; sliced: one head at a time (low memory)")
+        p.add_argument("--force", action="store_true", help="replace an existing model folder")
+        p.add_argument("--no-verify", action="store_true", help="skip the traced-vs-diffusers checks")
+        p.add_argument("--json", action="store_true", help="print the report (incl. max abs diffs) as JSON")
+
+    p = sub.add_parser("import-sd", help="export a Stable Diffusion model (diffusers folder, single .safetensors/.ckpt, or random weights)")
+    sd_opts(p, "a diffusers pipeline folder, or a single-file .safetensors/.ckpt checkpoint (needs --config)")
+    p.add_argument("--config", help="for a single-file checkpoint: a diffusers folder of the same architecture "
+                   "(configs and tokenizer only) or a built-in one: sd15, sd15-inpaint, sd21, sdxl")
+    p.set_defaults(fn=_cmd_sd)
+
+    p = sub.add_parser("import-controlnet", help="export a ControlNet (diffusers folder, or random weights)")
+    sd_opts(p, "a diffusers ControlNet folder (config.json + weights)")
+    p.set_defaults(fn=_cmd_controlnet)
 
     p = sub.add_parser("selftest", help="write a tiny TorchScript module + reference for the Rust foundation test")
     p.add_argument("--out", required=True)
