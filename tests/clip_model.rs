@@ -1,6 +1,7 @@
 //! CLIP end to end on a random-weight ViT-B/32 (open_clip's real config), exported by the tool in
 //! this test run: embedding parity with open_clip in Python, zero-shot top-5 order, the index
-//! (incremental, resumable, pruning, search = brute force) and the bad-input corpus.
+//! (incremental, resumable, pruning, search = brute force), the label-embedding cache and the
+//! bad-input corpus. A random RN50 (open_clip's config) gets the same embedding parity check.
 //!
 //! Tolerance: cosine ≥ 0.9999 per vector (libtorch runs the same graph; the JPEG decoders differ
 //! by a few levels, which moves an embedding far less than that).
@@ -54,10 +55,36 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+const RN50: &str = "clip-rand-rn50";
+
+/// A random RN50 in its own models folder, with its checkpoint; exported once per test binary.
+fn rn50() -> &'static tempfile::TempDir {
+    static D: OnceLock<tempfile::TempDir> = OnceLock::new();
+    D.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        common::export_tool(&[
+            "import-clip",
+            "--random-init",
+            "RN50",
+            "--name",
+            RN50,
+            "--models",
+            dir.path().join("models").to_str().unwrap(),
+            "--save-checkpoint",
+            dir.path().join("ckpt.pt").to_str().unwrap(),
+        ]);
+        dir
+    })
+}
+
 fn atelier(state: &Path) -> Command {
-    let f = fixture();
+    atelier_with(state, &fixture().models())
+}
+
+fn atelier_with(state: &Path, models: &Path) -> Command {
     let mut cmd = common::atelier();
-    cmd.env("ATELIER_MODELS", f.models())
+    cmd.env("ATELIER_MODELS", models)
+        .env("XDG_CACHE_HOME", state.join("cache"))
         .env("XDG_STATE_HOME", state.join("state"))
         .env("XDG_DATA_HOME", state.join("data"))
         .env("ATELIER_CONFIG_DIR", state.join("config"));
@@ -116,6 +143,16 @@ fn image_list() -> Vec<PathBuf> {
 
 #[test]
 fn embeddings_match_open_clip() {
+    check_embeddings(&fixture().models(), MODEL, &fixture().checkpoint());
+}
+
+#[test]
+fn rn50_embeddings_match_open_clip() {
+    let dir = rn50().path();
+    check_embeddings(&dir.join("models"), RN50, &dir.join("ckpt.pt"));
+}
+
+fn check_embeddings(models: &Path, model: &str, ckpt: &Path) {
     let state = tempfile::tempdir().unwrap();
     let images = image_list();
     let texts = [
@@ -125,14 +162,13 @@ fn embeddings_match_open_clip() {
         &"very long caption ".repeat(30),
         "café “quotes” 日本語",
     ];
-    let mut cmd = atelier(state.path());
-    cmd.args(["embed", "--model", MODEL, "--json"])
+    let mut cmd = atelier_with(state.path(), models);
+    cmd.args(["embed", "--model", model, "--json"])
         .args(&images);
     for t in texts {
         cmd.args(["--text", t]);
     }
     let ours: Value = serde_json::from_str(&ok(&run(&mut cmd))).unwrap();
-    let ckpt = fixture().checkpoint();
     let reference = python_ref(
         "embed",
         &[ckpt.as_os_str()],
@@ -157,7 +193,7 @@ fn embeddings_match_open_clip() {
             worst = (c, format!("text {t:?}"));
         }
     }
-    eprintln!("lowest cosine {:.7} ({})", worst.0, worst.1);
+    eprintln!("{model}: lowest cosine {:.7} ({})", worst.0, worst.1);
     assert!(worst.0 >= 0.9999, "cosine {} for {}", worst.0, worst.1);
 }
 
@@ -249,6 +285,44 @@ fn zero_shot_top5_matches_python() {
             );
         }
     }
+}
+
+#[test]
+fn label_embeddings_are_cached_until_the_set_changes() {
+    let state = tempfile::tempdir().unwrap();
+    let set = state.path().join("pets.toml");
+    let write_set = |labels: &str| {
+        let text = format!("name = \"pets\"\ntemplates = [\"a photo of a {{}}.\", \"a {{}}.\"]\nlabels = [{labels}]\n");
+        std::fs::write(&set, text).unwrap();
+    };
+    let images: Vec<PathBuf> = image_list().into_iter().take(2).collect();
+    let tag = || {
+        let out = run(atelier(state.path())
+            .args(["tag", "--model", MODEL, "--json", "--labels"])
+            .arg(&set)
+            .args(&images));
+        let stdout = ok(&out);
+        let embedded = String::from_utf8_lossy(&out.stderr).contains("embedding label set 'pets'");
+        (stdout, embedded)
+    };
+    let cached_files = || {
+        std::fs::read_dir(state.path().join("cache/atelier/clip-labels"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    write_set(r#"{ name = "cat" }, { name = "dog" }"#);
+    let (first, embedded) = tag();
+    assert!(embedded, "the first run embeds the label set");
+    assert_eq!(cached_files(), 1);
+    let (second, embedded) = tag();
+    assert!(!embedded, "the second run reads the cache");
+    assert_eq!(first, second, "cached embeddings give the same scores");
+    // A changed prompt is another key: embedded again, and its scores differ.
+    write_set(r#"{ name = "cat" }, { name = "dog", prompt = "puppy" }"#);
+    let (third, embedded) = tag();
+    assert!(embedded, "a changed label set is embedded again");
+    assert_eq!(cached_files(), 2);
+    assert_ne!(first, third);
 }
 
 fn summary(out: &Output) -> String {

@@ -9,6 +9,7 @@ use crate::cli::{
 use crate::config::{DeviceChoice, Loaded};
 use crate::engine::clip::index::{self, FileKey, Index, Status};
 use crate::engine::clip::job::{self, ClipInfo};
+use crate::engine::clip::label_cache;
 use crate::engine::clip::preprocess::load_image;
 use crate::engine::clip::query::{self, TermKind};
 use crate::engine::clip::zero_shot::{self, LabelSet};
@@ -82,8 +83,30 @@ impl Session {
         job::encode_texts(&self.thread, self.model.clone(), texts, TEXT_BATCH)
     }
 
+    /// The ensembled label embeddings, from the label cache when it has them.
     fn labels(&self, set: &LabelSet) -> Result<Vec<Vec<f32>>, String> {
-        job::label_embeddings(&self.thread, self.model.clone(), set, TEXT_BATCH)
+        let cache = label_cache::default_dir().map(|d| label_cache::path(&d, &self.model, set));
+        if let Some(hit) = cache
+            .as_deref()
+            .and_then(|p| label_cache::read(p, set.labels.len()))
+        {
+            tracing::info!(set = %set.name, "label embeddings from the cache");
+            return Ok(hit);
+        }
+        let prompts: usize = set.prompts().iter().map(Vec::len).sum();
+        eprintln!(
+            "embedding label set '{}': {} labels, {prompts} prompts (once: the result is cached)",
+            set.name,
+            set.labels.len()
+        );
+        let embs = job::label_embeddings(&self.thread, self.model.clone(), set, TEXT_BATCH)?;
+        if let Some(p) = &cache {
+            // A cache that cannot be written only costs time on the next run.
+            if let Err(e) = label_cache::write(p, &embs) {
+                eprintln!("warning: cannot cache the label embeddings: {e}");
+            }
+        }
+        Ok(embs)
     }
 
     /// Decodes and preprocesses on CPU threads while the model embeds the previous batch.

@@ -1,6 +1,7 @@
 //! CLIP: preprocessing, tokenizer, the exported model, zero-shot labels and the embedding index.
 pub mod index;
 pub mod job;
+pub mod label_cache;
 pub mod model;
 pub mod preprocess;
 pub mod query;

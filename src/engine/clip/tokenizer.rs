@@ -9,6 +9,8 @@ use std::io::Read;
 use std::path::Path;
 
 pub const CONTEXT_LENGTH: usize = 77;
+/// Changes when tokenization changes (it invalidates cached label embeddings).
+pub const TOKENIZER_VERSION: &str = "clip-bpe-clean-1";
 pub const SOT: i64 = 49406;
 pub const EOT: i64 = 49407;
 const SPECIALS: [&str; 2] = ["<start_of_text>", "<end_of_text>"];
