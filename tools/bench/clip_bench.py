@@ -14,8 +14,9 @@ exported once with tools/export, its checkpoint kept for Python):
   TorchScript (model.ts, what atelier runs), timed in-process after one warm-up batch.
 
 Every end-to-end run is its own process timed from outside (wall time), with the same number of
-torch threads. Images/s = N / wall time. The load average before and after is recorded: on a
-shared machine, say so next to the numbers.
+torch threads. Images/s = N / wall time; CPU s (user + sys of the process and its workers) is
+the figure to compare on a shared, busy machine. The load average before and after is recorded:
+on a shared machine, say so next to the numbers. Each result is printed as soon as it is known.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,9 +38,9 @@ MODEL = "clip-bench-vit-b-32"
 
 def make_images(dst: Path, n: int) -> list[Path]:
     """N JPEG variants of the scikit-image photos, written once (reused when complete)."""
-    done = dst / f".complete-{n}"
+    done = dst / ".complete"
     if done.is_file():
-        return sorted(dst.glob("*.jpg"))[:n]
+        return sorted(dst.glob("*.jpg"))
     import numpy as np
     import skimage
     from PIL import Image, ImageOps
@@ -65,7 +67,7 @@ def make_images(dst: Path, n: int) -> list[Path]:
             im = ImageOps.mirror(im)
         im.save(dst / f"img{i:05d}.jpg", quality=90)
     done.write_text("")
-    return sorted(dst.glob("*.jpg"))[:n]
+    return sorted(dst.glob("*.jpg"))
 
 
 def export_model(cache: Path) -> tuple[Path, Path]:
@@ -76,13 +78,25 @@ def export_model(cache: Path) -> tuple[Path, Path]:
     return models, ckpt
 
 
-def timed(cmd: list[str], env=None) -> tuple[float, str]:
+CPU_S = {}
+
+
+def timed(cmd: list[str], env=None) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall time of one process; its CPU time (user + sys, children included) goes to CPU_S."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_S["last"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
     if out.returncode != 0:
         raise SystemExit(f"{cmd} failed:\n{out.stderr[-3000:]}")
-    return wall, out.stdout + out.stderr
+    return wall, out
+
+
+def report(name: str, r: dict) -> None:
+    r["cpu_s"] = CPU_S.get("last")
+    print(f"{name}: {r}", flush=True)
 
 
 PEER = r'''
@@ -176,7 +190,7 @@ def main() -> None:
 
     if a.cache is None:
         a.cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "atelier" / "bench-clip"
-    images = make_images(a.cache / "images", a.n)
+    images = make_images(a.cache / f"images-{a.n}", a.n)
     models, ckpt = export_model(a.cache)
     result = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_before": load_average()},
               "n": len(images), "batch": a.batch, "threads": a.threads, "workers": a.workers, "runs": {}}
@@ -189,32 +203,35 @@ def main() -> None:
         base = [str(a.atelier), "index", "--model", MODEL, "--batch-size", str(a.batch), "--threads", str(a.threads)]
         wall, _ = timed(base + ["--index", str(tmp / "empty.sqlite"), str(tmp / "empty")], env)
         result["runs"]["atelier start-up (empty folder)"] = {"wall_s": round(wall, 2)}
-        wall, log = timed(base + ["--index", str(tmp / "idx.sqlite"), str(images[0].parent)], env)
-        summary = next((l for l in log.splitlines() if l.startswith("indexed ")), log[-300:])
+        report("atelier start-up", result["runs"]["atelier start-up (empty folder)"])
+        wall, out = timed(base + ["--index", str(tmp / "idx.sqlite"), str(images[0].parent)], env)
+        summary = next((l for l in out.stderr.splitlines() if l.startswith("indexed ")), out.stderr[-300:])
         result["runs"]["atelier index"] = {"wall_s": round(wall, 2), "images_per_s": round(len(images) / wall, 2),
                                            "summary": summary}
+        report("atelier index", result["runs"]["atelier index"])
         listing = tmp / "paths.json"
         listing.write_text(json.dumps([str(p) for p in images]))
         for mode, label in (("plain", "open_clip plain loop"), ("loader", f"open_clip DataLoader ({a.workers} workers)")):
             wall, out = timed([PY, "-c", PEER, mode, str(ckpt), str(listing), str(a.batch), str(a.workers),
                                str(a.threads)])
-            r = json.loads(out.strip().splitlines()[-1])
+            r = json.loads(out.stdout.strip().splitlines()[-1])
             result["runs"][label] = {"wall_s": round(wall, 2), "images_per_s": round(len(images) / wall, 2),
                                      "loop_images_per_s": round(r["images"] / r["loop_s"], 2)}
+            report(label, result["runs"][label])
         _, out = timed([PY, "-c", FORWARD, str(ckpt), str(models / MODEL / "model.ts"), str(a.batch),
                         str(a.forward_images), str(a.threads)])
-        fwd = json.loads(out.strip().splitlines()[-1])
+        fwd = json.loads(out.stdout.strip().splitlines()[-1])
         result["forward_images_per_s"] = {k: round(v, 2) for k, v in fwd.items()}
     result["machine"]["load_after"] = load_average()
 
     print(f"{len(images)} JPEGs, batch {a.batch}, {a.threads} torch threads, {cpu_name()} ({os.cpu_count()} cores), "
           f"load average before {result['machine']['load_before']}, after {result['machine']['load_after']}")
-    print("| run | wall s | images/s |")
-    print("|---|---:|---:|")
+    print("| run | wall s | CPU s | images/s |")
+    print("|---|---:|---:|---:|")
     for name, r in result["runs"].items():
-        print(f"| {name} | {r['wall_s']} | {r.get('images_per_s', '')} |")
+        print(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r.get('images_per_s', '')} |")
     for name, v in result["forward_images_per_s"].items():
-        print(f"| pure forward, {name} (batch {a.batch}) | | {v} |")
+        print(f"| pure forward, {name} (batch {a.batch}) | | | {v} |")
     if a.out:
         a.out.write_text(json.dumps(result, indent=2) + "\n")
 
