@@ -27,6 +27,30 @@ fn corpus() -> Vec<String> {
         "hyphen-ated under_score slash/path back\\slash",
         "supercalifragilisticexpialidocious antidisestablishmentarianism",
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        // Mojibake: UTF-8 read as Windows-1252, once and twice; mixed with correct text.
+        "cafÃ© au lait, Ã¼ber, naÃ¯ve rÃ©sumÃ©",
+        "donâ€™t stop â€œquotedâ€\u{9d} text â€” dash",
+        "Â£5 and Â©2020",
+        "the Ã¢â‚¬Å“double mojibakeÃ¢â‚¬Â\u{9d}",
+        "ðŸ˜€ emoji mojibake",
+        "Ð¿Ñ€Ð¸Ð²ÐµÑ‚ Ð¼Ð¸Ñ€",
+        "naïve cafÃ© mixed with correct ï",
+        "É» Ë† legit-looking pairs",
+        // C1 controls read as Windows-1252; terminal escapes; decomposed accents (NFC).
+        "c1 \u{85} \u{96} \u{93}quoted\u{94} controls",
+        "\u{1b}[31mred terminal\u{1b}[0m text",
+        "cafe\u{301} decomposed e\u{308}",
+        // HTML entities: HTML5 names, no semicolon, repeated escaping, numeric edge cases,
+        // all-caps names, and a `<` (ftfy then leaves entities to html.unescape).
+        "&eacute;t&eacute; &hellip; &mdash; &euro; &checkmark; &Jscr;",
+        "&nbsp;x&copy y&amp z &notit; &times4",
+        "&amp;amp;amp;amp; triple",
+        "&#128; &#x80; &#0; &#xD800; &#1114112; &#39;&#34;&#x27; &#0065; &#x; &#;",
+        "P&EACUTE;REZ BUNDESSTRA&SZLIG;E &NTILDE; &nTILDE; &AMP; &LT;",
+        "<b>&amp;lt;tag&amp;gt;</b> &eacute;",
+        "first line &eacute;\nsecond <i> &amp;amp;",
+        // Ligatures (ſt stays), width forms, quotes.
+        "ﬅ ﬆ ǆ ŉ ｶﾀｶﾅ ＄１００ ｟ʼquoteʼ",
     ]
     .iter()
     .map(|s| s.to_string())

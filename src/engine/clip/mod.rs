@@ -5,6 +5,7 @@ pub mod label_cache;
 pub mod model;
 pub mod preprocess;
 pub mod query;
+pub mod text_clean;
 pub mod tokenizer;
 pub mod zero_shot;
 

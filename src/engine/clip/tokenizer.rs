@@ -1,8 +1,6 @@
 //! The CLIP BPE tokenizer, matching `open_clip.tokenize` (clean "lower", truncation with eot last).
-//!
-//! open_clip cleans text with `ftfy.fix_text` and `html.unescape` twice. We apply the ftfy fixes
-//! that change ordinary text (curly quotes, ligatures, full-width forms, line breaks, control
-//! characters) and the common HTML entities; mojibake repair and NFC are not reproduced.
+//! The text cleaning (ftfy subset, HTML unescaping) is in `text_clean`.
+use super::text_clean::clean;
 use regex::Regex;
 use std::collections::HashMap;
 use std::io::Read;
@@ -10,7 +8,7 @@ use std::path::Path;
 
 pub const CONTEXT_LENGTH: usize = 77;
 /// Changes when tokenization changes (it invalidates cached label embeddings).
-pub const TOKENIZER_VERSION: &str = "clip-bpe-clean-1";
+pub const TOKENIZER_VERSION: &str = "clip-bpe-clean-2";
 pub const SOT: i64 = 49406;
 pub const EOT: i64 = 49407;
 const SPECIALS: [&str; 2] = ["<start_of_text>", "<end_of_text>"];
@@ -180,121 +178,5 @@ impl ClipTokenizer {
         }
         out[..tokens.len()].copy_from_slice(&tokens);
         out
-    }
-}
-
-/// Python's `str.isspace` (str.split's separators): Unicode White_Space plus \x1c-\x1f.
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
-
-/// open_clip's "lower" cleaning: ftfy (subset), html unescape twice, strip, collapse whitespace, lower.
-pub fn clean(text: &str) -> String {
-    let fixed = ftfy_subset(text);
-    let unescaped = html_unescape(&html_unescape(&fixed));
-    let collapsed: Vec<&str> = unescaped
-        .split(is_py_space)
-        .filter(|w| !w.is_empty())
-        .collect();
-    // Per character: Python's lower() has no final-sigma rule.
-    collapsed
-        .join(" ")
-        .chars()
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
-fn ftfy_subset(text: &str) -> String {
-    let text = text.replace("\r\n", "\n");
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        let cp = c as u32;
-        match c {
-            '\u{0}'..='\u{8}' | '\u{b}' | '\u{e}'..='\u{1f}' | '\u{7f}' => {}
-            '\u{206a}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffc}' => {}
-            '\r' | '\u{2028}' | '\u{2029}' | '\u{85}' => out.push('\n'),
-            '\u{2bc}' | '\u{2018}'..='\u{201b}' => out.push('\''),
-            '\u{201c}'..='\u{201f}' => out.push('"'),
-            '\u{3000}' => out.push(' '),
-            // Full-width ASCII variants.
-            '\u{ff01}'..='\u{ff5e}' => out.push(char::from_u32(cp - 0xfee0).unwrap_or(c)),
-            'ﬀ' => out.push_str("ff"),
-            'ﬁ' => out.push_str("fi"),
-            'ﬂ' => out.push_str("fl"),
-            'ﬃ' => out.push_str("ffi"),
-            'ﬄ' => out.push_str("ffl"),
-            'ﬅ' | 'ﬆ' => out.push_str("st"),
-            'Ĳ' => out.push_str("IJ"),
-            'ĳ' => out.push_str("ij"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// `html.unescape` for the numeric references and the common named entities.
-fn html_unescape(text: &str) -> String {
-    if !text.contains('&') {
-        return text.to_string();
-    }
-    const NAMED: &[(&str, &str)] = &[
-        ("amp", "&"),
-        ("lt", "<"),
-        ("gt", ">"),
-        ("quot", "\""),
-        ("apos", "'"),
-        ("nbsp", "\u{a0}"),
-        ("copy", "©"),
-        ("reg", "®"),
-    ];
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find('&') {
-        out.push_str(&rest[..pos]);
-        rest = &rest[pos..];
-        let after = &rest[1..];
-        if let Some(num) = after.strip_prefix('#') {
-            let (digits, radix) = match num.strip_prefix(['x', 'X']) {
-                Some(hex) => (hex, 16),
-                None => (num, 10),
-            };
-            let len = digits
-                .chars()
-                .take_while(|c| c.is_digit(radix))
-                .map(char::len_utf8)
-                .sum::<usize>();
-            let value = u32::from_str_radix(&digits[..len], radix).ok();
-            if let (true, Some(v)) = (len > 0, value) {
-                let c = char::from_u32(v)
-                    .filter(|_| v != 0 && !(0xd800..=0xdfff).contains(&v))
-                    .unwrap_or('\u{fffd}');
-                out.push(c);
-                let consumed = 1 + (num.len() - digits.len()) + len;
-                let semi = after[consumed..].starts_with(';') as usize;
-                rest = &after[consumed + semi..];
-                continue;
-            }
-        } else if let Some((name, value)) = NAMED.iter().find(|(n, _)| after.starts_with(n)) {
-            let semi = after[name.len()..].starts_with(';') as usize;
-            out.push_str(value);
-            rest = &after[name.len() + semi..];
-            continue;
-        }
-        out.push('&');
-        rest = after;
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cleaning() {
-        assert_eq!(clean("  A\t\nB  "), "a b");
-        assert_eq!(clean("&amp;amp; “Hi”"), "& \"hi\"");
-        assert_eq!(clean("ﬁne ＡＢ"), "fine ab");
     }
 }
