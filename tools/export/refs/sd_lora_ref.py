@@ -128,6 +128,11 @@ def sgm(names_path, out_path):
 
 
 def main():
+    try:
+        import peft  # noqa: F401  (diffusers' LoRA backend)
+    except ImportError:
+        sys.exit("sd_lora_ref.py needs the `peft` package in the venv (pip install peft): "
+                 "diffusers loads and fuses LoRAs through it")
     if sys.argv[1] == "--sgm":
         return sgm(sys.argv[2], sys.argv[3])
     out = sys.argv[1]
