@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         Some(Command::Similar(args)) => cmd::clip::similar(&loaded, args, device, &models_dir),
         Some(Command::Moderate(args)) => cmd::clip::moderate(&loaded, args, device, &models_dir),
         Some(Command::Embed(args)) => cmd::clip::embed(&loaded, args, device, &models_dir),
+        Some(Command::Generate(args)) => cmd::generate::run(&loaded, *args, device, &models_dir),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

@@ -46,6 +46,7 @@ pub struct Config {
     pub ui: UiConfig,
     pub whisper: WhisperConfig,
     pub clip: ClipConfig,
+    pub diffusion: DiffusionConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +88,23 @@ pub struct ClipConfig {
     /// The embedding index (SQLite); empty: `$XDG_DATA_HOME/atelier/clip-index.sqlite`.
     pub index: String,
     pub batch_size: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DiffusionConfig {
+    pub model: String,
+    pub steps: u32,
+    pub guidance: f64,
+    /// A scheduler's CLI name (`atelier generate --scheduler`), checked when generating.
+    pub scheduler: String,
+    /// 0: the model's native size.
+    pub width: u32,
+    pub height: u32,
+    /// Where `--lora NAME` looks for NAME.safetensors. Empty: `<models dir>/lora`.
+    pub lora_dir: String,
+    /// Empty: the current folder.
+    pub output_dir: String,
 }
 
 /// What `--device` and `device =` accept. Parsed here (no tch) and resolved by the engine.
