@@ -328,16 +328,21 @@ impl Base {
             "v_prediction" => Prediction::V,
             other => return Err(unsupported(kind, format!("prediction_type {other:?}"))),
         };
-        if c.thresholding == Some(true) {
+        // Keys a scheduler class does not have are ignored, as diffusers' from_config does.
+        use SchedulerKind::*;
+        if matches!(kind, Ddim | DpmPp2M | DpmPp2MKarras | UniPc) && c.thresholding == Some(true) {
             return Err(unsupported(kind, "thresholding"));
         }
-        if c.rescale_betas_zero_snr == Some(true) {
+        if !matches!(kind, Pndm | Lms | DpmPpSdeKarras) && c.rescale_betas_zero_snr == Some(true) {
             return Err(unsupported(kind, "rescale_betas_zero_snr"));
         }
-        if c.timestep_type.as_deref().is_some_and(|t| t != "discrete") {
+        if kind == Euler && c.timestep_type.as_deref().is_some_and(|t| t != "discrete") {
             return Err(unsupported(kind, "timestep_type other than discrete"));
         }
-        if c.use_exponential_sigmas == Some(true) || c.use_beta_sigmas == Some(true) {
+        let has_sigma_options = matches!(kind, Euler | Lms | DpmPp2M | DpmPp2MKarras | UniPc);
+        if has_sigma_options
+            && (c.use_exponential_sigmas == Some(true) || c.use_beta_sigmas == Some(true))
+        {
             return Err(unsupported(kind, "exponential or beta sigmas"));
         }
         let alphas_cumprod = alphas_cumprod(kind, c, n_train)?;
@@ -772,10 +777,8 @@ impl KSampler {
         method: KMethod,
     ) -> Result<KSampler, SchedulerError> {
         let spacing = base.spacing(c, Spacing::Linspace)?;
-        let karras_cfg = c.use_karras_sigmas.unwrap_or(false);
-        if method == KMethod::EulerAncestral && karras_cfg {
-            return Err(unsupported(base.kind, "use_karras_sigmas"));
-        }
+        // EulerAncestralDiscreteScheduler has no use_karras_sigmas (diffusers ignores it).
+        let karras_cfg = method != KMethod::EulerAncestral && c.use_karras_sigmas.unwrap_or(false);
         if method == KMethod::Euler
             && c.interpolation_type
                 .as_deref()
