@@ -245,6 +245,9 @@ fn bad_configs_are_refused_with_the_key() {
     let cfg: SchedulerConfig = serde_json::from_str(r#"{"beta_schedule": "cubic"}"#).unwrap();
     let err = build(SchedulerKind::Ddim, &cfg, 20).err().expect("refused");
     assert!(err.to_string().contains("beta_schedule"), "{err}");
+    // A key the chosen class does not have is ignored, as diffusers' from_config does.
+    let cfg: SchedulerConfig = serde_json::from_str(r#"{"use_karras_sigmas": true}"#).unwrap();
+    assert!(build(SchedulerKind::EulerAncestral, &cfg, 20).is_ok());
     let err = build(SchedulerKind::Ddim, &SchedulerConfig::default(), 0)
         .err()
         .expect("refused");
