@@ -52,7 +52,7 @@ fn generate(args: &[&str], out: &Path) -> Output {
         .env("ATELIER_CONFIG_DIR", state.join("config"))
         .args(["generate", "--device", "cpu", "--model", "tiny", "--out"])
         .arg(out)
-        .args(["--steps", "2", "--width", "64", "--height", "64"])
+        .args(["--steps", "2"])
         .args(args)
         .output()
         .unwrap()
