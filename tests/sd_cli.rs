@@ -46,16 +46,17 @@ fn store() -> &'static Path {
 
 fn generate(args: &[&str], out: &Path) -> Output {
     let state = store().join("state");
-    common::atelier()
-        .env("ATELIER_MODELS", store().join("models"))
+    let mut cmd = common::atelier();
+    cmd.env("ATELIER_MODELS", store().join("models"))
         .env("XDG_STATE_HOME", &state)
         .env("ATELIER_CONFIG_DIR", state.join("config"))
-        .args(["generate", "--device", "cpu", "--model", "tiny", "--out"])
+        .args(["generate", "--device", "cpu", "--out"])
         .arg(out)
-        .args(["--steps", "2"])
-        .args(args)
-        .output()
-        .unwrap()
+        .args(["--steps", "2"]);
+    if !args.contains(&"--model") {
+        cmd.args(["--model", "tiny"]);
+    }
+    cmd.args(args).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
