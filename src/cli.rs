@@ -57,6 +57,8 @@ pub enum Command {
     /// Inspect and manage the job journal
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Generate images with Stable Diffusion (txt2img, img2img, inpainting, ControlNet, LoRA)
+    Generate(Box<GenerateArgs>),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -520,4 +522,94 @@ pub struct QueueFileArg {
     /// The job journal (default: [queue] path in config.toml)
     #[arg(long, value_name = "FILE")]
     pub queue: Option<PathBuf>,
+}
+
+/// `atelier generate`: flags named like A1111's and diffusers' parameters. Unset flags come from
+/// `--from-image`, then from `[diffusion]` in config.toml.
+#[derive(Debug, Default, Args)]
+pub struct GenerateArgs {
+    /// The prompt (A1111 syntax: (word:1.2), [word], BREAK, <lora:name:weight>)
+    #[arg(value_name = "PROMPT", required_unless_present = "from_image")]
+    pub prompt: Option<String>,
+    /// What the image should not show
+    #[arg(long, short = 'n', alias = "negative-prompt")]
+    pub negative: Option<String>,
+    /// Denoising steps
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (1: no guidance)
+    #[arg(long, alias = "cfg-scale")]
+    pub guidance: Option<f64>,
+    /// Seed (-1: random); batch item i uses seed+i
+    #[arg(long, allow_hyphen_values = true)]
+    pub seed: Option<i64>,
+    /// Scheduler (sampler): ddim, euler, euler-a, dpmpp-2m, dpmpp-2m-karras, … or an A1111 name
+    #[arg(long, alias = "sampler")]
+    pub scheduler: Option<String>,
+    /// Image width in pixels (a multiple of 8)
+    #[arg(long, short = 'W')]
+    pub width: Option<i64>,
+    /// Image height in pixels (a multiple of 8)
+    #[arg(long, short = 'H')]
+    pub height: Option<i64>,
+    /// Images per run (seeds seed, seed+1, …)
+    #[arg(long, short = 'b', default_value_t = 1)]
+    pub batch: usize,
+    /// img2img / inpainting source image
+    #[arg(long, value_name = "IMG")]
+    pub init_image: Option<PathBuf>,
+    /// img2img denoising strength in [0, 1] (1: ignore the image's content)
+    #[arg(long, alias = "denoising-strength")]
+    pub strength: Option<f64>,
+    /// Inpainting mask (white: repaint, black: keep); needs --init-image
+    #[arg(long, value_name = "IMG")]
+    pub mask: Option<PathBuf>,
+    /// ControlNet model name in the store
+    #[arg(long, value_name = "NAME")]
+    pub controlnet: Option<String>,
+    /// ControlNet conditioning image (edges, depth, pose … already preprocessed)
+    #[arg(long, value_name = "IMG")]
+    pub control_image: Option<PathBuf>,
+    /// ControlNet conditioning scale
+    #[arg(long, default_value_t = 1.0)]
+    pub control_scale: f64,
+    /// Fraction of the steps at which ControlNet starts applying
+    #[arg(long, default_value_t = 0.0)]
+    pub control_start: f64,
+    /// Fraction of the steps at which ControlNet stops applying
+    #[arg(long, default_value_t = 1.0)]
+    pub control_end: f64,
+    /// LoRA NAME:WEIGHT (a NAME.safetensors in the LoRA folder, or a path); repeatable
+    #[arg(long, value_name = "NAME:W")]
+    pub lora: Vec<String>,
+    /// A1111 variation seed: its noise is blended into the seed's noise
+    #[arg(long)]
+    pub variation_seed: Option<u64>,
+    /// How much of the variation seed's noise (0..1)
+    #[arg(long)]
+    pub variation_strength: Option<f64>,
+    /// SD model name in the store (default: diffusion.model in config.toml)
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Keep the modules on the CPU and move each to the GPU only for its stage
+    #[arg(long)]
+    pub offload: bool,
+    /// Decode the image in overlapping tiles (large images, less memory)
+    #[arg(long)]
+    pub vae_tiling: bool,
+    /// Output folder (default: diffusion.output-dir in config.toml)
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Show the result in the terminal
+    #[arg(long)]
+    pub preview: bool,
+    /// Show a rough preview every N steps (with --preview)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preview_every: usize,
+    /// Reuse the generation parameters of an image (ours or A1111's PNG); flags override them
+    #[arg(long, value_name = "IMG.png")]
+    pub from_image: Option<PathBuf>,
+    /// CPU threads for libtorch (default: all cores)
+    #[arg(long)]
+    pub threads: Option<i32>,
 }

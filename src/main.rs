@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Some(Command::Embed(args)) => cmd::clip::embed(&loaded, args, device, &models_dir),
         Some(Command::Watch(args)) => cmd::watch::run(&loaded, *args, device, &models_dir),
         Some(Command::Queue(command)) => cmd::queue::run(&loaded, command),
+        Some(Command::Generate(args)) => cmd::generate::run(&loaded, *args, device, &models_dir),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

@@ -189,16 +189,11 @@ fn pndm_matches_diffusers() {
     check_kind("pndm");
 }
 
+/// diffusers' DPMSolverSDEScheduler with its Brownian-tree noise sampler replaced by the
+/// same per-item Gaussian draws (our documented noise source).
 #[test]
-fn dpmpp_sde_karras_is_refused_with_a_reason() {
-    let err = build(
-        SchedulerKind::DpmPpSdeKarras,
-        &SchedulerConfig::default(),
-        20,
-    )
-    .err()
-    .expect("not implemented");
-    assert!(err.to_string().contains("Brownian"), "{err}");
+fn dpmpp_sde_karras_matches_diffusers() {
+    check_kind("dpmpp-sde-karras");
 }
 
 #[test]
@@ -250,6 +245,9 @@ fn bad_configs_are_refused_with_the_key() {
     let cfg: SchedulerConfig = serde_json::from_str(r#"{"beta_schedule": "cubic"}"#).unwrap();
     let err = build(SchedulerKind::Ddim, &cfg, 20).err().expect("refused");
     assert!(err.to_string().contains("beta_schedule"), "{err}");
+    // A key the chosen class does not have is ignored, as diffusers' from_config does.
+    let cfg: SchedulerConfig = serde_json::from_str(r#"{"use_karras_sigmas": true}"#).unwrap();
+    assert!(build(SchedulerKind::EulerAncestral, &cfg, 20).is_ok());
     let err = build(SchedulerKind::Ddim, &SchedulerConfig::default(), 0)
         .err()
         .expect("refused");

@@ -2,6 +2,7 @@
 pub mod clip;
 pub mod config;
 pub mod doctor;
+pub mod generate;
 pub mod models;
 pub mod queue;
 pub mod transcribe;

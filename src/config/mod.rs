@@ -48,6 +48,7 @@ pub struct Config {
     pub clip: ClipConfig,
     pub queue: QueueConfig,
     pub watch: Vec<WatchProfile>,
+    pub diffusion: DiffusionConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +146,23 @@ pub struct WatchProfile {
 /// The names `[[watch]] on-done` and `poll` accept.
 pub const ON_DONE: &[&str] = &["keep", "move", ""];
 pub const POLL_MODES: &[&str] = &["auto", "always", "never", ""];
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DiffusionConfig {
+    pub model: String,
+    pub steps: u32,
+    pub guidance: f64,
+    /// A scheduler's CLI name (`atelier generate --scheduler`), checked when generating.
+    pub scheduler: String,
+    /// 0: the model's native size.
+    pub width: u32,
+    pub height: u32,
+    /// Where `--lora NAME` looks for NAME.safetensors. Empty: `<models dir>/lora`.
+    pub lora_dir: String,
+    /// Empty: the current folder.
+    pub output_dir: String,
+}
 
 /// What `--device` and `device =` accept. Parsed here (no tch) and resolved by the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,10 +70,11 @@ def _cmd_clip(a) -> int:
 
 
 def _cmd_sd(a) -> int:
-    from .sd_export import export_sd, load_sd
+    from .sd_export import check_options, export_sd, load_sd
 
     if a.source and a.random_init:
         raise ExportError("give either SOURCE or --random-init, not both")
+    check_options(a.models, a.name, a.device, a.dtype, a.force)
     src = load_sd(a.source, a.config, a.random_init, a.seed, a.save_source)
     print(f"{a.source or a.random_init}: {src.variant} ({src.source})")
     if a.save_source:
@@ -88,10 +89,11 @@ def _cmd_sd(a) -> int:
 
 
 def _cmd_controlnet(a) -> int:
-    from .sd_export import export_controlnet, load_controlnet
+    from .sd_export import check_options, export_controlnet, load_controlnet
 
     if a.source and a.random_init:
         raise ExportError("give either SOURCE or --random-init, not both")
+    check_options(a.models, a.name, a.device, a.dtype, a.force)
     cn, variant, desc, rnd = load_controlnet(a.source, a.random_init, a.seed, a.save_source)
     print(f"{a.source or a.random_init}: controlnet for {variant} ({desc})")
     rep = export_controlnet(cn, variant, desc, rnd, Path(a.models), a.name, device=a.device, dtype=a.dtype,

@@ -539,6 +539,18 @@ def _check_vs_sdpa(report: dict, key: str, loaded, eager, module, attention: str
         set_attention(module, attention)
 
 
+def check_options(models_dir, name: str, device: str, dtype: str, force: bool) -> None:
+    """The option errors, before anything is loaded."""
+    import torch
+
+    if dtype == "float16" and device != "cuda":
+        raise ExportError("--dtype float16 needs --device cuda (half precision on the CPU is slow and inexact)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ExportError("--device cuda: no CUDA device is available")
+    if (Path(models_dir) / name).exists() and not force:
+        raise ExportError(f"{Path(models_dir) / name}: exists (pass --force to replace it)")
+
+
 def _trace_size(unet) -> tuple[int, int]:
     """A latent size that is not a multiple of 2**num_upsamplers (forces the dynamic upsample-size path)."""
     f = 2 ** unet.num_upsamplers
@@ -552,12 +564,7 @@ def export_sd(src: SdSource, models_dir: Path, name: str, device: str = "cpu", d
     from . import sd_configs
 
     quiet_warnings()
-    if dtype == "float16" and device != "cuda":
-        raise ExportError("--dtype float16 needs --device cuda (half precision on the CPU is slow and inexact)")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ExportError("--device cuda: no CUDA device is available")
-    if (Path(models_dir) / name).exists() and not force:
-        raise ExportError(f"{Path(models_dir) / name}: exists (pass --force to replace it)")
+    check_options(models_dir, name, device, dtype, force)
     t0 = time.time()
     W = _wrappers()
     tdtype = getattr(torch, dtype)
@@ -713,12 +720,7 @@ def export_controlnet(cn, variant: str, desc: str, random_init: bool, models_dir
     import torch
 
     quiet_warnings()
-    if dtype == "float16" and device != "cuda":
-        raise ExportError("--dtype float16 needs --device cuda (half precision on the CPU is slow and inexact)")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ExportError("--device cuda: no CUDA device is available")
-    if (Path(models_dir) / name).exists() and not force:
-        raise ExportError(f"{Path(models_dir) / name}: exists (pass --force to replace it)")
+    check_options(models_dir, name, device, dtype, force)
     t0 = time.time()
     W = _wrappers()
     tdtype = getattr(torch, dtype)

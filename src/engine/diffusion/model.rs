@@ -56,6 +56,11 @@ pub struct SdConfig {
     pub v_prediction: bool,
     pub sample_size: i64,
     pub kind: Kind,
+    /// The VAE's dtype (fp32 when an fp16 export keeps the VAE upcast, as SDXL's does).
+    pub vae_kind: Kind,
+    /// Image pixels per latent pixel.
+    pub vae_scale: i64,
+    pub latent_channels: i64,
     pub force_zeros_for_empty_prompt: bool,
     /// diffusers' scheduler_config.json as a TOML table.
     pub scheduler: toml::Table,
@@ -77,6 +82,14 @@ fn lookup<'a>(table: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
         current = value.as_table()?;
     }
     None
+}
+
+fn kind_of(dtype: &str) -> Kind {
+    match dtype {
+        "float16" | "fp16" | "half" => Kind::Half,
+        "bfloat16" | "bf16" => Kind::BFloat16,
+        _ => Kind::Float,
+    }
 }
 
 fn number(v: &toml::Value) -> Option<f64> {
@@ -109,11 +122,10 @@ impl SdConfig {
         let dtype = lookup(cfg, "dtype")
             .and_then(|v| v.as_str())
             .unwrap_or(model.manifest.dtype.as_str());
-        let kind = match dtype {
-            "float16" | "fp16" | "half" => Kind::Half,
-            "bfloat16" | "bf16" => Kind::BFloat16,
-            _ => Kind::Float,
-        };
+        let kind = kind_of(dtype);
+        let vae_kind = lookup(cfg, "vae_dtype")
+            .and_then(|v| v.as_str())
+            .map_or(kind, kind_of);
         let scheduler = lookup(cfg, "scheduler")
             .and_then(|v| v.as_table())
             .cloned()
@@ -141,6 +153,9 @@ impl SdConfig {
                 .and_then(|v| v.as_integer())
                 .unwrap_or(64),
             kind,
+            vae_kind,
+            vae_scale: model.manifest.dim("vae_scale_factor").unwrap_or(8).max(1),
+            latent_channels: model.manifest.dim("latent_channels").unwrap_or(4).max(1),
             force_zeros_for_empty_prompt: force_zeros,
             scheduler,
             down_residuals,
@@ -215,6 +230,14 @@ impl Stage {
     pub fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor, ModelError> {
         self.enter();
         self.module.forward_ts(inputs).map_err(|e| self.err(e))
+    }
+
+    /// A method returning one tensor.
+    pub fn method(&mut self, method: &str, inputs: &[Tensor]) -> Result<Tensor, ModelError> {
+        self.enter();
+        self.module
+            .method_ts(method, inputs)
+            .map_err(|e| self.err(e))
     }
 
     /// A method returning a tuple of tensors (or one tensor).
@@ -342,11 +365,17 @@ impl SdModel {
         }
         let unet = Stage::load(model, "unet", device, kind, offload)?;
         let vae_encoder = if model.manifest.files.contains_key("vae_encoder") {
-            Some(Stage::load(model, "vae_encoder", device, kind, offload)?)
+            Some(Stage::load(
+                model,
+                "vae_encoder",
+                device,
+                config.vae_kind,
+                offload,
+            )?)
         } else {
             None
         };
-        let vae_decoder = Stage::load(model, "vae_decoder", device, kind, offload)?;
+        let vae_decoder = Stage::load(model, "vae_decoder", device, config.vae_kind, offload)?;
         let hash = model
             .manifest
             .files
@@ -404,7 +433,11 @@ impl ControlNet {
             ))
         })?;
         check_device(model, device)?;
-        let kind = SdConfig::read(model).map(|c| c.kind).unwrap_or(Kind::Float);
+        let kind = kind_of(
+            lookup(&model.manifest.config, "dtype")
+                .and_then(|v| v.as_str())
+                .unwrap_or(model.manifest.dtype.as_str()),
+        );
         Ok(ControlNet {
             name: model.name().to_string(),
             stage: Stage::load(model, "controlnet", device, kind, offload)?,

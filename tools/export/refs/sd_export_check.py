@@ -41,10 +41,10 @@ class Cases:
         i = len(self.cases)
         names_in, names_out = [], []
         for j, t in enumerate(inputs):
-            self.tensors[f"c{i}.in{j}"] = t
+            self.tensors[f"c{i}.in{j}"] = t.clone()  # cases may share inputs; safetensors wants distinct storage
             names_in.append(f"c{i}.in{j}")
         for j, t in enumerate(outputs):
-            self.tensors[f"c{i}.out{j}"] = t
+            self.tensors[f"c{i}.out{j}"] = t.clone()
             names_out.append(f"c{i}.out{j}")
         self.cases.append({"role": role, "method": method, "inputs": names_in, "outputs": names_out})
 

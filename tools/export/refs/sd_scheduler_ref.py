@@ -17,12 +17,26 @@ and OUT_DIR/<case>.safetensors (timesteps, init_noise_sigma, noise, original, x_
 Also OUT_DIR/noise.safetensors: torch draws in sequence from CPU generators (the Noise API's
 reference) and A1111's variation-seed slerp (modules/processing.py: slerp, ImageRNG.first).
 """
+import importlib.machinery
 import json
 import math
 import os
 import sys
+import types
 
 import torch
+
+# DPMSolverSDEScheduler imports torchsde for its Brownian-tree noise sampler. Atelier draws that
+# noise from the CPU generators instead (see docs/diffusion.md), so the reference replaces the
+# sampler and needs only the module's name to import.
+if "torchsde" not in sys.modules:
+    try:
+        import torchsde  # noqa: F401
+    except ImportError:
+        fake = types.ModuleType("torchsde")
+        fake.__spec__ = importlib.machinery.ModuleSpec("torchsde", None)
+        sys.modules["torchsde"] = fake
+from diffusers.schedulers.scheduling_dpmsolver_sde import DPMSolverSDEScheduler  # noqa: E402
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -99,6 +113,7 @@ KINDS = {
         DPMSolverMultistepScheduler,
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
     ),
+    "dpmpp-sde-karras": (DPMSolverSDEScheduler, {"use_karras_sigmas": True}),
     "unipc": (UniPCMultistepScheduler, {}),
     "lms": (LMSDiscreteScheduler, {}),
     "pndm": (PNDMScheduler, {}),
@@ -152,6 +167,9 @@ def run_case(kind, config, steps, strength, seed):
     out["noise"] = noise
     out["x_init"] = latents
     out["init_noise_sigma"] = torch.tensor([float(sched.init_noise_sigma)], dtype=torch.float64)
+    if kind == "dpmpp-sde-karras":
+        # Gaussian noise from the item generators in place of the Brownian tree.
+        sched.noise_sampler = lambda sigma, sigma_next: randn(gens)
     for i, t in enumerate(timesteps):
         inp = sched.scale_model_input(latents, t)
         mo = fake_model(inp, t)
