@@ -195,8 +195,9 @@ fn transcribe_edit_save_quit() {
     // Navigate to the transcript, edit the first segment, save.
     t.keys(&["2", "g", "e"]);
     t.wait_for("the segment editor", |s| s.contains("edit segment"));
-    t.keys(&["End"]);
-    t.text(" EDITED BY THE TEST");
+    // At the start of the text, so it stays on screen however long the segment is.
+    t.keys(&["Home"]);
+    t.text("EDITED BY THE TEST ");
     t.keys(&["Enter"]);
     t.wait_for("the edit on screen", |s| {
         s.contains("EDITED BY THE TEST") && s.contains("modified")
