@@ -10,4 +10,5 @@ pub mod media;
 pub mod output;
 pub mod state;
 pub mod transcript;
+pub mod ui;
 pub mod watch;

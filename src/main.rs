@@ -69,7 +69,7 @@ fn main() -> ExitCode {
                     return cmd::exit(cmd::EXIT_USAGE);
                 }
             };
-            match atelier::app::run(loaded, cli.dirs, label) {
+            match atelier::app::run(loaded, cli.dirs, label, device) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

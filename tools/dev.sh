@@ -86,11 +86,20 @@ case "${1:-}" in
         say "atelier doctor"
         target/release/atelier doctor
         DEMO_OUT=$CACHE/demo-out
-        say "atelier transcribe: the LibriVox demo speech with whisper-base -> $DEMO_OUT"
-        target/release/atelier transcribe /usr/share/pocketsphinx/test/data/librivox/*.wav \
-            --model whisper-base --output-dir "$DEMO_OUT" --output-format all
-        say "outputs in $DEMO_OUT (txt, srt, vtt, tsv, json); for example:"
-        cat "$DEMO_OUT"/sense_and_sensibility_01_austen_64kb-0870.srt ;;
+        if [ -t 0 ] && [ -t 1 ]; then
+            # A fresh folder each time, so the transcripts are made live in the TUI.
+            rm -rf "$DEMO_OUT" && mkdir -p "$DEMO_OUT"
+            cp /usr/share/pocketsphinx/test/data/librivox/*.wav "$DEMO_OUT"/
+            say "atelier $DEMO_OUT: the TUI transcribes the LibriVox demo speech (? shows the keys, q quits)"
+            target/release/atelier "$DEMO_OUT"
+            say "outputs in $DEMO_OUT (txt, srt, vtt, tsv, json)"
+        else
+            say "atelier transcribe: the LibriVox demo speech with whisper-base -> $DEMO_OUT"
+            target/release/atelier transcribe /usr/share/pocketsphinx/test/data/librivox/*.wav \
+                --model whisper-base --output-dir "$DEMO_OUT" --output-format all
+            say "outputs in $DEMO_OUT (txt, srt, vtt, tsv, json); for example:"
+            cat "$DEMO_OUT"/sense_and_sensibility_01_austen_64kb-0870.srt
+        fi ;;
     test)
         step_apt; step_venv; step_models test
         say "cargo test --release"

@@ -1,228 +1,421 @@
-//! The TUI runtime: terminal guard, one event channel, render only when something changed.
+//! The TUI runtime: terminal guard, one event channel, effects handed to workers, and a
+//! throttled render that only runs when something changed.
+mod audio;
 pub mod terminal;
+pub mod workers;
 
-use crate::config::{self, parse_key, KeyBinding, Theme};
+use crate::config::{self, DeviceChoice, ImageProtocol, KeyBinding, Keymap, Theme};
 use crate::engine::store;
-use crossterm::event::{self, Event, KeyEventKind};
-use ratatui::layout::{Constraint, Layout};
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph};
-use ratatui::Frame;
+use crate::state::{self, Action, AppState, Effect, Event, GenerateRequest, Pane, TextKey};
+use crate::ui::{self, Ctx, PreviewImage};
+use crossterm::event::{
+    self, Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton,
+    MouseEventKind,
+};
+use ratatui::layout::Rect;
+use ratatui_image::picker::{Picker, ProtocolType};
+use ratatui_image::thread::{ResizeRequest, ResizeResponse, ThreadProtocol};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
-enum Msg {
-    Input(Event),
+/// Everything that reaches the UI thread, on one channel.
+pub enum Msg {
+    Input(TermEvent),
     InputClosed,
+    Action(Action),
+    Decoded {
+        path: PathBuf,
+        image: Result<image::DynamicImage, String>,
+    },
+    Resized(Result<ResizeResponse, String>),
 }
 
-struct Ui {
+/// Runs Stable Diffusion requests for the generate pane. The runner reports progress and
+/// results as `Event::Generate*` on `events`.
+pub trait GenerateRunner: Send {
+    fn start(&mut self, request: GenerateRequest, events: Sender<Msg>);
+    fn cancel(&mut self, id: u64);
+}
+
+/// The runner of a build without the Stable Diffusion engine: every request fails clearly.
+pub struct SdUnavailable;
+
+pub const SD_UNAVAILABLE: &str = "Stable Diffusion is not available in this build";
+
+impl GenerateRunner for SdUnavailable {
+    fn start(&mut self, request: GenerateRequest, events: Sender<Msg>) {
+        let _ = events.send(Msg::Action(Action::Event(Event::GenerateFailed {
+            id: request.id,
+            error: SD_UNAVAILABLE.to_string(),
+        })));
+    }
+    fn cancel(&mut self, _id: u64) {}
+}
+
+/// Maps a key to what the reducer takes: raw text keys while a field has the focus, else
+/// the focused pane's binding, then `list`, then `global`.
+pub fn key_action(state: &AppState, keymap: &Keymap, key: KeyEvent) -> Option<Action> {
+    if state.wants_text() {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
+        let k = match key.code {
+            KeyCode::Char('c') if ctrl => TextKey::Esc,
+            KeyCode::Char('j') if ctrl => TextKey::Newline,
+            KeyCode::Char(c) if !ctrl => TextKey::Char(c),
+            KeyCode::Enter if alt => TextKey::Newline,
+            KeyCode::Enter => TextKey::Enter,
+            KeyCode::Backspace => TextKey::Backspace,
+            KeyCode::Delete => TextKey::Delete,
+            KeyCode::Left => TextKey::Left,
+            KeyCode::Right => TextKey::Right,
+            KeyCode::Up => TextKey::Up,
+            KeyCode::Down => TextKey::Down,
+            KeyCode::Home => TextKey::Home,
+            KeyCode::End => TextKey::End,
+            KeyCode::Esc => TextKey::Esc,
+            KeyCode::Tab => TextKey::Tab,
+            _ => return None,
+        };
+        return Some(Action::Text(k));
+    }
+    let mut modifiers = key.modifiers;
+    if matches!(key.code, KeyCode::Char(_) | KeyCode::BackTab) {
+        // "G" arrives as shift-G; the keymap writes it "G".
+        modifiers -= KeyModifiers::SHIFT;
+    }
+    let binding = KeyBinding {
+        code: key.code,
+        modifiers,
+    };
+    let pane = state.focus.section();
+    let sections: &[&str] = if state.focus == Pane::Preview {
+        &[pane]
+    } else {
+        &[pane, "list"]
+    };
+    let name = sections
+        .iter()
+        .find_map(|s| keymap.sections.get(*s).and_then(|m| m.get(&binding)))
+        .map(String::as_str)
+        .or_else(|| keymap.action("global", binding))?;
+    state::Cmd::from_name(name).map(Action::Cmd)
+}
+
+struct Runtime {
+    config: config::Config,
+    keymap: Keymap,
+    theme: Theme,
+    tx: Sender<Msg>,
+    transcriber: workers::Transcriber,
+    clip: Sender<workers::ClipWork>,
+    player: Sender<audio::PlayCmd>,
+    sd: Box<dyn GenerateRunner>,
+    picker: Option<Picker>,
+    resize_tx: Sender<ResizeRequest>,
+    preview: Option<PreviewImage>,
+}
+
+impl Runtime {
+    fn effect(&mut self, state: &mut AppState, effect: Effect) {
+        match effect {
+            Effect::Quit => {}
+            Effect::Transcribe(paths) => self.transcriber.enqueue(paths, 0),
+            Effect::CancelJob(path) => {
+                if self.transcriber.cancel(&path) {
+                    let ev = Event::Job {
+                        path,
+                        state: state::JobState::Cancelled,
+                        progress: 0.0,
+                        eta: None,
+                        error: None,
+                    };
+                    let _ = self.tx.send(Msg::Action(Action::Event(ev)));
+                }
+            }
+            Effect::Reprioritize(path, p) => self.transcriber.reprioritize(&path, p),
+            Effect::SaveTranscript {
+                media,
+                transcript,
+                formats,
+            } => {
+                workers::save_transcript(media, transcript, formats, &self.config, self.tx.clone())
+            }
+            Effect::Play { path, start, end } => {
+                let _ = self.player.send(audio::PlayCmd::Play { path, start, end });
+            }
+            Effect::StopPlayback => {
+                let _ = self.player.send(audio::PlayCmd::Stop);
+            }
+            Effect::TagImages { paths, label_set } => {
+                let _ = self.clip.send(workers::ClipWork::Tag { paths, label_set });
+            }
+            Effect::WriteSidecars(writes) => workers::write_sidecars(writes, self.tx.clone()),
+            Effect::SearchIndex(q) => {
+                let _ = self.clip.send(workers::ClipWork::Search(q));
+            }
+            Effect::Similar(p) => {
+                let _ = self.clip.send(workers::ClipWork::Similar(p));
+            }
+            Effect::ShowImage(path) => {
+                self.preview = None;
+                if let (Some(path), Some(_)) = (path, &self.picker) {
+                    let tx = self.tx.clone();
+                    std::thread::spawn(move || {
+                        let image = image::ImageReader::open(&path)
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.with_guessed_format().map_err(|e| e.to_string()))
+                            .and_then(|r| r.decode().map_err(|e| e.to_string()))
+                            .map_err(|e| format!("{}: {e}", path.display()));
+                        let _ = tx.send(Msg::Decoded { path, image });
+                    });
+                }
+            }
+            Effect::Generate(req) => self.sd.start(req, self.tx.clone()),
+            Effect::CancelGenerate(id) => self.sd.cancel(id),
+            Effect::LoadTheme(name) => {
+                let user = config::config_dir().map(|d| d.join("themes"));
+                match Theme::load(&name, user.as_deref()) {
+                    Ok(t) => {
+                        self.theme = t;
+                        let _ = state::update(state, Action::Event(Event::ThemeChanged(name)));
+                    }
+                    Err(e) => state.error(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Handles one message; true when the screen must be redrawn.
+    fn handle(&mut self, state: &mut AppState, msg: Msg, area: Rect) -> bool {
+        let action = match msg {
+            Msg::InputClosed => Some(Action::Cmd(state::Cmd::Quit)),
+            Msg::Input(TermEvent::Key(key)) if key.kind != KeyEventKind::Release => {
+                key_action(state, &self.keymap, key)
+            }
+            Msg::Input(TermEvent::Mouse(m)) if !state.wants_text() => match m.kind {
+                MouseEventKind::Down(MouseButton::Left) => ui::hit(area, state, m.column, m.row)
+                    .map(|(pane, row, height)| Action::Click { pane, row, height }),
+                MouseEventKind::ScrollDown | MouseEventKind::ScrollUp => {
+                    ui::hit(area, state, m.column, m.row).map(|(pane, _, _)| Action::Scroll {
+                        pane,
+                        down: m.kind == MouseEventKind::ScrollDown,
+                    })
+                }
+                _ => None,
+            },
+            Msg::Input(TermEvent::Resize(w, h)) => Some(Action::Resize(w, h)),
+            Msg::Input(_) => None,
+            Msg::Action(a) => Some(a),
+            Msg::Decoded { path, image } => {
+                match (image, &self.picker) {
+                    (Ok(img), Some(picker)) if state.preview.as_ref() == Some(&path) => {
+                        let proto = picker.new_resize_protocol(img);
+                        self.preview = Some(PreviewImage {
+                            path,
+                            protocol: ThreadProtocol::new(self.resize_tx.clone(), Some(proto)),
+                        });
+                    }
+                    (Err(e), _) => state.error(e),
+                    _ => {}
+                }
+                return true;
+            }
+            Msg::Resized(r) => {
+                match (r, self.preview.as_mut()) {
+                    (Ok(done), Some(p)) => {
+                        p.protocol.update_resized_protocol(done);
+                    }
+                    (Err(e), _) => state.error(format!("preview: {e}")),
+                    _ => {}
+                }
+                return true;
+            }
+        };
+        let Some(action) = action else { return false };
+        let is_tick = action == Action::Tick;
+        for effect in state::update(state, action) {
+            self.effect(state, effect);
+        }
+        !is_tick || state.transcript.playing.is_some() || state.library.overall().is_some()
+    }
+}
+
+fn picker_for(protocol: ImageProtocol) -> Picker {
+    if protocol == ImageProtocol::Halfblocks {
+        return Picker::halfblocks();
+    }
+    let mut picker = Picker::from_query_stdio().unwrap_or_else(|_| Picker::halfblocks());
+    let forced = match protocol {
+        ImageProtocol::Kitty => Some(ProtocolType::Kitty),
+        ImageProtocol::Sixel => Some(ProtocolType::Sixel),
+        ImageProtocol::Iterm2 => Some(ProtocolType::Iterm2),
+        _ => None,
+    };
+    if let Some(p) = forced {
+        picker.set_protocol_type(p);
+    }
+    picker
+}
+
+/// Runs the TUI until the user quits, with Stable Diffusion unavailable.
+pub fn run(
     loaded: config::Loaded,
     dirs: Vec<PathBuf>,
-    device: String,
-    models: Vec<String>,
-    show_help: bool,
-    quit: bool,
+    device_label: String,
+    device: DeviceChoice,
+) -> anyhow::Result<()> {
+    run_with(loaded, dirs, device_label, device, Box::new(SdUnavailable))
 }
 
-/// Runs the TUI until the user quits.
-pub fn run(loaded: config::Loaded, dirs: Vec<PathBuf>, device: String) -> anyhow::Result<()> {
-    let models_dir = store::models_dir(&loaded.config.models_dir);
-    let models = store::list(&models_dir)
-        .into_iter()
-        .map(|m| match m {
-            Ok(m) => format!(
-                "{:<24} {} {}",
-                m.name(),
-                m.manifest.family,
-                m.manifest.variant
-            ),
-            Err(e) => format!("error: {e}"),
-        })
-        .collect();
-    let mouse = loaded.config.ui.mouse;
-    let frame_budget = Duration::from_millis(1000 / u64::from(loaded.config.ui.max_fps.max(1)));
-    let mut ui = Ui {
-        loaded,
-        dirs,
-        device,
-        models,
-        show_help: false,
-        quit: false,
-    };
+/// Runs the TUI with `sd` as the generate pane's runner.
+pub fn run_with(
+    loaded: config::Loaded,
+    dirs: Vec<PathBuf>,
+    device_label: String,
+    device: DeviceChoice,
+    sd: Box<dyn GenerateRunner>,
+) -> anyhow::Result<()> {
+    let config::Loaded {
+        config,
+        keymap,
+        theme,
+        errors,
+        ..
+    } = loaded;
+    let user_themes = config::config_dir().map(|d| d.join("themes"));
+    let entropy = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut state = AppState::new(
+        device_label,
+        Theme::available(user_themes.as_deref()),
+        theme.name.clone(),
+        entropy,
+    );
+    for e in errors {
+        state.error(format!("config: {e}"));
+    }
+    let frame_budget = Duration::from_millis(1000 / u64::from(config.ui.max_fps.clamp(1, 240)));
+    let models_dir = store::models_dir(&config.models_dir);
 
-    let _guard = terminal::TerminalGuard::enter(mouse)?;
+    let guard = terminal::TerminalGuard::enter(config.ui.mouse)?;
     let mut term =
         ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || loop {
-        match event::read() {
-            Ok(ev) => {
-                if tx.send(Msg::Input(ev)).is_err() {
+    let size = term.size()?;
+    state.size = (size.width, size.height);
+    // The first frame comes before anything slow.
+    term.draw(|f| {
+        ui::render(
+            &state,
+            &mut Ctx {
+                theme: &theme,
+                keymap: &keymap,
+                image: None,
+            },
+            f,
+        )
+    })?;
+    // The protocol query reads stdin, so it runs before the input thread starts.
+    let picker = picker_for(config.ui.image_protocol);
+    tracing::info!(protocol = ?picker.protocol_type(), tmux = picker.tmux_detected(), "image protocol");
+
+    let (tx, rx) = mpsc::channel::<Msg>();
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || loop {
+            match event::read() {
+                Ok(ev) => {
+                    if tx.send(Msg::Input(ev)).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = tx.send(Msg::InputClosed);
                     break;
                 }
             }
-            Err(_) => {
-                let _ = tx.send(Msg::InputClosed);
+        });
+    }
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(250));
+            if tx.send(Msg::Action(Action::Tick)).is_err() {
                 break;
             }
-        }
-    });
+        });
+    }
+    let (resize_tx, resize_rx) = mpsc::channel::<ResizeRequest>();
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for req in resize_rx {
+                if tx
+                    .send(Msg::Resized(req.resize_encode().map_err(|e| e.to_string())))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    let engine = workers::Engine::new(device, models_dir);
+    let mut rt = Runtime {
+        transcriber: workers::Transcriber::spawn(engine.clone(), config.clone(), tx.clone()),
+        clip: workers::spawn_clip(engine, config.clone(), tx.clone()),
+        player: audio::spawn(tx.clone()),
+        config,
+        keymap,
+        theme,
+        tx: tx.clone(),
+        sd,
+        picker: Some(picker),
+        resize_tx,
+        preview: None,
+    };
+    let _ = tx.send(Msg::Action(Action::Event(Event::LabelSets(
+        workers::label_sets(),
+    ))));
+    workers::scan(dirs, tx.clone());
 
     let mut dirty = true;
     let mut last_draw = Instant::now() - frame_budget;
-    while !ui.quit {
+    while !state.quit {
         if dirty && last_draw.elapsed() >= frame_budget {
-            term.draw(|f| render(&ui, f))?;
+            let area = Rect::new(0, 0, state.size.0, state.size.1);
+            let _ = area;
+            term.draw(|f| {
+                let mut ctx = Ctx {
+                    theme: &rt.theme,
+                    keymap: &rt.keymap,
+                    image: rt.preview.as_mut(),
+                };
+                ui::render(&state, &mut ctx, f)
+            })?;
             last_draw = Instant::now();
             dirty = false;
         }
         let timeout = if dirty {
             frame_budget.saturating_sub(last_draw.elapsed())
         } else {
-            Duration::from_millis(250)
+            Duration::from_secs(1)
         };
-        // Drain everything pending before the next frame.
         let first = match rx.recv_timeout(timeout) {
             Ok(m) => Some(m),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
+        // Drain everything pending before the next frame.
         for msg in first.into_iter().chain(rx.try_iter()) {
-            dirty |= handle(&mut ui, msg);
+            let area = Rect::new(0, 0, state.size.0, state.size.1);
+            dirty |= rt.handle(&mut state, msg, area);
+            if state.quit {
+                break;
+            }
         }
     }
+    drop(term);
+    drop(guard);
     Ok(())
-}
-
-fn handle(ui: &mut Ui, msg: Msg) -> bool {
-    match msg {
-        Msg::InputClosed => {
-            ui.quit = true;
-            false
-        }
-        Msg::Input(Event::Key(key)) if key.kind != KeyEventKind::Release => {
-            let binding = KeyBinding {
-                code: key.code,
-                modifiers: key.modifiers - event::KeyModifiers::SHIFT,
-            };
-            let binding_shift = KeyBinding {
-                code: key.code,
-                modifiers: key.modifiers,
-            };
-            let action = ui
-                .loaded
-                .keymap
-                .action("global", binding_shift)
-                .or_else(|| ui.loaded.keymap.action("global", binding))
-                .map(str::to_string);
-            match action.as_deref() {
-                Some("quit") => ui.quit = true,
-                Some("help") => ui.show_help = !ui.show_help,
-                Some("cancel") => ui.show_help = false,
-                Some("cycle-theme") => {
-                    let user = config::config_dir().map(|d| d.join("themes"));
-                    let names = Theme::available(user.as_deref());
-                    let i = names
-                        .iter()
-                        .position(|n| *n == ui.loaded.theme.name)
-                        .map_or(0, |i| (i + 1) % names.len());
-                    if let Ok(t) = Theme::load(&names[i], user.as_deref()) {
-                        ui.loaded.theme = t;
-                    }
-                }
-                _ if Some(binding) == parse_key("esc").ok() => ui.show_help = false,
-                _ => return false,
-            }
-            true
-        }
-        Msg::Input(Event::Resize(..)) => true,
-        Msg::Input(_) => false,
-    }
-}
-
-fn render(ui: &Ui, f: &mut Frame) {
-    let theme = &ui.loaded.theme;
-    let area = f.area();
-    f.render_widget(Block::default().style(theme.get("text")), area);
-    if area.width < 80 || area.height < 24 {
-        let msg = format!(
-            "Terminal too small: {}x{} (Atelier needs at least 80x24)",
-            area.width, area.height
-        );
-        f.render_widget(Paragraph::new(msg).style(theme.get("warning")), area);
-        return;
-    }
-    let [body, status] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
-    let mut lines = vec![Line::from(Span::styled("Models", theme.get("title")))];
-    if ui.models.is_empty() {
-        lines.push(Line::from(Span::styled(
-            "  none installed: run tools/dev.sh demo or `atelier models import`",
-            theme.get("muted"),
-        )));
-    }
-    lines.extend(ui.models.iter().map(|m| Line::from(format!("  {m}"))));
-    lines.push(Line::default());
-    lines.push(Line::from(Span::styled("Folders", theme.get("title"))));
-    lines.extend(
-        ui.dirs
-            .iter()
-            .map(|d| Line::from(format!("  {}", d.display()))),
-    );
-    for e in &ui.loaded.errors {
-        lines.push(Line::from(Span::styled(
-            format!("config: {e}"),
-            theme.get("error"),
-        )));
-    }
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_style(theme.get("border.focused"))
-        .title(Span::styled(" Atelier ", theme.get("title")));
-    f.render_widget(Paragraph::new(lines).block(block), body);
-    let status_line = Line::from(vec![
-        Span::styled(format!(" {} ", ui.device), theme.get("status.key")),
-        Span::styled(
-            format!(" theme {}  ? help  q quit ", theme.name),
-            theme.get("status"),
-        ),
-    ]);
-    f.render_widget(
-        Paragraph::new(status_line).style(theme.get("status")),
-        status,
-    );
-    if ui.show_help {
-        let mut help: Vec<Line> = Vec::new();
-        for (section, keys) in &ui.loaded.keymap.sections {
-            help.push(Line::from(Span::styled(
-                format!("[{section}]"),
-                theme.get("title"),
-            )));
-            for (key, action) in keys {
-                let desc = crate::state::action_description(action).unwrap_or(action);
-                help.push(Line::from(format!("  {:<12} {desc}", key.to_string())));
-            }
-        }
-        let w = 60.min(body.width);
-        let h = (help.len() as u16 + 2).min(body.height);
-        let popup = ratatui::layout::Rect::new(
-            body.x + (body.width - w) / 2,
-            body.y + (body.height - h) / 2,
-            w,
-            h,
-        );
-        f.render_widget(Clear, popup);
-        f.render_widget(
-            Paragraph::new(help)
-                .block(
-                    Block::default()
-                        .borders(Borders::ALL)
-                        .title(" Keys (esc closes) ")
-                        .border_style(theme.get("border.focused")),
-                )
-                .style(theme.get("text")),
-            popup,
-        );
-    }
 }

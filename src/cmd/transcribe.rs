@@ -338,7 +338,7 @@ fn transcribe_one(
 
 /// Reads `path` on its own thread as 16 kHz mono pieces of 30 s, so decoding overlaps
 /// the model's work and a long file never sits in memory whole.
-fn stream_file(path: &Path) -> mpsc::Receiver<job::AudioChunk> {
+pub fn stream_file(path: &Path) -> mpsc::Receiver<job::AudioChunk> {
     let (tx, rx) = mpsc::sync_channel(4);
     let path = path.to_path_buf();
     std::thread::spawn(move || {

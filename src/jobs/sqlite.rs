@@ -445,8 +445,8 @@ impl JobStore for SqliteStore {
             }
             self.conn
                 .execute(
-                    "UPDATE jobs SET state = 'queued', cancel_requested = 0, owner = NULL \
-                     WHERE id = ?1 AND state = 'running'",
+                    "UPDATE jobs SET state = 'queued', cancel_requested = 0, owner = NULL, \
+                     attempts = MAX(attempts - 1, 0) WHERE id = ?1 AND state = 'running'",
                     [id],
                 )
                 .map_err(|e| self.err(e))?;

@@ -74,7 +74,7 @@ pub trait JobStore: Send {
     fn retry(&mut self, id: JobId, now: i64) -> Result<bool, StoreError>;
     fn reprioritize(&mut self, id: JobId, priority: Priority) -> Result<bool, StoreError>;
     /// Every `running` job whose owner is not `alive` back to `queued` (at start-up, after a
-    /// crash); returns them.
+    /// crash), without using up an attempt; returns them.
     fn requeue_orphans(&mut self, alive: &dyn Fn(u32) -> bool) -> Result<Vec<Job>, StoreError>;
     /// Deletes done (and with `all`, failed and cancelled) jobs; returns how many.
     fn clear_finished(&mut self, all: bool) -> Result<usize, StoreError>;

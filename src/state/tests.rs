@@ -1,0 +1,785 @@
+//! Reducer tests: every pane's key flows, without a terminal or a model.
+use super::*;
+use crate::transcript::{Segment, Transcript};
+use std::path::{Path, PathBuf};
+
+fn state() -> AppState {
+    AppState::new(
+        "CPU".into(),
+        vec!["dark".into(), "light".into()],
+        "dark".into(),
+        42,
+    )
+}
+
+fn cmd(s: &mut AppState, c: Cmd) -> Vec<Effect> {
+    update(s, Action::Cmd(c))
+}
+
+fn typed(s: &mut AppState, text: &str) {
+    for c in text.chars() {
+        update(s, Action::Text(TextKey::Char(c)));
+    }
+}
+
+fn ev(s: &mut AppState, e: Event) -> Vec<Effect> {
+    update(s, Action::Event(e))
+}
+
+fn seg(id: usize, start: f64, text: &str) -> Segment {
+    Segment {
+        id,
+        seek: 0,
+        start,
+        end: start + 2.0,
+        text: format!(" {text}"),
+        tokens: vec![],
+        temperature: 0.0,
+        avg_logprob: -0.2,
+        compression_ratio: 1.2,
+        no_speech_prob: 0.01,
+        words: None,
+    }
+}
+
+fn found(path: &str, kind: MediaKind) -> Found {
+    Found {
+        path: PathBuf::from(path),
+        kind,
+        transcript: None,
+        tags: None,
+    }
+}
+
+fn effects_of<T>(effects: &[Effect], f: impl Fn(&Effect) -> Option<T>) -> Vec<T> {
+    effects.iter().filter_map(f).collect()
+}
+
+// ---- library / queue ----
+
+#[test]
+fn found_audio_is_queued_for_transcription_and_images_for_tagging() {
+    let mut s = state();
+    let fx = ev(
+        &mut s,
+        Event::Found(vec![
+            found("/d/a.wav", MediaKind::Audio),
+            found("/d/b.png", MediaKind::Image),
+            found("/d/c.wav", MediaKind::Audio),
+        ]),
+    );
+    assert!(fx.contains(&Effect::Transcribe(vec![
+        "/d/a.wav".into(),
+        "/d/c.wav".into()
+    ])));
+    assert!(fx.iter().any(|e| matches!(e, Effect::TagImages { paths, .. } if paths == &vec![PathBuf::from("/d/b.png")])));
+    assert_eq!(s.library.items[0].state, JobState::Queued);
+    // Seen again: nothing new to do.
+    let fx = ev(
+        &mut s,
+        Event::Found(vec![found("/d/a.wav", MediaKind::Audio)]),
+    );
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Transcribe(_))));
+    assert_eq!(s.library.items.len(), 3);
+}
+
+#[test]
+fn an_existing_transcript_is_shown_not_made_again() {
+    let mut s = state();
+    let t = Transcript {
+        text: " hi".into(),
+        segments: vec![seg(0, 0.0, "hi")],
+        language: "en".into(),
+    };
+    let mut f = found("/d/a.wav", MediaKind::Audio);
+    f.transcript = Some(t);
+    let fx = ev(&mut s, Event::Found(vec![f]));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Transcribe(_))));
+    assert_eq!(s.library.items[0].state, JobState::Done);
+    assert_eq!(
+        s.transcript.segments().len(),
+        1,
+        "the cursor's audio is shown"
+    );
+}
+
+#[test]
+fn queue_cancel_retry_priority_and_filters() {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Found(vec![
+            found("/d/a.wav", MediaKind::Audio),
+            found("/d/b.wav", MediaKind::Audio),
+        ]),
+    );
+    let fx = cmd(&mut s, Cmd::CancelJob);
+    assert_eq!(fx, vec![Effect::CancelJob("/d/a.wav".into())]);
+    ev(
+        &mut s,
+        Event::Job {
+            path: "/d/a.wav".into(),
+            state: JobState::Cancelled,
+            progress: 0.0,
+            eta: None,
+            error: None,
+        },
+    );
+    let fx = cmd(&mut s, Cmd::Retry);
+    assert_eq!(fx, vec![Effect::Transcribe(vec!["/d/a.wav".into()])]);
+    assert_eq!(s.library.items[0].state, JobState::Queued);
+    // Retrying a queued job does nothing.
+    assert!(cmd(&mut s, Cmd::Retry).is_empty());
+    cmd(&mut s, Cmd::Down);
+    let fx = cmd(&mut s, Cmd::PriorityUp);
+    assert_eq!(fx, vec![Effect::Reprioritize("/d/b.wav".into(), 1)]);
+    // A failure shows in the status bar and the item.
+    ev(
+        &mut s,
+        Event::Job {
+            path: "/d/b.wav".into(),
+            state: JobState::Failed,
+            progress: 0.0,
+            eta: None,
+            error: Some("bad file".into()),
+        },
+    );
+    assert!(s
+        .status
+        .as_ref()
+        .is_some_and(|st| st.error && st.text.contains("bad file")));
+    cmd(&mut s, Cmd::FilterState); // idle
+    assert_eq!(s.library.visible().len(), 0);
+    for _ in 0..4 {
+        cmd(&mut s, Cmd::FilterState); // queued, running, done, failed
+    }
+    assert_eq!(s.library.visible(), vec![1]);
+    cmd(&mut s, Cmd::FilterState); // cancelled
+    cmd(&mut s, Cmd::FilterState); // all
+    assert_eq!(s.library.visible().len(), 2);
+}
+
+#[test]
+fn marks_and_enqueue_send_the_selection() {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Found(vec![
+            found("/d/a.wav", MediaKind::Audio),
+            found("/d/b.wav", MediaKind::Audio),
+        ]),
+    );
+    for p in ["/d/a.wav", "/d/b.wav"] {
+        ev(
+            &mut s,
+            Event::Job {
+                path: p.into(),
+                state: JobState::Done,
+                progress: 1.0,
+                eta: None,
+                error: None,
+            },
+        );
+    }
+    cmd(&mut s, Cmd::ToggleMark);
+    cmd(&mut s, Cmd::ToggleMark);
+    let fx = cmd(&mut s, Cmd::Enqueue);
+    assert_eq!(
+        fx,
+        vec![Effect::Transcribe(vec![
+            "/d/a.wav".into(),
+            "/d/b.wav".into()
+        ])]
+    );
+    assert!(s.library.marks.is_empty());
+}
+
+#[test]
+fn clicks_map_rows_through_the_page_offset() {
+    let mut s = state();
+    let files: Vec<Found> = (0..30)
+        .map(|i| found(&format!("/d/{i:02}.wav"), MediaKind::Audio))
+        .collect();
+    ev(&mut s, Event::Found(files));
+    s.focus = Pane::Transcript;
+    update(
+        &mut s,
+        Action::Click {
+            pane: Pane::Queue,
+            row: Some(3),
+            height: 10,
+        },
+    );
+    assert_eq!(s.focus, Pane::Queue);
+    assert_eq!(s.library.cursor, 3);
+    s.library.cursor = 25; // third page
+    update(
+        &mut s,
+        Action::Click {
+            pane: Pane::Queue,
+            row: Some(2),
+            height: 10,
+        },
+    );
+    assert_eq!(s.library.cursor, 22);
+    update(
+        &mut s,
+        Action::Scroll {
+            pane: Pane::Queue,
+            down: true,
+        },
+    );
+    assert_eq!(s.library.cursor, 25);
+}
+
+#[test]
+fn ten_thousand_items_move_and_filter() {
+    let mut s = state();
+    let files: Vec<Found> = (0..10_000)
+        .map(|i| found(&format!("/d/{i:05}.wav"), MediaKind::Audio))
+        .collect();
+    ev(&mut s, Event::Found(files));
+    cmd(&mut s, Cmd::Bottom);
+    assert_eq!(s.library.cursor, 9_999);
+    cmd(&mut s, Cmd::PageUp);
+    assert!(s.library.cursor < 9_999);
+}
+
+// ---- transcript ----
+
+fn with_transcript() -> AppState {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Found(vec![found("/d/a.wav", MediaKind::Audio)]),
+    );
+    for (i, t) in [
+        "hello there",
+        "general kenobi",
+        "you are a bold one",
+        "hello again",
+    ]
+    .iter()
+    .enumerate()
+    {
+        ev(
+            &mut s,
+            Event::Segment {
+                path: "/d/a.wav".into(),
+                segment: seg(i, i as f64 * 2.0, t),
+            },
+        );
+    }
+    s
+}
+
+#[test]
+fn segments_stream_in_and_the_cursor_moves_and_jumps() {
+    let mut s = with_transcript();
+    assert_eq!(s.transcript.segments().len(), 4);
+    cmd(&mut s, Cmd::FocusTranscript);
+    cmd(&mut s, Cmd::Down);
+    cmd(&mut s, Cmd::Down);
+    assert_eq!(s.transcript.cursor, 2);
+    cmd(&mut s, Cmd::Bottom);
+    assert_eq!(s.transcript.cursor, 3);
+    cmd(&mut s, Cmd::Down);
+    assert_eq!(s.transcript.cursor, 3);
+    cmd(&mut s, Cmd::Top);
+    assert_eq!(s.transcript.cursor, 0);
+}
+
+#[test]
+fn search_is_incremental_and_n_wraps() {
+    let mut s = with_transcript();
+    cmd(&mut s, Cmd::FocusTranscript);
+    cmd(&mut s, Cmd::Search);
+    typed(&mut s, "HELLO");
+    assert_eq!(s.transcript.matches, vec![0, 3]);
+    update(&mut s, Action::Text(TextKey::Enter));
+    assert_eq!(s.mode, Mode::Normal);
+    assert_eq!(s.transcript.cursor, 0);
+    cmd(&mut s, Cmd::SearchNext);
+    assert_eq!(s.transcript.cursor, 3);
+    cmd(&mut s, Cmd::SearchNext);
+    assert_eq!(s.transcript.cursor, 0);
+    cmd(&mut s, Cmd::SearchPrev);
+    assert_eq!(s.transcript.cursor, 3);
+}
+
+#[test]
+fn edit_then_save_rewrites_with_the_new_text_only_after_the_job_is_done() {
+    let mut s = with_transcript();
+    cmd(&mut s, Cmd::FocusTranscript);
+    cmd(&mut s, Cmd::Down);
+    cmd(&mut s, Cmd::EditSegment);
+    assert!(
+        matches!(&s.mode, Mode::Prompt { kind: PromptKind::EditSegment, edit } if edit.text == "general kenobi")
+    );
+    for _ in 0..6 {
+        update(&mut s, Action::Text(TextKey::Backspace));
+    }
+    typed(&mut s, "grievous");
+    update(&mut s, Action::Text(TextKey::Enter));
+    assert_eq!(s.transcript.segments()[1].text, " general grievous");
+    assert!(s.transcript.doc().unwrap().modified);
+    // While the job runs the edit is kept but not saved.
+    assert!(cmd(&mut s, Cmd::Save).is_empty());
+    // The finished transcript does not overwrite the edit.
+    let mut t = s.transcript.doc().unwrap().transcript.clone();
+    t.segments[1].text = " general kenobi".into();
+    ev(
+        &mut s,
+        Event::TranscriptDone {
+            path: "/d/a.wav".into(),
+            transcript: t,
+        },
+    );
+    let fx = cmd(&mut s, Cmd::Save);
+    let saved = effects_of(&fx, |e| match e {
+        Effect::SaveTranscript {
+            media,
+            transcript,
+            formats,
+        } => Some((media.clone(), transcript.clone(), formats.clone())),
+        _ => None,
+    });
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].0, PathBuf::from("/d/a.wav"));
+    assert_eq!(saved[0].1.segments[1].text, " general grievous");
+    assert!(saved[0].1.text.contains("general grievous"));
+    assert!(saved[0].2.is_empty());
+    ev(
+        &mut s,
+        Event::Saved {
+            path: "/d/a.wav".into(),
+            files: vec!["/d/a.txt".into()],
+        },
+    );
+    assert!(!s.transcript.doc().unwrap().modified);
+}
+
+#[test]
+fn escape_abandons_an_edit() {
+    let mut s = with_transcript();
+    cmd(&mut s, Cmd::FocusTranscript);
+    cmd(&mut s, Cmd::EditSegment);
+    typed(&mut s, "xyz");
+    update(&mut s, Action::Text(TextKey::Esc));
+    assert_eq!(s.transcript.segments()[0].text, " hello there");
+    assert_eq!(s.mode, Mode::Normal);
+}
+
+#[test]
+fn space_plays_the_segment_and_again_stops_and_no_device_is_said_once() {
+    let mut s = with_transcript();
+    cmd(&mut s, Cmd::FocusTranscript);
+    cmd(&mut s, Cmd::Down);
+    let fx = cmd(&mut s, Cmd::PlaySegment);
+    assert_eq!(
+        fx,
+        vec![Effect::Play {
+            path: "/d/a.wav".into(),
+            start: 2.0,
+            end: 4.0
+        }]
+    );
+    assert_eq!(cmd(&mut s, Cmd::PlaySegment), vec![Effect::StopPlayback]);
+    cmd(&mut s, Cmd::PlaySegment);
+    ev(
+        &mut s,
+        Event::AudioUnavailable("no audio output device".into()),
+    );
+    assert!(s
+        .status
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("no audio output device"));
+    s.status = None;
+    cmd(&mut s, Cmd::PlaySegment);
+    ev(
+        &mut s,
+        Event::AudioUnavailable("no audio output device".into()),
+    );
+    assert_eq!(s.status, None, "said once");
+}
+
+#[test]
+fn export_asks_for_formats() {
+    let mut s = with_transcript();
+    cmd(&mut s, Cmd::FocusTranscript);
+    cmd(&mut s, Cmd::Export);
+    for _ in 0..3 {
+        update(&mut s, Action::Text(TextKey::Backspace));
+    }
+    typed(&mut s, "srt, vtt");
+    let fx = update(&mut s, Action::Text(TextKey::Enter));
+    assert!(fx.iter().any(|e| matches!(e, Effect::SaveTranscript { formats, .. } if formats == &vec!["srt".to_string(), "vtt".to_string()])));
+}
+
+// ---- tags ----
+
+fn with_images(n: usize) -> AppState {
+    let mut s = state();
+    let files: Vec<Found> = (0..n)
+        .map(|i| found(&format!("/i/{i}.png"), MediaKind::Image))
+        .collect();
+    ev(&mut s, Event::Found(files));
+    for i in 0..n {
+        let scores = vec![
+            ("cat".to_string(), 0.6),
+            ("dog".to_string(), 0.3),
+            ("car".to_string(), 0.05),
+            ("tree".to_string(), 0.05),
+        ];
+        ev(
+            &mut s,
+            Event::TagScores {
+                path: format!("/i/{i}.png").into(),
+                scores,
+            },
+        );
+    }
+    s.focus = Pane::Tags;
+    s
+}
+
+#[test]
+fn proposals_are_the_best_labels() {
+    let s = with_images(1);
+    assert_eq!(s.tags.items[0].tags(), vec!["cat", "dog", "car"]);
+}
+
+#[test]
+fn visual_range_accept_reject_apply_and_undo() {
+    let mut s = with_images(5);
+    cmd(&mut s, Cmd::Down);
+    cmd(&mut s, Cmd::VisualSelect);
+    cmd(&mut s, Cmd::Down);
+    cmd(&mut s, Cmd::Down);
+    assert_eq!(s.tags.selection(), vec![1, 2, 3]);
+    // Tag cursor to "dog", reject it for the range.
+    cmd(&mut s, Cmd::TagNext);
+    assert_eq!(s.tags.cursor_tag().as_deref(), Some("dog"));
+    cmd(&mut s, Cmd::RejectTag);
+    for i in [1, 2, 3] {
+        assert_eq!(s.tags.items[i].tags(), vec!["cat", "car"], "item {i}");
+    }
+    assert_eq!(s.tags.items[0].tags(), vec!["cat", "dog", "car"]);
+    // A custom tag for the same range.
+    cmd(&mut s, Cmd::AddTag);
+    typed(&mut s, "tabby");
+    update(&mut s, Action::Text(TextKey::Enter));
+    assert_eq!(s.tags.items[2].tags(), vec!["cat", "car", "tabby"]);
+    let fx = cmd(&mut s, Cmd::ApplyTags);
+    let writes = effects_of(&fx, |e| match e {
+        Effect::WriteSidecars(w) => Some(w.clone()),
+        _ => None,
+    });
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].len(), 3);
+    assert_eq!(
+        writes[0][0],
+        (
+            PathBuf::from("/i/1.png"),
+            Some(vec!["cat".into(), "car".into(), "tabby".into()])
+        )
+    );
+    assert!(s.tags.selection().len() == 1, "apply ends the selection");
+    // Applying again writes nothing new.
+    s.tags.cursor = 1;
+    assert!(!cmd(&mut s, Cmd::ApplyTags)
+        .iter()
+        .any(|e| matches!(e, Effect::WriteSidecars(_))));
+    // Undo the apply: the sidecars had nothing before, so they are removed.
+    let fx = cmd(&mut s, Cmd::Undo);
+    assert_eq!(
+        fx.iter().find(|e| matches!(e, Effect::WriteSidecars(_))),
+        Some(&Effect::WriteSidecars(vec![
+            (PathBuf::from("/i/1.png"), None),
+            (PathBuf::from("/i/2.png"), None),
+            (PathBuf::from("/i/3.png"), None),
+        ]))
+    );
+    // Undo the custom tag, then the rejection.
+    cmd(&mut s, Cmd::Undo);
+    assert_eq!(s.tags.items[2].tags(), vec!["cat", "car"]);
+    cmd(&mut s, Cmd::Undo);
+    assert_eq!(s.tags.items[2].tags(), vec!["cat", "dog", "car"]);
+    cmd(&mut s, Cmd::Undo);
+    assert!(s.status.as_ref().unwrap().text.contains("nothing to undo"));
+}
+
+#[test]
+fn undo_of_a_second_apply_restores_the_first_tags() {
+    let mut s = with_images(1);
+    let fx = cmd(&mut s, Cmd::ApplyTags);
+    assert!(fx.iter().any(|e| matches!(e, Effect::WriteSidecars(_))));
+    cmd(&mut s, Cmd::RejectTag); // rejects "cat"
+    cmd(&mut s, Cmd::ApplyTags);
+    let fx = cmd(&mut s, Cmd::Undo);
+    assert!(fx.contains(&Effect::WriteSidecars(vec![(
+        PathBuf::from("/i/0.png"),
+        Some(vec!["cat".into(), "dog".into(), "car".into()])
+    )])));
+}
+
+#[test]
+fn marks_combine_and_escape_clears() {
+    let mut s = with_images(4);
+    cmd(&mut s, Cmd::ToggleMark); // marks 0, moves to 1
+    cmd(&mut s, Cmd::Down); // 2
+    cmd(&mut s, Cmd::ToggleMark); // marks 2
+    assert_eq!(s.tags.selection(), vec![0, 2]);
+    cmd(&mut s, Cmd::AcceptTag);
+    assert!(s.tags.items[0].accepted.contains("cat") && s.tags.items[2].accepted.contains("cat"));
+    assert!(!s.tags.items[1].accepted.contains("cat"));
+    cmd(&mut s, Cmd::Cancel);
+    assert_eq!(s.tags.selection(), vec![3]);
+}
+
+#[test]
+fn label_set_switch_rescores_and_search_shows_results() {
+    let mut s = with_images(2);
+    ev(
+        &mut s,
+        Event::LabelSets(vec!["general".into(), "style".into()]),
+    );
+    let fx = cmd(&mut s, Cmd::NextLabelSet);
+    assert!(fx.iter().any(|e| matches!(e, Effect::TagImages { label_set, paths } if label_set == "style" && paths.len() == 2)));
+    assert!(s.tags.items.iter().all(|i| i.scores.is_empty()));
+    cmd(&mut s, Cmd::Search);
+    typed(&mut s, "a red car");
+    let fx = update(&mut s, Action::Text(TextKey::Enter));
+    assert!(fx.contains(&Effect::SearchIndex("a red car".into())));
+    ev(
+        &mut s,
+        Event::SearchResults {
+            title: "'a red car'".into(),
+            hits: vec![("/i/1.png".into(), 0.3), ("/x/new.png".into(), 0.2)],
+        },
+    );
+    assert_eq!(s.tags.shown(), vec![1, 2]);
+    assert_eq!(s.tags.current().unwrap().path, Path::new("/i/1.png"));
+    cmd(&mut s, Cmd::Cancel);
+    assert_eq!(s.tags.shown().len(), 3);
+    let fx = cmd(&mut s, Cmd::Similar);
+    assert!(fx.contains(&Effect::Similar("/i/0.png".into())));
+}
+
+#[test]
+fn the_preview_follows_the_tag_cursor() {
+    let mut s = with_images(2);
+    let fx = cmd(&mut s, Cmd::Down);
+    assert_eq!(fx, vec![Effect::ShowImage(Some("/i/1.png".into()))]);
+    assert!(
+        cmd(&mut s, Cmd::Down).is_empty(),
+        "same image: nothing to load"
+    );
+}
+
+// ---- generate ----
+
+fn generate_state() -> AppState {
+    let mut s = state();
+    s.focus = Pane::Generate;
+    cmd(&mut s, Cmd::EditPrompt);
+    typed(&mut s, "a lighthouse");
+    update(&mut s, Action::Text(TextKey::Enter));
+    s
+}
+
+fn requests(fx: &[Effect]) -> Vec<GenerateRequest> {
+    effects_of(fx, |e| match e {
+        Effect::Generate(r) => Some(r.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn unlocked_seed_changes_every_generation_and_prompt_edits_do_not_regenerate() {
+    let mut s = generate_state();
+    let a = requests(&cmd(&mut s, Cmd::Generate));
+    let b = requests(&cmd(&mut s, Cmd::Generate));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_ne!(a[0].seed, b[0].seed);
+    assert_ne!(a[0].id, b[0].id);
+    cmd(&mut s, Cmd::EditPrompt);
+    typed(&mut s, " at dusk");
+    assert!(requests(&update(&mut s, Action::Text(TextKey::Enter))).is_empty());
+}
+
+#[test]
+fn locked_seed_regenerates_prompt_edits_with_the_same_seed() {
+    let mut s = generate_state();
+    cmd(&mut s, Cmd::SeedLock);
+    let seed = s.generate.params.seed;
+    let first = requests(&cmd(&mut s, Cmd::Generate));
+    assert_eq!(first[0].seed, seed);
+    cmd(&mut s, Cmd::EditPrompt);
+    typed(&mut s, " at dusk");
+    let fx = update(&mut s, Action::Text(TextKey::Enter));
+    let again = requests(&fx);
+    assert_eq!(again.len(), 1, "a prompt edit regenerates");
+    assert_eq!(again[0].seed, seed);
+    assert_eq!(again[0].prompt, "a lighthouse at dusk");
+    // The running one is cancelled first (latest request wins).
+    assert!(fx.contains(&Effect::CancelGenerate(first[0].id)));
+    // An unchanged prompt does not regenerate; negative prompt edits do.
+    cmd(&mut s, Cmd::EditPrompt);
+    assert!(requests(&update(&mut s, Action::Text(TextKey::Enter))).is_empty());
+    cmd(&mut s, Cmd::EditNegative);
+    typed(&mut s, "fog");
+    assert_eq!(
+        requests(&update(&mut s, Action::Text(TextKey::Enter)))[0].seed,
+        seed
+    );
+    // Seed +1 / -1 move the locked seed.
+    cmd(&mut s, Cmd::SeedUp);
+    cmd(&mut s, Cmd::SeedUp);
+    cmd(&mut s, Cmd::SeedDown);
+    assert_eq!(requests(&cmd(&mut s, Cmd::Generate))[0].seed, seed + 1);
+}
+
+#[test]
+fn runner_failure_is_shown_and_history_restore_and_compare_work() {
+    let mut s = generate_state();
+    let r = requests(&cmd(&mut s, Cmd::Generate)).remove(0);
+    ev(
+        &mut s,
+        Event::GenerateFailed {
+            id: r.id,
+            error: "Stable Diffusion is not available in this build".into(),
+        },
+    );
+    assert!(matches!(s.generate.history[0].status, GenStatus::Failed(_)));
+    assert!(s.status.as_ref().unwrap().error);
+    // Change parameters, generate again, then restore the first.
+    s.generate.field = Field::ALL.iter().position(|f| *f == Field::Steps).unwrap();
+    cmd(&mut s, Cmd::Increase);
+    let r2 = requests(&cmd(&mut s, Cmd::Generate)).remove(0);
+    assert_eq!(r2.steps, r.steps + 1);
+    ev(
+        &mut s,
+        Event::GenerateProgress {
+            id: r2.id,
+            step: 3,
+            total: r2.steps,
+            preview: None,
+        },
+    );
+    assert_eq!(
+        s.generate.history[1].status,
+        GenStatus::Running {
+            step: 3,
+            total: r2.steps
+        }
+    );
+    assert_eq!(
+        cmd(&mut s, Cmd::CancelGenerate),
+        vec![Effect::CancelGenerate(r2.id)]
+    );
+    cmd(&mut s, Cmd::HistoryPrev);
+    cmd(&mut s, Cmd::Restore);
+    assert_eq!(s.generate.params.steps, r.steps);
+    assert_eq!(s.generate.params.seed, r.seed);
+    cmd(&mut s, Cmd::Compare);
+    assert_eq!(s.generate.compare, Some((0, 1)));
+    cmd(&mut s, Cmd::Cancel);
+    assert_eq!(s.generate.compare, None);
+}
+
+#[test]
+fn field_edits_validate_and_reach_the_request() {
+    let mut s = generate_state();
+    let at = |f: Field| Field::ALL.iter().position(|x| *x == f).unwrap();
+    s.generate.field = at(Field::Width);
+    cmd(&mut s, Cmd::EditField);
+    typed(&mut s, "3");
+    update(&mut s, Action::Text(TextKey::Enter));
+    assert!(
+        s.status.as_ref().unwrap().error,
+        "5123 is not a multiple of 8"
+    );
+    assert_eq!(s.generate.params.width, 512);
+    s.generate.field = at(Field::Loras);
+    cmd(&mut s, Cmd::EditField);
+    typed(&mut s, "film-grain:0.6, ink");
+    update(&mut s, Action::Text(TextKey::Enter));
+    s.generate.field = at(Field::Scheduler);
+    cmd(&mut s, Cmd::Increase);
+    s.generate
+        .set_field(Field::ControlnetModel, "canny")
+        .unwrap();
+    s.generate
+        .set_field(Field::ControlnetImage, "/c/edges.png")
+        .unwrap();
+    s.generate
+        .set_field(Field::InitImage, "/c/init.png")
+        .unwrap();
+    s.generate.set_field(Field::VariationSeed, "7").unwrap();
+    let r = requests(&cmd(&mut s, Cmd::Generate)).remove(0);
+    assert_eq!(
+        r.loras,
+        vec![("film-grain".to_string(), 0.6), ("ink".to_string(), 1.0)]
+    );
+    assert_eq!(r.scheduler, generate::SCHEDULERS[1]);
+    assert_eq!(
+        r.controlnet,
+        Some(("canny".to_string(), PathBuf::from("/c/edges.png")))
+    );
+    assert_eq!(r.init_image, Some(PathBuf::from("/c/init.png")));
+    assert_eq!(r.variation_seed, Some(7));
+}
+
+#[test]
+fn no_prompt_no_generation() {
+    let mut s = state();
+    s.focus = Pane::Generate;
+    assert!(requests(&cmd(&mut s, Cmd::Generate)).is_empty());
+}
+
+// ---- global ----
+
+#[test]
+fn palette_filters_and_runs_a_command() {
+    let mut s = state();
+    cmd(&mut s, Cmd::Palette);
+    typed(&mut s, "focus-tags");
+    update(&mut s, Action::Text(TextKey::Enter));
+    assert_eq!(s.focus, Pane::Tags);
+    assert_eq!(s.mode, Mode::Normal);
+    cmd(&mut s, Cmd::Palette);
+    typed(&mut s, "theme");
+    let fx = update(&mut s, Action::Text(TextKey::Enter));
+    assert_eq!(fx, vec![Effect::LoadTheme("light".into())]);
+}
+
+#[test]
+fn focus_cycles_and_help_closes_on_any_key() {
+    let mut s = state();
+    cmd(&mut s, Cmd::FocusPrev);
+    assert_eq!(s.focus, Pane::Preview);
+    cmd(&mut s, Cmd::FocusNext);
+    assert_eq!(s.focus, Pane::Queue);
+    cmd(&mut s, Cmd::Help);
+    assert!(s.wants_text());
+    update(&mut s, Action::Text(TextKey::Char('j')));
+    assert_eq!(s.mode, Mode::Help { scroll: 1 });
+    update(&mut s, Action::Text(TextKey::Esc));
+    assert_eq!(s.mode, Mode::Normal);
+    assert_eq!(cmd(&mut s, Cmd::Quit), vec![Effect::Quit]);
+    assert!(s.quit);
+}
+
+#[test]
+fn every_command_has_a_unique_name_and_round_trips() {
+    let mut names = std::collections::HashSet::new();
+    for c in Cmd::ALL {
+        assert!(names.insert(c.name()), "{} twice", c.name());
+        assert_eq!(Cmd::from_name(c.name()), Some(*c));
+        assert!(!c.description().is_empty());
+    }
+    assert_eq!(ACTIONS.len(), Cmd::ALL.len());
+}

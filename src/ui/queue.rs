@@ -1,0 +1,109 @@
+//! The library / queue pane.
+use super::{bar, duration, file_name, fit, list_area, pane_block};
+use crate::config::Theme;
+use crate::state::{list_offset, AppState, JobState, Pane};
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+fn icon(state: JobState) -> &'static str {
+    match state {
+        JobState::Idle => "·",
+        JobState::Queued => "…",
+        JobState::Running => "▶",
+        JobState::Done => "✓",
+        JobState::Failed => "✗",
+        JobState::Cancelled => "⊘",
+    }
+}
+
+pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
+    let lib = &state.library;
+    let mut filter = Vec::new();
+    if let Some(k) = lib.filter.kind {
+        filter.push(k.name());
+    }
+    if let Some(s) = lib.filter.state {
+        filter.push(s.name());
+    }
+    let visible = lib.visible();
+    let extra = if filter.is_empty() {
+        format!("{} files", visible.len())
+    } else {
+        format!(
+            "{}/{} files, filter: {}",
+            visible.len(),
+            lib.items.len(),
+            filter.join(" ")
+        )
+    };
+    let block = pane_block(state, theme, Pane::Queue, &extra);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let width = inner.width as usize;
+    let header = match lib.overall() {
+        Some((p, eta)) => {
+            let eta = eta
+                .map(|e| format!(" ETA {}", duration(e)))
+                .unwrap_or_default();
+            let w = width.saturating_sub(6 + eta.len()).min(30);
+            Line::from(vec![
+                Span::styled(bar(p, w), theme.get("progress")),
+                Span::raw(format!(" {:>3.0}%{eta}", p * 100.0)),
+            ])
+        }
+        None if lib.items.is_empty() => Line::from(Span::styled(
+            "no files: atelier DIR… opens folders",
+            theme.get("muted"),
+        )),
+        None => Line::from(Span::styled("no jobs yet", theme.get("muted"))),
+    };
+    f.render_widget(Paragraph::new(header), Rect { height: 1, ..inner });
+    let list = list_area(Pane::Queue, area);
+    let rows = list.height as usize;
+    let offset = list_offset(lib.cursor, rows);
+    let mut lines = Vec::with_capacity(rows);
+    for (pos, &i) in visible.iter().enumerate().skip(offset).take(rows) {
+        let it = &lib.items[i];
+        let marked = lib.marks.contains(&it.path);
+        let tail = match it.state {
+            JobState::Running => {
+                let eta = it
+                    .eta
+                    .map(|e| format!(" {}", duration(e)))
+                    .unwrap_or_default();
+                format!(" {}{eta}", bar(it.progress, 8))
+            }
+            s => format!(" {}", s.name()),
+        };
+        let name_w = width.saturating_sub(4 + tail.chars().count());
+        let name = format!("{:<name_w$}", fit(&file_name(&it.path), name_w));
+        let state_style = match it.state {
+            JobState::Failed => theme.get("error"),
+            JobState::Done => theme.get("success"),
+            JobState::Running => theme.get("progress"),
+            _ => theme.get("muted"),
+        };
+        let mut line = Line::from(vec![
+            Span::styled(if marked { "●" } else { " " }, theme.get("mark")),
+            Span::styled(format!("{} ", icon(it.state)), state_style),
+            Span::raw(if it.kind == crate::state::MediaKind::Audio {
+                "♪"
+            } else {
+                "▣"
+            }),
+            Span::raw(name),
+            Span::styled(tail, state_style),
+        ]);
+        if pos == lib.cursor {
+            line = line.style(theme.get(if state.focus == Pane::Queue {
+                "selection"
+            } else {
+                "muted"
+            }));
+        }
+        lines.push(line);
+    }
+    f.render_widget(Paragraph::new(lines), list);
+}

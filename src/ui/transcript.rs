@@ -1,0 +1,110 @@
+//! The transcript pane: segments with timestamps, the cursor, search matches and playback.
+use super::{file_name, fit, list_area, pane_block};
+use crate::config::Theme;
+use crate::output::writers::format_timestamp;
+use crate::state::{list_offset, AppState, JobState, Pane};
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
+    let t = &state.transcript;
+    let extra = match (&t.path, t.doc()) {
+        (Some(p), Some(d)) => {
+            let mut s = format!(
+                "{} · {} segments",
+                file_name(p),
+                d.transcript.segments.len()
+            );
+            if d.modified {
+                s.push_str(" · modified");
+            }
+            s
+        }
+        (Some(p), None) => file_name(p),
+        _ => String::new(),
+    };
+    let block = pane_block(state, theme, Pane::Transcript, &extra);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let header = match (&t.path, t.doc()) {
+        (None, _) => "select an audio file in the library".to_string(),
+        (Some(p), doc) => {
+            let job = state
+                .library
+                .items
+                .iter()
+                .find(|i| &i.path == p)
+                .map(|i| i.state);
+            let live = match job {
+                Some(JobState::Running) => "transcribing: segments appear as they decode",
+                Some(JobState::Queued) => "queued",
+                Some(JobState::Failed) => "failed (see the status bar)",
+                _ if doc.is_some_and(|d| d.complete) => "done",
+                _ => "",
+            };
+            if t.search.is_empty() {
+                live.to_string()
+            } else {
+                format!("{live} · /{} ({} matches)", t.search, t.matches.len())
+            }
+        }
+    };
+    f.render_widget(
+        Paragraph::new(Span::styled(header, theme.get("muted"))),
+        Rect { height: 1, ..inner },
+    );
+    let list = list_area(Pane::Transcript, area);
+    let rows = list.height as usize;
+    let offset = list_offset(t.cursor, rows);
+    let playing = t
+        .playing
+        .as_ref()
+        .filter(|(p, _, _)| Some(p) == t.path.as_ref());
+    let mut lines = Vec::with_capacity(rows);
+    for (i, seg) in t.segments().iter().enumerate().skip(offset).take(rows) {
+        let stamp = format!("{} ", format_timestamp(seg.start, false, "."));
+        let mut spans = vec![Span::styled(stamp.clone(), theme.get("timestamp"))];
+        let text_w = (list.width as usize).saturating_sub(stamp.len());
+        let is_match = t.matches.contains(&i);
+        let play_here = playing.filter(|(_, s, _)| *s == i);
+        match (play_here, &seg.words) {
+            (Some((_, _, pos)), Some(words)) => {
+                // Word highlighting follows playback.
+                let mut used = 0;
+                for w in words {
+                    let n = w.word.chars().count();
+                    if used + n > text_w {
+                        break;
+                    }
+                    used += n;
+                    let style = if *pos >= w.start && *pos < w.end {
+                        theme.get("highlight")
+                    } else {
+                        theme.get("text")
+                    };
+                    spans.push(Span::styled(w.word.clone(), style));
+                }
+            }
+            _ => {
+                let style = if play_here.is_some() || is_match {
+                    theme.get("highlight")
+                } else {
+                    theme.get("text")
+                };
+                spans.push(Span::styled(fit(seg.text.trim(), text_w), style));
+            }
+        }
+        let mut line = Line::from(spans);
+        if i == t.cursor {
+            line = line.style(theme.get(if state.focus == Pane::Transcript {
+                "selection"
+            } else {
+                "muted"
+            }));
+        }
+        lines.push(line);
+    }
+    f.render_widget(Paragraph::new(lines), list);
+}

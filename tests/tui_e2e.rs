@@ -1,0 +1,322 @@
+//! The TUI end to end in a real terminal (tmux): start `atelier DIR`, read the screen, send
+//! keys, check the files it writes, quit, and check the terminal is restored.
+//! 1. transcripts: a LibriVox clip with Whisper tiny.en (the test models);
+//! 2. tagging: a random-weight CLIP exported in this run (the keyboard flow and the sidecars,
+//!    not the tag quality).
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long to wait for something to appear on screen (a slow shared CI machine; the test
+/// fails with the screen printed when it is not there).
+const WAIT: Duration = Duration::from_secs(240);
+
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn start(name: &str, env: &[(&str, &Path)], args: &[&Path]) -> Tmux {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", name])
+            .output();
+        let mut cmd = Command::new("tmux");
+        cmd.args(["new-session", "-d", "-s", name, "-x", "200", "-y", "60"]);
+        for (k, v) in env {
+            cmd.arg("-e").arg(format!("{k}={}", v.display()));
+        }
+        let bin = env!("CARGO_BIN_EXE_atelier");
+        let mut line = format!("'{bin}'");
+        for a in args {
+            line.push_str(&format!(" '{}'", a.display()));
+        }
+        // After atelier exits, the shell prints its status and keeps the pane open.
+        line.push_str("; echo ATELIER-EXITED-$?; sleep 600");
+        cmd.arg(line);
+        let out = cmd.output().expect("tmux (apt install tmux)");
+        assert!(
+            out.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmux {
+            name: name.to_string(),
+        }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let st = Command::new("tmux")
+                .args(["send-keys", "-t", &self.name, k])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            // Keys are sent one by one so each is its own terminal event.
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+
+    fn text(&self, text: &str) {
+        let st = Command::new("tmux")
+            .args(["send-keys", "-l", "-t", &self.name, text])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "timed out waiting for {what}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// With ATELIER_TUI_SCREENSHOTS=DIR, saves the screen as DIR/NAME.txt (docs/tui.md).
+    fn screenshot(&self, name: &str) {
+        if let Some(dir) = std::env::var_os("ATELIER_TUI_SCREENSHOTS") {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(Path::new(&dir).join(format!("{name}.txt")), self.screen()).unwrap();
+        }
+    }
+
+    fn alternate_on(&self) -> bool {
+        let out = Command::new("tmux")
+            .args(["display-message", "-p", "-t", &self.name, "#{alternate_on}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+
+    /// Quits with `q` and checks the terminal is back: main screen, atelier's status 0.
+    fn quit_and_check_restored(&self) {
+        assert!(self.alternate_on(), "the TUI runs on the alternate screen");
+        self.keys(&["q"]);
+        let s = self.wait_for("atelier to exit", |s| s.contains("ATELIER-EXITED-"));
+        assert!(s.contains("ATELIER-EXITED-0"), "exit status:\n{s}");
+        assert!(!self.alternate_on(), "the alternate screen is left");
+        assert!(
+            !s.contains("Library"),
+            "the panes are gone from the screen:\n{s}"
+        );
+        let mode = Command::new("tmux")
+            .args([
+                "display-message",
+                "-p",
+                "-t",
+                &self.name,
+                "#{mouse_any_flag}#{cursor_flag}",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&mode.stdout).trim(),
+            "01",
+            "mouse capture off, cursor shown"
+        );
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .output();
+    }
+}
+
+fn write_config(dir: &Path, extra: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("device = \"cpu\"\n[ui]\nimage-protocol = \"halfblocks\"\n{extra}"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn transcribe_edit_save_quit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = tmp.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    // The shortest LibriVox clip (3 s) keeps the test quick on a CPU.
+    let clip = common::librivox_clips()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("0870"))
+        .unwrap_or_else(|| common::librivox_clips()[1].clone());
+    let audio = media.join("speech.wav");
+    std::fs::copy(&clip, &audio).unwrap();
+    let config = tmp.path().join("config");
+    write_config(
+        &config,
+        "[whisper]\nmodel = \"whisper-tiny.en\"\nbeam-size = 1\n",
+    );
+    let state = tmp.path().join("state");
+    let models = common::test_models();
+    let t = Tmux::start(
+        "atelier-e2e-transcript",
+        &[
+            ("ATELIER_MODELS", &models),
+            ("XDG_STATE_HOME", &state),
+            ("ATELIER_CONFIG_DIR", &config),
+            ("XDG_DATA_HOME", &tmp.path().join("data")),
+        ],
+        &[&media],
+    );
+    t.wait_for("the first frame", |s| {
+        s.contains("Library") && s.contains("Transcript")
+    });
+    let s = t.wait_for("the transcript to be made", |s| {
+        s.contains("speech.wav · ") && s.contains(" done")
+    });
+    assert!(s.contains("00:00.000"), "segments with timestamps:\n{s}");
+    // The file Whisper wrote.
+    let txt = media.join("speech.txt");
+    let first = std::fs::read_to_string(&txt).unwrap();
+    assert!(!first.trim().is_empty());
+    // Navigate to the transcript, edit the first segment, save.
+    t.keys(&["2", "g", "e"]);
+    t.wait_for("the segment editor", |s| s.contains("edit segment"));
+    // At the start of the text, so it stays on screen however long the segment is.
+    t.keys(&["Home"]);
+    t.text("EDITED BY THE TEST ");
+    t.keys(&["Enter"]);
+    t.wait_for("the edit on screen", |s| {
+        s.contains("EDITED BY THE TEST") && s.contains("modified")
+    });
+    t.keys(&["w"]);
+    t.wait_for("the save", |s| {
+        s.contains("saved ") && !s.contains("modified")
+    });
+    for ext in ["txt", "srt", "vtt", "tsv", "json"] {
+        let p = media.join(format!("speech.{ext}"));
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("EDITED BY THE TEST"),
+            "{} lacks the edit:\n{text}",
+            p.display()
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(media.join("speech.json")).unwrap()).unwrap();
+    assert!(json["segments"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("EDITED BY THE TEST"));
+    assert!(json["text"]
+        .as_str()
+        .unwrap()
+        .contains("EDITED BY THE TEST"));
+    // No temp files are left beside the outputs.
+    let names: Vec<String> = std::fs::read_dir(&media)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
+    t.quit_and_check_restored();
+}
+
+fn write_png(path: &Path, rgb: [u8; 3]) {
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([
+            rgb[0].wrapping_add(x as u8),
+            rgb[1].wrapping_add(y as u8),
+            rgb[2],
+        ])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn tag_select_apply_undo_quit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    common::export_tool(&[
+        "import-clip",
+        "--random-init",
+        "ViT-B-32",
+        "--name",
+        "clip-rand-tui",
+        "--models",
+        models.to_str().unwrap(),
+    ]);
+    let media = tmp.path().join("images");
+    std::fs::create_dir_all(&media).unwrap();
+    let images: Vec<PathBuf> = (0..3).map(|i| media.join(format!("img{i}.png"))).collect();
+    for (i, p) in images.iter().enumerate() {
+        write_png(p, [40 * i as u8, 200 - 50 * i as u8, 90]);
+    }
+    let config = tmp.path().join("config");
+    write_config(&config, "[clip]\nmodel = \"clip-rand-tui\"\n");
+    let state = tmp.path().join("state");
+    let t = Tmux::start(
+        "atelier-e2e-tags",
+        &[
+            ("ATELIER_MODELS", &models),
+            ("XDG_STATE_HOME", &state),
+            ("ATELIER_CONFIG_DIR", &config),
+            ("XDG_DATA_HOME", &tmp.path().join("data")),
+        ],
+        &[&media],
+    );
+    t.wait_for("the images to be scored", |s| {
+        s.contains("3 images") && !s.contains("scoring") && s.contains("img2.png")
+    });
+    // Select img0..img1 with a visual range, accept the top tag, add a custom one, apply.
+    t.keys(&["3", "g", "v", "j"]);
+    t.wait_for("the selection", |s| s.contains("2 selected"));
+    t.screenshot("tags");
+    t.keys(&["a", "+"]);
+    t.wait_for("the custom tag prompt", |s| s.contains("custom tag"));
+    t.text("handmade");
+    t.keys(&["Enter", "w"]);
+    t.wait_for("the sidecars", |s| s.contains("wrote 2 sidecar(s)"));
+    let sidecar = |i: usize, ext: &str| media.join(format!("img{i}.{ext}"));
+    for i in 0..2 {
+        let caption = std::fs::read_to_string(sidecar(i, "txt")).unwrap();
+        assert!(caption.contains("handmade"), "img{i}.txt: {caption}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(sidecar(i, "tags.json")).unwrap())
+                .unwrap();
+        let labels: Vec<&str> = json["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["label"].as_str().unwrap())
+            .collect();
+        assert!(labels.contains(&"handmade"), "{labels:?}");
+        // The top proposals (3) plus the custom tag.
+        assert_eq!(labels.len(), 4, "{labels:?}");
+    }
+    assert!(!sidecar(2, "txt").exists(), "img2 was not selected");
+    // Undo the apply: the sidecars did not exist before, so they are removed.
+    t.keys(&["u"]);
+    let start = Instant::now();
+    while sidecar(0, "txt").exists() || sidecar(1, "tags.json").exists() {
+        assert!(
+            start.elapsed() < WAIT,
+            "undo did not remove the sidecars:\n{}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t.quit_and_check_restored();
+}
