@@ -247,3 +247,48 @@ fn a1111_parameters_and_a_mismatched_mask_are_taken() {
     );
     assert!(out.join("00001-1.png").exists());
 }
+
+/// A prompt file dropped into a watched folder (`atelier watch --kind generate`) gives the
+/// same image as `atelier generate` with its parameters; an empty one fails alone.
+#[test]
+fn watched_prompt_files_generate_like_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let made = generate(&["a red bicycle", "--seed", "7", "-n", "blurry"], &out);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let cli_png = pngs(&out).remove(0);
+    let infotext = png_meta::read_parameters(&cli_png).unwrap().unwrap();
+
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("bicycle.prompt"), &infotext).unwrap();
+    std::fs::write(inbox.join("empty.prompt"), "  \n").unwrap();
+    let state = store().join("state-watch");
+    let watched = common::atelier()
+        .env("ATELIER_MODELS", store().join("models"))
+        .env("XDG_STATE_HOME", &state)
+        .env("XDG_DATA_HOME", &state)
+        .env("ATELIER_CONFIG_DIR", state.join("config"))
+        .args([
+            "watch", "--device", "cpu", "--kind", "generate", "--model", "tiny",
+        ])
+        .args(["--stable-ms", "100", "--exit-when-idle", "--queue"])
+        .arg(dir.path().join("queue.sqlite"))
+        .arg(&inbox)
+        .output()
+        .unwrap();
+    // Exit code 1: one job (the empty prompt) failed.
+    assert_eq!(watched.status.code(), Some(1), "{}", stderr(&watched));
+    let queued_png = inbox.join("bicycle.png");
+    let ours = image::open(&queued_png).unwrap().to_rgb8();
+    let cli = image::open(&cli_png).unwrap().to_rgb8();
+    assert_eq!(ours.as_raw(), cli.as_raw(), "same parameters, same pixels");
+    let params = png_meta::read_parameters(&queued_png).unwrap().unwrap();
+    assert!(params.contains("Seed: 7,"), "{params}");
+    assert!(!inbox.join("empty.png").exists());
+    let events = String::from_utf8_lossy(&watched.stdout);
+    assert!(
+        events.contains("the prompt file is empty"),
+        "the empty prompt fails with its reason: {events}"
+    );
+}

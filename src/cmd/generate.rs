@@ -37,7 +37,7 @@ fn scheduler_names() -> String {
 /// `NAME:W` (W defaults to 1).
 pub fn parse_lora_flag(text: &str) -> Result<(String, f64), String> {
     let (name, weight) = match text.rsplit_once(':') {
-        Some((n, w)) if !n.is_empty() => (
+        Some((n, w)) => (
             n,
             w.trim()
                 .parse::<f64>()
@@ -52,7 +52,7 @@ pub fn parse_lora_flag(text: &str) -> Result<(String, f64), String> {
 }
 
 /// A LoRA name to its file: a path as given, else `NAME.safetensors` in the LoRA folder.
-fn resolve_lora(name: &str, dir: &Path) -> Result<PathBuf, String> {
+pub fn resolve_lora(name: &str, dir: &Path) -> Result<PathBuf, String> {
     let as_path = PathBuf::from(name);
     if as_path.is_file() {
         return Ok(as_path);

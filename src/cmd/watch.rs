@@ -7,7 +7,7 @@ use super::queue::{expand_home, journal_path};
 use crate::cli::{JobKindArg, OnDoneArg, PollArg, WatchArgs};
 use crate::config::{DeviceChoice, Loaded, WatchProfile};
 use crate::engine::{runtime, DeviceThread};
-use crate::jobs::runners::{ChecksumRunner, ClipRunner, WhisperRunner};
+use crate::jobs::runners::{ChecksumRunner, ClipRunner, GenerateRunner, WhisperRunner};
 use crate::jobs::{
     JobEvent, JobId, JobKind, JobOptions, OnDone, Priority, Queue, QueueSettings, Runner, Runners,
     SqliteStore,
@@ -158,7 +158,12 @@ fn runners_for(
                 models_dir.to_path_buf(),
                 loaded.config.clip.clone(),
             )),
-            JobKind::Generate | JobKind::Checksum => continue,
+            JobKind::Generate => Arc::new(GenerateRunner::new(
+                thread.clone(),
+                models_dir.to_path_buf(),
+                loaded.config.diffusion.clone(),
+            )),
+            JobKind::Checksum => continue,
         };
         runner.preload().map_err(|e| format!("{kind}: {e}"))?;
         runners.insert(kind, runner);

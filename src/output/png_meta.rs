@@ -31,10 +31,23 @@ pub fn write_png_with_parameters(
     image: &image::RgbImage,
     parameters: &str,
 ) -> Result<(), PngMetaError> {
-    let encode_err = |e: png::EncodingError| PngMetaError::Encode {
+    let bytes =
+        encode_png_with_parameters(image, parameters).map_err(|e| PngMetaError::Encode {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    crate::output::atomic::write_atomic(path, &bytes).map_err(|source| PngMetaError::Io {
         path: path.display().to_string(),
-        message: e.to_string(),
-    };
+        source,
+    })
+}
+
+/// The PNG bytes [`write_png_with_parameters`] writes, for callers with their own atomic
+/// write (the job queue's exactly-once outputs).
+pub fn encode_png_with_parameters(
+    image: &image::RgbImage,
+    parameters: &str,
+) -> Result<Vec<u8>, png::EncodingError> {
     let mut bytes = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut bytes, image.width(), image.height());
@@ -44,18 +57,12 @@ pub fn write_png_with_parameters(
             encoder.add_text_chunk(PARAMETERS_KEY.into(), parameters.into())
         } else {
             encoder.add_itxt_chunk(PARAMETERS_KEY.into(), parameters.into())
-        }
-        .map_err(encode_err)?;
-        let mut writer = encoder.write_header().map_err(encode_err)?;
-        writer
-            .write_image_data(image.as_raw())
-            .map_err(encode_err)?;
-        writer.finish().map_err(encode_err)?;
+        }?;
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(image.as_raw())?;
+        writer.finish()?;
     }
-    crate::output::atomic::write_atomic(path, &bytes).map_err(|source| PngMetaError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    Ok(bytes)
 }
 
 fn find_parameters(info: &png::Info) -> Result<Option<String>, png::DecodingError> {

@@ -1,10 +1,11 @@
-//! The runners of the job kinds that exist in this build. `generate` has none yet: its jobs
-//! fail with "not available in this build" until a diffusion runner is inserted into
-//! [`crate::jobs::Runners`].
+//! The runners of the job kinds. A kind without a runner in [`crate::jobs::Runners`] fails
+//! its jobs with "not available in this build".
 mod checksum;
 mod clip;
+mod generate;
 mod whisper;
 
 pub use checksum::ChecksumRunner;
 pub use clip::ClipRunner;
+pub use generate::GenerateRunner;
 pub use whisper::WhisperRunner;
