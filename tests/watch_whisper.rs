@@ -66,6 +66,29 @@ fn watch_args(inbox: &Path) -> Vec<String> {
     ]
 }
 
+/// Reads the daemon's JSON lines until a job starts (or the daemon ends, or `limit` passes);
+/// the rest of its output is drained in the background. Says which happened.
+fn first_started(child: &mut std::process::Child, limit: Duration) -> &'static str {
+    use std::io::BufRead;
+    let Some(stdout) = child.stdout.take() else {
+        return "no stdout";
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("\"started\"") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => "a job had started",
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => "no job started in time",
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => "the daemon ended first",
+    }
+}
+
 /// A small deterministic generator for the kill times (printed, so a failure can be rerun).
 struct Lcg(u64);
 
@@ -106,12 +129,17 @@ fn kill_9_at_random_points_then_restart_gives_exactly_one_complete_set_of_output
     let mut rng = Lcg(seed);
     for round in 0..10 {
         let mut child = home.spawn_watch(&args);
-        let wait = rng.next(2000, 9000);
+        // Kill at a random point after the first job started (model loading takes a while
+        // on a busy machine, and a kill before any work would test little).
+        let started = first_started(&mut child, Duration::from_secs(180));
+        let wait = rng.next(0, 4000);
         std::thread::sleep(Duration::from_millis(wait));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let done = home.jobs().iter().filter(|j| j["state"] == "done").count();
-        println!("round {round}: killed after {wait} ms; {done} done so far");
+        println!(
+            "round {round}: killed {wait} ms after the first job started ({started}); {done} done so far"
+        );
     }
     // A clean stop: SIGTERM requeues the running job, and nothing is left `running`.
     let mut child = home.spawn_watch(&args);
