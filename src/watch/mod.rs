@@ -139,6 +139,7 @@ pub fn start(
         queue,
         settings,
         pending: HashMap::new(),
+        new_dirs: Vec::new(),
     };
     let (stop2, pending2, scanned2) = (stop.clone(), pending.clone(), scanned.clone());
     let thread = std::thread::Builder::new()
@@ -163,6 +164,7 @@ pub fn start(
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
+                state.rescan_new_dirs();
                 state.take_stable();
                 pending2.store(state.pending.len(), Ordering::SeqCst);
             }
@@ -181,9 +183,26 @@ struct State {
     queue: Queue,
     settings: WatchSettings,
     pending: HashMap<PathBuf, Pending>,
+    /// Folders that appeared, with when: notify watches a new folder only after it has
+    /// reported it, so files written into it in between are found by a second scan.
+    new_dirs: Vec<(usize, PathBuf, Instant)>,
 }
 
+/// How long after a folder appears it is scanned again (notify has added its watch by then).
+const NEW_DIR_RESCAN: Duration = Duration::from_millis(500);
+
 impl State {
+    fn rescan_new_dirs(&mut self) {
+        let now = Instant::now();
+        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.new_dirs)
+            .into_iter()
+            .partition(|(_, _, at)| now.duration_since(*at) >= NEW_DIR_RESCAN);
+        self.new_dirs = wait;
+        for (rule, dir, _) in due {
+            self.scan(rule, &dir);
+        }
+    }
+
     fn on_event(&mut self, (rule, event): (usize, notify::Result<notify::Event>)) {
         let event = match event {
             Ok(e) => e,
@@ -213,6 +232,7 @@ impl State {
                         self.removed(rule, p);
                     } else if p.is_dir() {
                         self.scan(rule, p);
+                        self.new_dirs.push((rule, p.clone(), Instant::now()));
                     } else {
                         self.candidate(rule, p);
                     }
