@@ -1,7 +1,9 @@
 //! `atelier watch` with real Whisper (tiny.en) on LibriVox speech: crash safety under
 //! kill -9, clean SIGTERM, and bad files that fail clearly while the rest completes.
+mod common;
 mod watch_util;
 
+use common::write_wav;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,29 +24,6 @@ fn clips() -> Vec<Vec<f32>> {
         .iter()
         .map(|p| atelier::media::audio::decode_to_16k_mono(p).unwrap())
         .collect()
-}
-
-/// Writes 16 kHz mono 16-bit PCM.
-fn write_wav(path: &Path, samples: &[f32]) {
-    let mut bytes = Vec::with_capacity(44 + samples.len() * 2);
-    let data_len = (samples.len() * 2) as u32;
-    bytes.extend_from_slice(b"RIFF");
-    bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
-    bytes.extend_from_slice(b"WAVEfmt ");
-    bytes.extend_from_slice(&16u32.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&16_000u32.to_le_bytes());
-    bytes.extend_from_slice(&32_000u32.to_le_bytes());
-    bytes.extend_from_slice(&2u16.to_le_bytes());
-    bytes.extend_from_slice(&16u16.to_le_bytes());
-    bytes.extend_from_slice(b"data");
-    bytes.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        let v = (s.clamp(-1.0, 1.0) * 32767.0).round() as i16;
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
 }
 
 /// Greedy decoding keeps the test quick; everything else is the preset config.
