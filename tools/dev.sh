@@ -18,6 +18,16 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 APT_PACKAGES=(pkg-config libasound2-dev pocketsphinx-testdata tmux ffmpeg sox)
 
+# Run a network step up to 4 times (the registries sometimes drop long downloads).
+retry() {
+    local n
+    for n in 1 2 3 4; do
+        "$@" && return 0
+        [ "$n" -lt 4 ] && say "attempt $n failed; retrying in $((n * 10)) s: $*" && sleep $((n * 10))
+    done
+    return 1
+}
+
 step_apt() {
     local missing=()
     for p in "${APT_PACKAGES[@]}"; do
@@ -28,8 +38,8 @@ step_apt() {
     say "installing apt packages: ${missing[*]}"
     local sudo=""
     [ "$(id -u)" -ne 0 ] && sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    retry $sudo apt-get update -qq
+    retry env DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 step_venv() {
@@ -40,8 +50,11 @@ step_venv() {
     fi
     say "creating .venv (torch 2.13.0 and the export tools; the first time takes a few minutes)"
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -r tools/export/requirements.txt -c tools/export/constraints.txt
+    retry .venv/bin/pip install -q --upgrade pip
+    # Large CUDA wheels: resume interrupted downloads, and retry the whole install
+    # (pip keeps finished wheels in its cache, so a retry only fetches what is missing).
+    retry .venv/bin/pip install -q --retries 10 --timeout 60 --resume-retries 20 \
+        -r tools/export/requirements.txt -c tools/export/constraints.txt
     local torch_dir
     torch_dir=$(ls -d "$ROOT"/.venv/lib/python3*/site-packages/torch | head -n 1)
     ln -sfn "$torch_dir" .venv/torch

