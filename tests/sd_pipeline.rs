@@ -3,11 +3,16 @@
 //! The models are made once per test binary by `tools.export import-sd --random-init … --save-source`
 //! (the traced modules in the store, the same weights as a diffusers folder); the references come
 //! from `tools/export/refs/sd_pipeline_ref.py`, run once on every case with the same seeds.
+//! LoRA cases: a random LoRA for the tiny SD 1.5 (tools/export/refs/sd_lora_ref.py
+//! `--for-pipeline`, Kohya and PEFT formats), loaded by diffusers with `load_lora_weights` +
+//! `fuse_lora(lora_scale=0.7)` and by atelier from `<lora:NAME:0.7>` / `--lora NAME:0.7`.
 mod common;
+
+use atelier::cmd::generate::{parse_lora_flag, resolve_lora};
 
 use atelier::engine::diffusion::model::{ControlNet, SdModel};
 use atelier::engine::diffusion::pipeline::{
-    self, ControlInput, Generation, InitImage, Progress, Request,
+    self, ControlInput, Generation, InitImage, Loras, Progress, Request,
 };
 use atelier::engine::diffusion::scheduler::SchedulerKind;
 use atelier::engine::diffusion::vae_tiling::{self, TileConfig};
@@ -86,8 +91,25 @@ fn fixture() -> &'static Fixture {
             image::Rgb([v, v, v])
         });
         control.save(fx.file("control.png")).unwrap();
+        let lora_dir = fx.file("lora");
+        std::fs::create_dir_all(&lora_dir).unwrap();
+        common::run_python(
+            "tools/export/refs/sd_lora_ref.py",
+            &[
+                "--for-pipeline".as_ref(),
+                fx.src("sd15").as_os_str(),
+                lora_dir.as_os_str(),
+            ],
+        );
         fx
     })
+}
+
+/// How atelier is told to use a LoRA: a `<lora:NAME:W>` tag in the prompt, or `--lora NAME:W`.
+#[derive(Clone, Copy)]
+enum LoraUse {
+    Tag,
+    Flag,
 }
 
 #[derive(Clone)]
@@ -102,6 +124,8 @@ struct Case {
     negative: &'static str,
     strength: f64,
     control: Option<(f64, f64, f64)>,
+    /// (file stem in the fixture's LoRA folder, weight, how atelier gets it)
+    lora: Option<(&'static str, f64, LoraUse)>,
 }
 
 fn case(name: &str, kind: &'static str, scheduler: &'static str) -> Case {
@@ -116,6 +140,7 @@ fn case(name: &str, kind: &'static str, scheduler: &'static str) -> Case {
         negative: "blurry, low quality",
         strength: 1.0,
         control: None,
+        lora: None,
     }
 }
 
@@ -178,7 +203,43 @@ fn cases() -> Vec<Case> {
         steps: 3,
         ..case("sdxl-negative", "sdxl", "euler-a")
     });
+    // Same seed, scheduler and steps as txt2img-euler-a / txt2img-dpmpp-2m-karras: the LoRA
+    // must be what changes the result.
+    out.push(Case {
+        lora: Some(("style_kohya", 0.7, LoraUse::Tag)),
+        ..case("txt2img-lora-kohya", "lora", "euler-a")
+    });
+    out.push(Case {
+        lora: Some(("style_peft", 0.7, LoraUse::Flag)),
+        ..case("txt2img-lora-peft", "lora", "dpmpp-2m-karras")
+    });
     out
+}
+
+/// What atelier is asked: the prompt (with its `<lora:…>` tag) and the LoRA files with weights,
+/// found as `atelier generate` finds them (the tag or flag, then NAME.safetensors in the folder).
+fn prompt_and_loras(c: &Case) -> (String, Vec<(PathBuf, f64)>) {
+    let Some((name, weight, how)) = c.lora else {
+        return (PROMPT.to_string(), Vec::new());
+    };
+    let (prompt, specs) = match how {
+        LoraUse::Tag => {
+            let prompt = format!("{PROMPT} <lora:{name}:{weight}>");
+            let specs = pipeline::split_loras(&prompt).1;
+            (prompt, specs)
+        }
+        LoraUse::Flag => (
+            PROMPT.to_string(),
+            vec![parse_lora_flag(&format!("{name}:{weight}")).unwrap()],
+        ),
+    };
+    assert_eq!(specs, vec![(name.to_string(), weight)], "{}", c.name);
+    let dir = fixture().file("lora");
+    let files = specs
+        .iter()
+        .map(|(n, w)| (resolve_lora(n, &dir).unwrap(), *w))
+        .collect();
+    (prompt, files)
 }
 
 fn model_name(kind: &str) -> &'static str {
@@ -200,10 +261,14 @@ fn references() -> &'static Path {
                 let (pipe, src) = match c.kind {
                     "inpaint9" => ("inpaint", fx.src("inpaint")),
                     "inpaint" => ("inpaint", fx.src("sd15")),
+                    "lora" => ("txt2img", fx.src("sd15")),
                     "sdxl" => ("sdxl", fx.src("sdxl")),
                     other => (other, fx.src("sd15")),
                 };
                 let (scale, start, end) = c.control.unwrap_or((1.0, 0.0, 1.0));
+                let lora = c
+                    .lora
+                    .map(|(name, _, _)| fx.file("lora").join(format!("{name}.safetensors")));
                 json!({
                     "name": c.name, "kind": pipe, "src": src, "scheduler": c.scheduler,
                     "prompt": PROMPT, "negative": c.negative, "steps": c.steps,
@@ -212,6 +277,7 @@ fn references() -> &'static Path {
                     "init": fx.file("init.png"), "mask": fx.file("mask.png"),
                     "control": fx.file("control.png"), "controlnet": fx.src("cn"),
                     "control_scale": scale, "control_start": start, "control_end": end,
+                    "lora": lora, "lora_scale": c.lora.map(|(_, w, _)| w),
                 })
             })
             .collect();
@@ -259,8 +325,9 @@ fn run_case(model: &mut SdModel, control: Option<&mut ControlNet>, c: &Case) -> 
         }),
         _ => None,
     };
+    let (prompt, loras) = prompt_and_loras(c);
     let req = Request {
-        prompt: PROMPT.into(),
+        prompt,
         negative: c.negative.into(),
         steps: c.steps,
         guidance: c.guidance,
@@ -277,7 +344,7 @@ fn run_case(model: &mut SdModel, control: Option<&mut ControlNet>, c: &Case) -> 
             guidance_start: start,
             guidance_end: end,
         }),
-        loras: Vec::new(),
+        loras,
         vae_tiling: false,
         preview_every: 0,
     };
@@ -360,6 +427,42 @@ fn img2img_and_inpainting_match_diffusers() {
 #[test]
 fn controlnet_and_sdxl_match_diffusers() {
     run_kind(&["controlnet", "sdxl"]);
+}
+
+/// A LoRA fused by atelier (`<lora:style_kohya:0.7>` in the prompt, `--lora style_peft:0.7`)
+/// gives diffusers' `load_lora_weights` + `fuse_lora(lora_scale=0.7)` result within the same
+/// tolerance as the other cases: the fused weights differ from diffusers' by a few float32 ulps
+/// (tests/sd_lora.rs), as small as the TorchScript-vs-eager differences the tolerance covers.
+/// Unfusing gives the plain model's result again.
+#[test]
+fn lora_in_the_prompt_or_flag_matches_diffusers_fuse_lora() {
+    let refs = load_refs();
+    let _guard = tch::no_grad_guard();
+    let mut model = open_model("sd15");
+    let mut loras = Loras::new();
+    let all = cases();
+    let find = |name: &str| all.iter().find(|c| c.name == name).unwrap();
+    for (lora_case, base_case) in [
+        ("txt2img-lora-kohya", "txt2img-euler-a"),
+        ("txt2img-lora-peft", "txt2img-dpmpp-2m-karras"),
+    ] {
+        let c = find(lora_case);
+        loras.apply(&mut model, &prompt_and_loras(c).1).unwrap();
+        let g = run_case(&mut model, None, c);
+        compare(c, &g, &refs);
+        // The LoRA is what makes the difference: far more than the tolerance from the plain
+        // model's image with the same seed and scheduler.
+        let plain = max_abs(&g.pixels, &refs[&format!("{base_case}.pixels")]);
+        eprintln!("{lora_case}: max |Δpixels| from {base_case} {plain:.2e}");
+        assert!(
+            plain > 0.1,
+            "{lora_case}: the LoRA changed the image by only {plain}"
+        );
+    }
+    loras.apply(&mut model, &[]).unwrap();
+    let c = find("txt2img-euler-a");
+    let g = run_case(&mut model, None, c);
+    compare(c, &g, &refs);
 }
 
 #[test]

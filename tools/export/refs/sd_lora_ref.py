@@ -18,6 +18,11 @@ python sd_lora_ref.py --sgm NAMES.json OUT.json: maps Kohya SGM module names (SD
 (layers_per_block 2) and `_convert_non_diffusers_lora_to_diffusers`; OUT lists, per name, the
 diffusers module path it targets, with diffusers' intermediate attention-processor spelling
 (`attn1.processor.to_q_lora`) written as the module path (`attn1.to_q`).
+
+python sd_lora_ref.py --for-pipeline SRC_DIR OUT_DIR: a random LoRA (as above) for the diffusers
+pipeline folder SRC_DIR (tests/sd_pipeline.rs's tiny SD 1.5), written as OUT_DIR/style_peft.safetensors
+and OUT_DIR/style_kohya.safetensors; tools/export/refs/sd_pipeline_ref.py then loads it into the
+pipeline with diffusers' load_lora_weights + fuse_lora.
 """
 
 import sys
@@ -127,6 +132,13 @@ def sgm(names_path, out_path):
         json.dump(out, f)
 
 
+def for_pipeline(src, out):
+    pipe = StableDiffusionPipeline.from_pretrained(src, safety_checker=None, requires_safety_checker=False)
+    peft, kohya = random_lora(pipe)
+    save_file(peft, f"{out}/style_peft.safetensors")
+    save_file(kohya, f"{out}/style_kohya.safetensors")
+
+
 def main():
     try:
         import peft  # noqa: F401  (diffusers' LoRA backend)
@@ -135,6 +147,8 @@ def main():
                  "diffusers loads and fuses LoRAs through it")
     if sys.argv[1] == "--sgm":
         return sgm(sys.argv[2], sys.argv[3])
+    if sys.argv[1] == "--for-pipeline":
+        return for_pipeline(sys.argv[2], sys.argv[3])
     out = sys.argv[1]
     pipe = build()
     original = params(pipe)
