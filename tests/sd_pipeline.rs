@@ -9,7 +9,6 @@
 mod common;
 
 use atelier::cmd::generate::{parse_lora_flag, resolve_lora};
-
 use atelier::engine::diffusion::model::{ControlNet, SdModel};
 use atelier::engine::diffusion::pipeline::{
     self, ControlInput, Generation, InitImage, Loras, Progress, Request,
