@@ -29,7 +29,11 @@ seconds, peak RSS), with 2 torch threads (--threads). Reported per run:
 * the largest and mean absolute difference between the two engines' PNGs (0-255): same weights
   and seeds should give near-identical images.
 
---only picks engines (atelier, diffusers) and/or schedulers (dpmpp-2m-karras, euler-a). Each
+--device cuda runs both engines on the GPU in float16 (the same float16 weights, exported for
+CUDA into models-cuda/), with the seeds still drawn on the CPU generator; peak device memory is
+then reported for both, measured alike (total - free from the CUDA runtime, sampled after every
+step and at the end). --only picks engines (atelier, diffusers) and/or schedulers
+(dpmpp-2m-karras, euler-a). Each
 result is printed as soon as it is known; the load average before and after is recorded: on a
 shared, busy machine compare CPU seconds rather than wall time, and say so next to the numbers.
 """
@@ -70,7 +74,7 @@ pipe.save_pretrained(sys.argv[1], safe_serialization=True)
 PEER = r'''
 import json, sys, time
 t_start = time.perf_counter()
-src, scheduler, prompt, negative, seed, steps, guidance, size, threads, out = sys.argv[1:11]
+src, scheduler, prompt, negative, seed, steps, guidance, size, threads, out, device = sys.argv[1:12]
 import warnings
 warnings.filterwarnings("ignore")
 import torch
@@ -78,32 +82,45 @@ torch.set_num_threads(int(threads))
 import diffusers
 sys.path.insert(0, ".")
 from tools.export.refs.sd_pipeline_ref import scheduler_for
+cuda = device == "cuda"
 t_import = time.perf_counter()
-pipe = diffusers.StableDiffusionPipeline.from_pretrained(src, torch_dtype=torch.float32, safety_checker=None,
-                                                         requires_safety_checker=False, local_files_only=True)
+pipe = diffusers.StableDiffusionPipeline.from_pretrained(src, torch_dtype=torch.float16 if cuda else torch.float32,
+                                                         safety_checker=None, requires_safety_checker=False,
+                                                         local_files_only=True).to(device)
 pipe.scheduler = scheduler_for(scheduler, pipe.scheduler.config)
 pipe.set_progress_bar_config(disable=True)
+if cuda:
+    torch.cuda.synchronize()
 t_loaded = time.perf_counter()
-marks = {}
+marks = {"peak_device": 0}
+def sample():
+    if cuda:
+        torch.cuda.synchronize()
+        free, total = torch.cuda.mem_get_info()
+        marks["peak_device"] = max(marks["peak_device"], total - free)
+    return time.perf_counter()
 def first_unet_call(module, args):
-    marks.setdefault("first_unet", time.perf_counter())  # returns None: the inputs stay as they are
+    if "first_unet" not in marks:
+        marks["first_unet"] = sample()  # returns None: the inputs stay as they are
 pipe.unet.register_forward_pre_hook(first_unet_call)
 def on_step(p, i, t, kw):
-    marks["last_step"] = time.perf_counter()
+    marks["last_step"] = sample()
     return kw
 with torch.no_grad():
     image = pipe(prompt, negative_prompt=negative, num_inference_steps=int(steps), guidance_scale=float(guidance),
                  width=int(size), height=int(size), generator=torch.Generator("cpu").manual_seed(int(seed)),
                  callback_on_step_end=on_step).images[0]
+sample()
 image.save(out)
 print(json.dumps({"import_s": t_import - t_start, "load_s": t_loaded - t_import,
-                  "s_per_step": (marks["last_step"] - marks["first_unet"]) / int(steps)}))
+                  "s_per_step": (marks["last_step"] - marks["first_unet"]) / int(steps),
+                  "peak_device_mib": round(marks["peak_device"] / 2**20) if cuda else None}))
 '''
 
 
-def make_model(cache: Path) -> tuple[Path, Path]:
+def make_model(cache: Path, device: str) -> tuple[Path, Path]:
     """The diffusers folder (float16 weights) and the models folder with atelier's export, made once."""
-    src, models = cache / "src-fp16", cache / "models"
+    src, models = cache / "src-fp16", cache / ("models" if device == "cpu" else "models-cuda")
     if (models / MODEL / "manifest.toml").is_file() and (src / "model_index.json").is_file():
         return src, models
     cache.mkdir(parents=True, exist_ok=True)
@@ -118,8 +135,9 @@ def make_model(cache: Path) -> tuple[Path, Path]:
         subprocess.run([PY, "-c", MAKE_SOURCE, str(tmp)], cwd=ROOT, check=True)
         tmp.rename(src)
     print(f"exporting it for atelier into {models / MODEL} ...", flush=True)
+    dtype = "float32" if device == "cpu" else "float16"
     subprocess.run([PY, "-m", "tools.export", "import-sd", str(src), "--models", str(models), "--name", MODEL,
-                    "--no-verify", "--force"], cwd=ROOT, check=True)
+                    "--device", device, "--dtype", dtype, "--no-verify", "--force"], cwd=ROOT, check=True)
     # Exported from a folder, the manifest does not know the weights are random: say so, so that
     # atelier warns like for any --random-init model.
     manifest = models / MODEL / "manifest.toml"
@@ -142,6 +160,8 @@ def warm_page_cache(*folders: Path) -> None:
 
 def timed(cmd: list[str], env=None) -> tuple[dict, subprocess.CompletedProcess]:
     """One process under /usr/bin/time: wall s, user + sys CPU s, peak RSS MiB."""
+    if not Path("/usr/bin/time").is_file():
+        raise SystemExit("/usr/bin/time is missing (apt install time)")
     out = subprocess.run(["/usr/bin/time", "-f", "TIME %e %U %S %M", *cmd], capture_output=True, text=True,
                          env=env, cwd=ROOT)
     if out.returncode != 0:
@@ -156,20 +176,25 @@ def atelier_run(a, env, scheduler: str, size: int, steps: int, out: Path) -> tup
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(a.atelier), "generate", PROMPT, "--negative", NEGATIVE, "--seed", str(SEED), "--steps", str(steps),
            "--guidance", str(GUIDANCE), "--scheduler", scheduler, "--width", str(size), "--height", str(size),
-           "--model", MODEL, "--device", "cpu", "--threads", str(a.threads), "--out", str(out)]
+           "--model", MODEL, "--device", a.device, "--threads", str(a.threads), "--out", str(out)]
     r, proc = timed(cmd, env)
     png = Path(proc.stdout.strip().splitlines()[-1])
-    # "1 image(s), seed 42, 20 steps in 93.1 s (4.12 s/step)"
+    # "1 image(s), seed 42, 20 steps in 93.1 s (4.12 s/step), peak memory 2730 MiB"
     m = re.search(r"steps in ([0-9.]+) s \(([0-9.]+) s/step\)", proc.stderr)
     if m:
         r["s_per_step"] = float(m.group(2))
+    m = re.search(r"peak memory ([0-9]+) MiB", proc.stderr)
+    if m and a.device == "cuda":
+        r["peak_device_mib"] = int(m.group(1))
     return r, png
 
 
 def diffusers_run(a, src: Path, scheduler: str, size: int, steps: int, png: Path) -> tuple[dict, Path]:
     r, proc = timed([PY, "-c", PEER, str(src), scheduler, PROMPT, NEGATIVE, str(SEED), str(steps), str(GUIDANCE),
-                     str(size), str(a.threads), str(png)])
+                     str(size), str(a.threads), str(png), a.device])
     inner = json.loads(proc.stdout.strip().splitlines()[-1])
+    if inner["peak_device_mib"] is not None:
+        r["peak_device_mib"] = inner["peak_device_mib"]
     r["s_per_step"] = round(inner["s_per_step"], 3)
     r["import_s"] = round(inner["import_s"], 2)
     r["from_pretrained_s"] = round(inner["load_s"], 2)
@@ -199,6 +224,8 @@ def main() -> None:
                     help="image width = height in pixels (default 256: at 512 one run takes several minutes on 2 cores)")
     ap.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each engine (default 2)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: both engines on the GPU in float16 (default cpu, float32)")
     ap.add_argument("--only", nargs="+", default=[], metavar="NAME",
                     help=f"run only these engines and/or schedulers ({', '.join(ENGINES + SCHEDULERS)})")
     ap.add_argument("--cache", type=Path, help="the model, kept between runs "
@@ -218,10 +245,12 @@ def main() -> None:
     if a.cache is None:
         a.cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "atelier" / "bench-sd"
 
-    src, models = make_model(a.cache)
+    src, models = make_model(a.cache, a.device)
     warm_page_cache(src, models / MODEL)
     result = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_before": load_average()},
-              "model": "random-weight SD 1.5 (sd_configs sd15, float16-rounded weights, float32 compute)",
+              "model": "random-weight SD 1.5 (sd_configs sd15, float16-rounded weights, "
+                       + ("float32 compute on the CPU)" if a.device == "cpu" else "float16 on CUDA)"),
+              "device": a.device,
               "size": a.size, "steps": a.steps, "guidance": GUIDANCE, "seed": SEED, "threads": a.threads,
               "prompt": PROMPT, "negative": NEGATIVE, "runs": {}, "png_diff": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -252,13 +281,15 @@ def main() -> None:
                 print(f"PNG difference atelier vs diffusers, {scheduler}: {json.dumps(d)}", flush=True)
     result["machine"]["load_after"] = load_average()
 
-    print(f"\nrandom SD 1.5, {a.size}x{a.size}, {a.steps} steps, guidance {GUIDANCE}, {a.threads} torch threads, "
+    print(f"\nrandom SD 1.5 on {a.device}, {a.size}x{a.size}, {a.steps} steps, guidance {GUIDANCE}, "
+          f"{a.threads} torch threads, "
           f"{cpu_name()} ({os.cpu_count()} cores), load average before {result['machine']['load_before']}, "
           f"after {result['machine']['load_after']}")
-    print("| run | wall s | CPU s | s/step | peak RSS MiB |")
-    print("|---|---:|---:|---:|---:|")
+    print("| run | wall s | CPU s | s/step | peak RSS MiB | peak device MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in result["runs"].items():
-        print(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r.get('s_per_step', '')} | {r['peak_rss_mib']} |")
+        print(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r.get('s_per_step', '')} | {r['peak_rss_mib']} "
+              f"| {r.get('peak_device_mib', '')} |")
     for scheduler, d in result["png_diff"].items():
         print(f"PNG |atelier - diffusers| ({scheduler}): max {d['max']}, mean {d['mean']} (0-255)")
     if a.out:
