@@ -16,7 +16,7 @@ mkdir -p "$CACHE"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-APT_PACKAGES=(pkg-config libasound2-dev pocketsphinx-testdata tmux ffmpeg sox)
+APT_PACKAGES=(pkg-config libasound2-dev pocketsphinx-testdata tmux ffmpeg sox espeak-ng)
 
 # Run a network step up to 4 times (the registries sometimes drop long downloads).
 retry() {

@@ -121,6 +121,10 @@ pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
         eprintln!("error: {}: no such file or folder", args.source.display());
         return super::exit(super::EXIT_USAGE);
     }
+    if args.quantize.is_some() && !matches!(args.family, ImportFamily::Whisper) {
+        eprintln!("error: --quantize is for Whisper models");
+        return super::exit(super::EXIT_USAGE);
+    }
     let source = std::fs::canonicalize(&args.source).unwrap_or_else(|_| args.source.clone());
     let mut cmd = Command::new(python());
     cmd.current_dir(tools_root()).args(["-m", "tools.export"]);
@@ -139,6 +143,9 @@ pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
                     device,
                 ])
                 .args(["--name", &name]);
+            if let Some(q) = &args.quantize {
+                cmd.args(["--quantize", q]);
+            }
         }
         ImportFamily::Clip => {
             let name = args.name.clone().unwrap_or_else(|| {

@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--only", nargs="*", default=["whisper-tiny.en", "whisper-base"])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--int8-models", default=str(ROOT / ".cache/bench-int8"),
+                    help="where the int8 exports (import-whisper --quantize int8) are made once")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     audio = tmp / "long.wav"
@@ -110,6 +112,11 @@ def main() -> None:
     }
     rows = []
     for name in a.only:
+        q = Path(a.int8_models) / f"{name}-int8"
+        if not (q / "manifest.toml").is_file():
+            subprocess.run([PY, "-m", "tools.export", "import-whisper", "--source", str(Path(a.converted) / f"{name}.pt"),
+                            "--name", q.name, "--models", str(q.parent), "--quantize", "int8"],
+                           cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         runs = [
             ("atelier (VAD, default)", [str(atelier), "transcribe", str(audio), "--model", name,
                                         "--beam-size", str(a.beam), "-o", str(tmp), "-f", "json", "--verbose", "False",
@@ -117,12 +124,15 @@ def main() -> None:
             ("atelier --no-vad", [str(atelier), "transcribe", str(audio), "--model", name, "--no-vad",
                                   "--beam-size", str(a.beam), "-o", str(tmp), "-f", "json", "--verbose", "False",
                                   "--threads", "2"]),
+            ("atelier --no-vad int8", [str(atelier), "transcribe", str(audio), "--model", q.name, "--no-vad",
+                                       "--beam-size", str(a.beam), "-o", str(tmp), "-f", "json", "--verbose", "False",
+                                       "--threads", "2"]),
             ("openai-whisper", [PY, "-c", PEER, "openai", str(Path(a.converted) / f"{name}.pt"), str(audio), str(a.beam)]),
             ("faster-whisper float32", [PY, "-c", PEER, "faster:float32", str(ct2[name]), str(audio), str(a.beam)]),
             ("faster-whisper int8", [PY, "-c", PEER, "faster:int8", str(ct2[name]), str(audio), str(a.beam)]),
         ]
         for label, cmd in runs:
-            env = dict(os.environ, ATELIER_MODELS=a.models)
+            env = dict(os.environ, ATELIER_MODELS=a.int8_models if "int8" in label else a.models)
             wall, rss, stdout = timed(cmd, env)
             if label.startswith("atelier"):
                 text = json.loads((tmp / "long.json").read_text())["text"]

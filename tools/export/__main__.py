@@ -9,8 +9,9 @@ from pathlib import Path
 from .common import ExportError, quiet_warnings
 
 
-# What each consumer needs: the test suite runs on tiny.en (real weights) and the VAD.
-DEMO_SETS = {"demo": None, "test": {"whisper-tiny.en", "vad-silero"}}
+# What each consumer needs: the test suite runs on tiny.en and base (real weights; base is
+# multilingual, for language detection and translation) and the VAD.
+DEMO_SETS = {"demo": None, "test": {"whisper-tiny.en", "whisper-base", "vad-silero"}}
 
 
 def _cmd_demo(a) -> int:
@@ -36,7 +37,8 @@ def _cmd_import(a) -> int:
         src.save_openai_checkpoint(a.save_converted)
         print(f"  saved openai checkpoint {a.save_converted}")
     rep = export_whisper(src, Path(a.models), a.name, device=a.device, dtype=a.dtype,
-                         parity_ref=a.parity_ref, parity_audio=a.parity_audio, verify=not a.no_verify)
+                         parity_ref=a.parity_ref, parity_audio=a.parity_audio, verify=not a.no_verify,
+                         quantize=None if a.quantize == "none" else a.quantize)
     print(f"{a.name}: exported to {Path(a.models) / a.name} in {rep['total_s']} s")
     if a.json:
         print(json.dumps(rep, indent=2))
@@ -165,6 +167,8 @@ def main(argv=None) -> int:
     p.add_argument("--parity-ref", help="also write a safetensors parity reference to this file")
     p.add_argument("--parity-audio", help="16 kHz WAV used for verification and the parity reference")
     p.add_argument("--save-converted", help="also save the openai checkpoint (.pt) here")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: dynamic int8 Linear layers (CPU; faster, like faster-whisper's int8)")
     dev_opts(p)
     p.set_defaults(fn=_cmd_import)
 

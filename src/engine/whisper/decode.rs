@@ -277,7 +277,7 @@ fn sot_sequence(model: &WhisperModel, opts: &DecodeOptions) -> Result<Vec<u32>, 
     Ok(seq)
 }
 
-/// Decodes one window whose cross-attention K/V (`[L, 2, 1, ctx, D]`) is given.
+/// Decodes one window whose cross-attention K/V (`[L, 2, 1, H, ctx, D/H]`) is given.
 pub fn decode(
     model: &WhisperModel,
     cross_kv: &Tensor,
@@ -518,7 +518,7 @@ impl BeamState {
 }
 
 /// Greedy decoding (temperature 0) of several windows at once, one row per window, with no
-/// prompt: faster-whisper's batched mode. `cross_kv` is `[L, 2, n, ctx, D]`.
+/// prompt: faster-whisper's batched mode. `cross_kv` is `[L, 2, n, H, ctx, D/H]`.
 pub fn decode_batch(
     model: &WhisperModel,
     cross_kv: &Tensor,

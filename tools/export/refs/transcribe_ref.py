@@ -1,7 +1,8 @@
 """Reference transcripts from openai-whisper for tests/whisper_e2e.rs.
 
-  transcribe_ref.py --model CKPT.pt --out REF.json FILE...
-      openai `transcribe(fp16=False, temperature=0.0)` (greedy) of each file;
+  transcribe_ref.py --model CKPT.pt --out REF.json [--task translate] FILE...
+      openai `transcribe(fp16=False, temperature=0.0)` (greedy) of each file, with its
+      language detection when the model is multilingual;
       with --beam-size N, beam search (openai's BeamSearchDecoder, patience 1).
   transcribe_ref.py --wer --ours DIR --out WER.json FILE...
       WER of our JSON outputs (DIR/STEM.json) and of the reference transcripts in
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--wer", action="store_true")
     ap.add_argument("--ours")
     ap.add_argument("--beam-size", type=int)
+    ap.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     ap.add_argument("files", nargs="+")
     a = ap.parse_args()
     if a.wer:
@@ -69,9 +71,11 @@ def main() -> None:
     model = whisper.load_model(a.model, device="cpu")
     out = {}
     for f in a.files:
-        r = whisper.transcribe(model, f, fp16=False, temperature=0.0, verbose=None, beam_size=a.beam_size)
+        r = whisper.transcribe(model, f, fp16=False, temperature=0.0, verbose=None, beam_size=a.beam_size,
+                               task=a.task)
         out[f] = {
             "text": r["text"],
+            "language": r["language"],
             "segments": [{"start": s["start"], "end": s["end"], "text": s["text"], "tokens": s["tokens"]} for s in r["segments"]],
         }
     Path(a.out).write_text(json.dumps(out))
