@@ -65,6 +65,15 @@ pub struct SdRunner {
 
 impl SdRunner {
     pub fn new(config: &Config, device: DeviceChoice) -> Self {
+        Self::with_models(
+            store::models_dir(&config.models_dir),
+            config.diffusion.clone(),
+            device,
+        )
+    }
+
+    /// A runner on the models in `models_dir` (tests: a store made for the test).
+    pub fn with_models(models_dir: PathBuf, config: DiffusionConfig, device: DeviceChoice) -> Self {
         let previews = tempfile::Builder::new()
             .prefix("atelier-previews-")
             .tempdir()
@@ -73,8 +82,8 @@ impl SdRunner {
         SdRunner {
             shared: Arc::new(Shared {
                 device,
-                models_dir: store::models_dir(&config.models_dir),
-                config: config.diffusion.clone(),
+                models_dir,
+                config,
                 thread: Mutex::new(None),
                 running: Mutex::new(HashMap::new()),
                 previews,
