@@ -2,7 +2,9 @@
 //! keys, check the files it writes, quit, and check the terminal is restored.
 //! 1. transcripts: a LibriVox clip with Whisper tiny.en (the test models);
 //! 2. tagging: a random-weight CLIP exported in this run (the keyboard flow and the sidecars,
-//!    not the tag quality).
+//!    not the tag quality);
+//! 3. generating: a tiny random-weight SD 1.5 exported in this run (prompt, seed lock, compare,
+//!    the PNGs and their parameters, the same pixels as `atelier generate`).
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -206,6 +208,7 @@ fn transcribe_edit_save_quit() {
     t.wait_for("the save", |s| {
         s.contains("saved ") && !s.contains("modified")
     });
+    t.screenshot("transcript");
     for ext in ["txt", "srt", "vtt", "tsv", "json"] {
         let p = media.join(format!("speech.{ext}"));
         let text = std::fs::read_to_string(&p).unwrap();
