@@ -343,6 +343,15 @@ fn until_done(rx: &mpsc::Receiver<Msg>, id: u64) -> Vec<Event> {
     }
 }
 
+fn preview_of(e: &Event) -> Option<PathBuf> {
+    match e {
+        Event::GenerateProgress {
+            preview: Some(p), ..
+        } => Some(p.clone()),
+        _ => None,
+    }
+}
+
 fn failure(events: &[Event]) -> String {
     match events.last() {
         Some(Event::GenerateFailed { error, .. }) => error.clone(),
@@ -424,20 +433,10 @@ fn the_runner_writes_the_png_reports_errors_cancels_and_keeps_the_model_warm() {
         })
         .collect();
     assert!(steps.contains(&1) && steps.contains(&2), "{events:?}");
-    let preview = events
+    let done_preview = events
         .iter()
-        .find_map(|e| match e {
-            Event::GenerateProgress {
-                preview: Some(p), ..
-            } => Some(p.clone()),
-            _ => None,
-        })
+        .find_map(preview_of)
         .expect("a live preview during sampling");
-    assert_eq!(
-        image::open(&preview).unwrap().width(),
-        64,
-        "shown at the image's size"
-    );
     let Some(Event::GenerateDone { image, .. }) = events.last() else {
         panic!("{events:?}")
     };
@@ -454,7 +453,8 @@ fn the_runner_writes_the_png_reports_errors_cancels_and_keeps_the_model_warm() {
         "{text}"
     );
 
-    // Cancelled before its first step: no image; the model stays loaded (no "loading" again).
+    // Cancelled once its first preview is shown: it stops between two steps, keeps its last
+    // preview and writes no image; the model stays loaded (no "loading" again).
     sd.start(
         GenerateRequest {
             steps: 500,
@@ -462,10 +462,40 @@ fn the_runner_writes_the_png_reports_errors_cancels_and_keeps_the_model_warm() {
         },
         tx.clone(),
     );
+    let mut events = Vec::new();
+    let preview = loop {
+        let Msg::Action(Action::Event(ev)) = rx.recv_timeout(Duration::from_secs(600)).unwrap()
+        else {
+            continue;
+        };
+        let p = preview_of(&ev);
+        events.push(ev);
+        if let Some(p) = p {
+            break p;
+        }
+    };
     sd.cancel(6);
-    let events = until_done(&rx, 6);
+    events.extend(until_done(&rx, 6));
     assert_eq!(failure(&events), "cancelled");
     assert!(!events.contains(&loading), "{events:?}");
+    let last_step = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::GenerateProgress { step, .. } => Some(*step),
+            _ => None,
+        })
+        .max();
+    assert!(last_step < Some(500), "stopped early: {last_step:?}");
+    assert_eq!(
+        image::open(&preview).unwrap().width(),
+        64,
+        "the preview is shown at the image's size"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "no image");
+    assert!(
+        !done_preview.exists(),
+        "a done image's previews go when the next generation starts"
+    );
     sd.start(request(7), tx.clone());
     let events = until_done(&rx, 7);
     assert!(

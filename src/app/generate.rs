@@ -53,6 +53,8 @@ struct Shared {
     running: Mutex<HashMap<u64, CancelToken>>,
     /// Live previews, removed when the runner goes.
     previews: Option<tempfile::TempDir>,
+    /// Previews of generations that finished with an image, removed when the next starts.
+    stale: Mutex<Vec<PathBuf>>,
     /// One image written at a time, so two never take the same number.
     write: Mutex<()>,
 }
@@ -87,6 +89,7 @@ impl SdRunner {
                 thread: Mutex::new(None),
                 running: Mutex::new(HashMap::new()),
                 previews,
+                stale: Mutex::new(Vec::new()),
                 write: Mutex::new(()),
             }),
         }
@@ -100,16 +103,33 @@ impl GenerateRunner for SdRunner {
             r.insert(request.id, cancel.clone());
         }
         let shared = Arc::clone(&self.shared);
+        // Removed only now: the UI has long moved from them to their images, so none is
+        // being decoded.
+        let stale = self
+            .shared
+            .stale
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        for p in stale {
+            let _ = std::fs::remove_file(p);
+        }
         std::thread::spawn(move || {
             let id = request.id;
-            let ev = match run_one(&shared, &request, &cancel, &events) {
-                Ok(image) => Event::GenerateDone { id, image },
-                Err(error) => Event::GenerateFailed { id, error },
-            };
+            let result = run_one(&shared, &request, &cancel, &events);
             if let Ok(mut r) = shared.running.lock() {
                 r.remove(&id);
             }
-            send(&events, ev);
+            match result {
+                Ok((image, previews)) => {
+                    // The image replaces them; a failed or cancelled generation keeps its last.
+                    if let Ok(mut stale) = shared.stale.lock() {
+                        stale.extend(previews);
+                    }
+                    send(&events, Event::GenerateDone { id, image });
+                }
+                Err(error) => send(&events, Event::GenerateFailed { id, error }),
+            }
         });
     }
 
@@ -237,6 +257,9 @@ fn output_dir(config: &DiffusionConfig) -> PathBuf {
     }
 }
 
+/// Live previews are scaled up to the image's size, at most this many pixels on a side.
+const PREVIEW_MAX: u32 = 512;
+
 /// A preview at the image's size (the latent preview is 1/8 of it), written for the pane.
 fn write_preview(
     dir: &Path,
@@ -246,6 +269,11 @@ fn write_preview(
     w: u32,
     h: u32,
 ) -> Option<PathBuf> {
+    let scale = (f64::from(PREVIEW_MAX) / f64::from(w.max(h).max(1))).min(1.0);
+    let (w, h) = (
+        ((f64::from(w) * scale) as u32).max(1),
+        ((f64::from(h) * scale) as u32).max(1),
+    );
     let big = image::imageops::resize(image, w, h, image::imageops::FilterType::Triangle);
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(big)
@@ -259,12 +287,13 @@ fn write_preview(
     Some(path)
 }
 
+/// Runs one request; the image written and the live previews shown on the way.
 fn run_one(
     shared: &Shared,
     req: &GenerateRequest,
     cancel: &CancelToken,
     events: &Sender<Msg>,
-) -> Result<PathBuf, String> {
+) -> Result<(PathBuf, Vec<PathBuf>), String> {
     let mut note = |n: String| send(events, Event::Info(n));
     let (spec, request, model_name) = prepare(&shared.models_dir, &shared.config, req, &mut note)?;
     let out_dir = output_dir(&shared.config);
@@ -272,13 +301,14 @@ fn run_one(
         .map_err(|e| format!("{}: cannot create the folder: {e}", out_dir.display()))?;
     let thread = shared.thread()?;
     let described = inputs::describe(&request, &model_name);
-    let model_dir = spec.model.dir.clone();
-    let known = thread
-        .run(|cache| cache.loaded())
-        .unwrap_or_default()
-        .iter()
-        .any(|k| k.starts_with(&format!("sd:{}:", model_dir.display())));
-    if !known {
+    let model = spec.model.clone();
+    let loaded = |thread: &DeviceThread| {
+        let model = model.clone();
+        thread
+            .run(move |cache| pipeline::is_loaded(cache, &model))
+            .unwrap_or(false)
+    };
+    if !loaded(&thread) {
         send(
             events,
             Event::Model {
@@ -294,6 +324,7 @@ fn run_one(
         std::thread::spawn(move || pipeline::run_job(&thread, spec, request, cancel, tx))
     };
     let (id, mut total) = (req.id, req.steps);
+    let mut previews = Vec::new();
     for p in rx {
         let ev = match p {
             Progress::Step { step, total: t } => {
@@ -313,6 +344,7 @@ fn run_one(
                 else {
                     continue;
                 };
+                previews.push(path.clone());
                 Event::GenerateProgress {
                     id,
                     step: step as u32,
@@ -327,16 +359,12 @@ fn run_one(
     let result = job
         .join()
         .unwrap_or_else(|_| Err("the generation thread panicked".into()));
-    let loaded = thread
-        .run(|cache| cache.loaded())
-        .unwrap_or_default()
-        .iter()
-        .any(|k| k.starts_with(&format!("sd:{}:", model_dir.display())));
+    let now_loaded = loaded(&thread);
     send(
         events,
         Event::Model {
             name: model_name.clone(),
-            status: (!loaded).then(|| "not loaded".to_string()),
+            status: (!now_loaded).then(|| "not loaded".to_string()),
         },
     );
     let generation = result.map_err(|e| {
@@ -356,7 +384,7 @@ fn run_one(
     let path = inputs::free_image_path(&out_dir, &mut number, params.seed);
     png_meta::write_png_with_parameters(&path, image, &params.to_infotext())
         .map_err(|e| e.to_string())?;
-    Ok(std::path::absolute(&path).unwrap_or(path))
+    Ok((std::path::absolute(&path).unwrap_or(path), previews))
 }
 
 // ---- the status bar's memory figure ----

@@ -1,6 +1,7 @@
 //! The preview pane: the selected image through ratatui-image (resized off the render thread).
 use super::Ctx;
 use super::{file_name, fit, pane_block};
+use crate::config::Theme;
 use crate::state::{AppState, GenStatus, Generation, Pane};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -35,19 +36,30 @@ pub fn render(state: &AppState, ctx: &mut Ctx, f: &mut Frame, area: Rect) {
             .wrap(Wrap { trim: true }),
             inner,
         ),
-        (Some(p), Some(img)) if img.path == *p => {
-            f.render_stateful_widget(
-                StatefulImage::new().resize(Resize::Fit(None)),
-                inner,
-                &mut img.protocol,
-            );
-        }
-        (Some(p), _) => f.render_widget(
+        (Some(p), img) => image_or_loading(f, theme, inner, p, img),
+    }
+}
+
+/// The image at `path` when it is the decoded one, else "loading NAME".
+fn image_or_loading(
+    f: &mut Frame,
+    theme: &Theme,
+    area: Rect,
+    path: &std::path::Path,
+    image: Option<&mut PreviewImage>,
+) {
+    match image {
+        Some(img) if img.path == path => f.render_stateful_widget(
+            StatefulImage::new().resize(Resize::Fit(None)),
+            area,
+            &mut img.protocol,
+        ),
+        _ => f.render_widget(
             Paragraph::new(Span::styled(
-                fit(&format!("loading {}", file_name(p)), inner.width as usize),
+                fit(&format!("loading {}", file_name(path)), area.width as usize),
                 theme.get("muted"),
             )),
-            inner,
+            area,
         ),
     }
 }
@@ -108,21 +120,9 @@ fn compare(state: &AppState, ctx: &mut Ctx, f: &mut Frame, area: Rect, pair: [us
         let text_rows = (lines.len() as u16 + 1).min(rect.height / 2).max(1);
         let [pic, text] =
             Layout::vertical([Constraint::Min(1), Constraint::Length(text_rows)]).areas(rect);
-        let picture = shown(h);
-        match (picture, ctx.compare[slot].as_deref_mut()) {
-            (Some(p), Some(img)) if img.path == p => f.render_stateful_widget(
-                StatefulImage::new().resize(Resize::Fit(None)),
-                pic,
-                &mut img.protocol,
-            ),
-            (Some(p), _) => f.render_widget(
-                Paragraph::new(Span::styled(
-                    fit(&format!("loading {}", file_name(p)), pic.width as usize),
-                    theme.get("muted"),
-                )),
-                pic,
-            ),
-            (None, _) => f.render_widget(
+        match shown(h) {
+            Some(p) => image_or_loading(f, theme, pic, p, ctx.compare[slot].as_deref_mut()),
+            None => f.render_widget(
                 Paragraph::new(Span::styled("no image", theme.get("muted"))),
                 pic,
             ),
