@@ -2,7 +2,9 @@
 //! keys, check the files it writes, quit, and check the terminal is restored.
 //! 1. transcripts: a LibriVox clip with Whisper tiny.en (the test models);
 //! 2. tagging: a random-weight CLIP exported in this run (the keyboard flow and the sidecars,
-//!    not the tag quality).
+//!    not the tag quality);
+//! 3. generating: a tiny random-weight SD 1.5 exported in this run (prompt, seed lock, compare,
+//!    the PNGs and their parameters, the same pixels as `atelier generate`).
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -206,6 +208,7 @@ fn transcribe_edit_save_quit() {
     t.wait_for("the save", |s| {
         s.contains("saved ") && !s.contains("modified")
     });
+    t.screenshot("transcript");
     for ext in ["txt", "srt", "vtt", "tsv", "json"] {
         let p = media.join(format!("speech.{ext}"));
         let text = std::fs::read_to_string(&p).unwrap();
@@ -319,4 +322,160 @@ fn tag_select_apply_undo_quit() {
         std::thread::sleep(Duration::from_millis(200));
     }
     t.quit_and_check_restored();
+}
+
+/// The PNGs in `dir`, sorted by name (`NNNNN-SEED.png`).
+fn pngs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "png"));
+    v.sort();
+    v
+}
+
+fn wait_for_pngs(t: &Tmux, dir: &Path, n: usize) -> Vec<PathBuf> {
+    let start = Instant::now();
+    loop {
+        let found = pngs(dir);
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out waiting for {n} PNG(s) in {}; the screen:\n{}",
+            dir.display(),
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The seed in `NNNNN-SEED.png`.
+fn seed_of(png: &Path) -> u64 {
+    let name = png.file_stem().unwrap().to_string_lossy().into_owned();
+    name.split_once('-').unwrap().1.parse().unwrap()
+}
+
+/// 3. generating: a tiny random-weight SD 1.5 exported in this run. Prompt, generate, lock the
+///    seed, edit the prompt (which regenerates with that seed), compare; the first image must
+///    equal, pixel for pixel, what `atelier generate` makes with the same parameters.
+#[test]
+fn generate_lock_seed_regenerate_compare_quit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    common::export_tool(&[
+        "import-sd",
+        "--random-init",
+        "tiny-sd15",
+        "--models",
+        models.to_str().unwrap(),
+        "--name",
+        "tiny",
+        "--no-verify",
+    ]);
+    let out = tmp.path().join("out");
+    let media = tmp.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    let config = tmp.path().join("config");
+    write_config(
+        &config,
+        &format!(
+            "[diffusion]\nmodel = \"tiny\"\nsteps = 3\nscheduler = \"euler\"\nguidance = 7.5\n\
+             width = 64\nheight = 64\noutput-dir = \"{}\"\n",
+            out.display()
+        ),
+    );
+    let state = tmp.path().join("state");
+    let t = Tmux::start(
+        "atelier-e2e-generate",
+        &[
+            ("ATELIER_MODELS", &models),
+            ("XDG_STATE_HOME", &state),
+            ("ATELIER_CONFIG_DIR", &config),
+            ("XDG_DATA_HOME", &tmp.path().join("data")),
+        ],
+        &[&media],
+    );
+    t.wait_for("the first frame", |s| s.contains("Generate"));
+    t.wait_for("the memory figure in the status bar", |s| {
+        s.contains(" CPU RSS ") && s.contains(" RAM ")
+    });
+    t.keys(&["4", "e"]);
+    t.wait_for("the prompt editor", |s| s.contains(" prompt "));
+    t.text("a red bicycle");
+    t.keys(&["Enter", "r"]);
+    let first = wait_for_pngs(&t, &out, 1).remove(0);
+    let s = t.wait_for("the generation done in the history", |s| s.contains("#1 ✓"));
+    assert!(
+        s.contains("tiny"),
+        "the loaded model in the status bar:\n{s}"
+    );
+    let seed = seed_of(&first);
+    let text = atelier::output::png_meta::read_parameters(&first)
+        .unwrap()
+        .unwrap();
+    assert!(text.starts_with("a red bicycle\n"), "{text}");
+    assert!(text.contains(&format!("Seed: {seed},")), "{text}");
+    assert!(
+        text.contains("Steps: 3,") && text.contains("Size: 64x64"),
+        "{text}"
+    );
+    t.screenshot("generate");
+
+    // Lock the seed and edit the prompt: the edit alone regenerates, with the same seed.
+    t.keys(&["s"]);
+    t.wait_for("the lock", |s| s.contains("seed locked"));
+    t.keys(&["e", "End"]);
+    t.text(" at night");
+    t.keys(&["Enter"]);
+    let second = wait_for_pngs(&t, &out, 2).remove(1);
+    assert_eq!(seed_of(&second), seed, "{}", second.display());
+    let text2 = atelier::output::png_meta::read_parameters(&second)
+        .unwrap()
+        .unwrap();
+    assert!(text2.starts_with("a red bicycle at night\n"), "{text2}");
+    assert!(text2.contains(&format!("Seed: {seed},")), "{text2}");
+    t.wait_for("the second generation done", |s| s.contains("#2 ✓"));
+
+    // Compare the two side by side: both file names and both prompts on screen.
+    t.keys(&["c"]);
+    let names = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    let s = t.wait_for("the compare view", |s| {
+        s.contains("compare (esc closes)")
+            && s.contains(&names(&first))
+            && s.contains(&names(&second))
+    });
+    assert!(s.contains("at night"), "{s}");
+    t.screenshot("generate-compare");
+    t.keys(&["Escape"]);
+    t.wait_for("the compare view closed", |s| {
+        !s.contains("compare (esc closes)")
+    });
+    t.quit_and_check_restored();
+
+    // The same parameters through `atelier generate`: the same pixels.
+    let cli_out = tmp.path().join("cli");
+    let o = common::atelier()
+        .env("ATELIER_MODELS", &models)
+        .env("XDG_STATE_HOME", &state)
+        .env("ATELIER_CONFIG_DIR", &config)
+        .args([
+            "generate", "--device", "cpu", "--model", "tiny", "--steps", "3",
+        ])
+        .args(["--scheduler", "euler", "--guidance", "7.5", "--width", "64"])
+        .args(["--height", "64", "--seed", &seed.to_string(), "--out"])
+        .arg(&cli_out)
+        .arg("a red bicycle")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cli = pngs(&cli_out).remove(0);
+    let a = image::open(&first).unwrap().to_rgb8();
+    let b = image::open(&cli).unwrap().to_rgb8();
+    assert_eq!(a.dimensions(), (64, 64));
+    assert!(
+        a == b,
+        "the TUI and `atelier generate` made different pixels"
+    );
 }

@@ -21,6 +21,7 @@ fn screen(state: &mut AppState, w: u16, h: u16) -> String {
                 theme: &theme,
                 keymap: &keymap,
                 image: None,
+                compare: [None, None],
             },
             f,
         )

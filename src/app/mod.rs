@@ -1,6 +1,7 @@
 //! The TUI runtime: terminal guard, one event channel, effects handed to workers, and a
 //! throttled render that only runs when something changed.
 mod audio;
+pub mod generate;
 pub mod terminal;
 pub mod workers;
 
@@ -111,6 +112,7 @@ struct Runtime {
     clip: Sender<workers::ClipWork>,
     player: Sender<audio::PlayCmd>,
     sd: Box<dyn GenerateRunner>,
+    compare: generate::CompareImages,
     picker: Option<Picker>,
     resize_tx: Sender<ResizeRequest>,
     preview: Option<PreviewImage>,
@@ -258,14 +260,15 @@ fn picker_for(protocol: ImageProtocol) -> Picker {
     picker
 }
 
-/// Runs the TUI until the user quits, with Stable Diffusion unavailable.
+/// Runs the TUI until the user quits.
 pub fn run(
     loaded: config::Loaded,
     dirs: Vec<PathBuf>,
     device_label: String,
     device: DeviceChoice,
 ) -> anyhow::Result<()> {
-    run_with(loaded, dirs, device_label, device, Box::new(SdUnavailable))
+    let sd = Box::new(generate::SdRunner::new(&loaded.config, device));
+    run_with(loaded, dirs, device_label, device, sd)
 }
 
 /// Runs the TUI with `sd` as the generate pane's runner.
@@ -296,6 +299,9 @@ pub fn run_with(
     for e in errors {
         state.error(format!("config: {e}"));
     }
+    state
+        .generate
+        .apply_defaults(&generate::defaults(&config.diffusion));
     let frame_budget = Duration::from_millis(1000 / u64::from(config.ui.max_fps.clamp(1, 240)));
     let models_dir = store::models_dir(&config.models_dir);
 
@@ -312,6 +318,7 @@ pub fn run_with(
                 theme: &theme,
                 keymap: &keymap,
                 image: None,
+                compare: [None, None],
             },
             f,
         )
@@ -321,6 +328,7 @@ pub fn run_with(
     tracing::info!(protocol = ?picker.protocol_type(), tmux = picker.tmux_detected(), "image protocol");
 
     let (tx, rx) = mpsc::channel::<Msg>();
+    generate::spawn_memory_monitor(device, tx.clone(), Duration::from_secs(2));
     {
         let tx = tx.clone();
         std::thread::spawn(move || loop {
@@ -370,6 +378,7 @@ pub fn run_with(
         theme,
         tx: tx.clone(),
         sd,
+        compare: generate::CompareImages::new(tx.clone()),
         picker: Some(picker),
         resize_tx,
         preview: None,
@@ -390,6 +399,7 @@ pub fn run_with(
                     theme: &rt.theme,
                     keymap: &rt.keymap,
                     image: rt.preview.as_mut(),
+                    compare: rt.compare.images(),
                 };
                 ui::render(&state, &mut ctx, f)
             })?;
@@ -414,6 +424,7 @@ pub fn run_with(
                 break;
             }
         }
+        dirty |= rt.compare.sync(&state, rt.picker.as_ref());
     }
     drop(term);
     drop(guard);

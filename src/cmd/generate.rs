@@ -3,6 +3,7 @@
 use crate::cli::GenerateArgs;
 use crate::config::{DeviceChoice, Loaded};
 use crate::engine::diffusion::infotext::GenerationParams;
+use crate::engine::diffusion::inputs;
 use crate::engine::diffusion::pipeline::{
     self, ControlInput, InitImage, Progress, Request, SessionSpec,
 };
@@ -49,66 +50,6 @@ pub fn parse_lora_flag(text: &str) -> Result<(String, f64), String> {
         return Err(format!("--lora {text}: empty LoRA name (use NAME:WEIGHT)"));
     }
     Ok((name.trim().to_string(), weight))
-}
-
-/// A LoRA name to its file: a path as given, else `NAME.safetensors` in the LoRA folder.
-pub fn resolve_lora(name: &str, dir: &Path) -> Result<PathBuf, String> {
-    let as_path = PathBuf::from(name);
-    if as_path.is_file() {
-        return Ok(as_path);
-    }
-    let file = dir.join(format!("{name}.safetensors"));
-    if file.is_file() {
-        return Ok(file);
-    }
-    let known: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let p = e.path();
-                    (p.extension().is_some_and(|x| x == "safetensors"))
-                        .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                        .flatten()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Err(format!(
-        "unknown LoRA '{name}': {} does not exist (LoRAs in {}: {})",
-        file.display(),
-        dir.display(),
-        if known.is_empty() {
-            "none".to_string()
-        } else {
-            known.join(", ")
-        }
-    ))
-}
-
-fn load_rgb(path: &Path, what: &str) -> Result<image::RgbImage, String> {
-    image::open(path)
-        .map(|i| i.to_rgb8())
-        .map_err(|e| format!("{}: cannot read the {what}: {e}", path.display()))
-}
-
-/// The next free `NNNNN` among files named `NNNNN-…` in `dir`.
-pub fn next_number(dir: &Path) -> u32 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let digits: String = name.chars().take_while(|c| c.is_ascii_digit()).collect();
-                    (digits.len() >= 5 && name[digits.len()..].starts_with('-'))
-                        .then(|| digits.parse::<u32>().ok())
-                        .flatten()
-                })
-                .max()
-                .map_or(0, |n| n + 1)
-        })
-        .unwrap_or(0)
 }
 
 /// The parameters of a generation before defaults, from `--from-image` and the flags.
@@ -249,42 +190,17 @@ fn check(s: &Settings) -> Result<(), String> {
 
 /// Loads an image at (width, height), resizing with a note when it differs.
 fn sized_rgb(path: &Path, what: &str, w: i64, h: i64) -> Result<image::RgbImage, String> {
-    let img = load_rgb(path, what)?;
-    if img.dimensions() != (w as u32, h as u32) {
-        eprintln!(
-            "note: {}: {}x{} resized to {w}x{h}",
-            path.display(),
-            img.width(),
-            img.height()
-        );
-        return Ok(image::imageops::resize(
-            &img,
-            w as u32,
-            h as u32,
-            image::imageops::FilterType::Lanczos3,
-        ));
+    let (img, note) = inputs::load_rgb_sized(path, what, w, h)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
     }
     Ok(img)
 }
 
 fn load_mask(path: &Path, w: u32, h: u32, image: &Path) -> Result<image::GrayImage, String> {
-    let mask = image::open(path)
-        .map(|i| i.to_luma8())
-        .map_err(|e| format!("{}: cannot read the mask: {e}", path.display()))?;
-    if mask.dimensions() != (w, h) {
-        eprintln!(
-            "note: {}: the mask is {}x{} but the image {} is {w}x{h}; the mask is rescaled",
-            path.display(),
-            mask.width(),
-            mask.height(),
-            image.display()
-        );
-        return Ok(image::imageops::resize(
-            &mask,
-            w,
-            h,
-            image::imageops::FilterType::Nearest,
-        ));
+    let (mask, note) = inputs::load_mask_sized(path, w, h, image)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
     }
     Ok(mask)
 }
@@ -319,13 +235,7 @@ pub fn run(
             model.name()
         );
     }
-    let native = model
-        .manifest
-        .config
-        .get("sample_size")
-        .and_then(|v| v.as_integer())
-        .unwrap_or(64)
-        * model.manifest.dim("vae_scale_factor").unwrap_or(8);
+    let native = inputs::native_size(&model);
     let (s, _from) = match settings(&args, loaded, native) {
         Ok(v) => v,
         Err(e) => return usage(e),
@@ -339,11 +249,7 @@ pub fn run(
     if args.controlnet.is_some() != args.control_image.is_some() {
         return usage("--controlnet and --control-image go together");
     }
-    let lora_dir = if cfg.lora_dir.is_empty() {
-        models_dir.join("lora")
-    } else {
-        PathBuf::from(&cfg.lora_dir)
-    };
+    let lora_dir = inputs::lora_dir(&cfg.lora_dir, models_dir);
     let (_, prompt_loras) = pipeline::split_loras(&s.prompt);
     let mut lora_specs: Vec<(String, f64)> = Vec::new();
     for flag in &args.lora {
@@ -353,13 +259,10 @@ pub fn run(
         }
     }
     lora_specs.extend(prompt_loras);
-    let mut loras = Vec::new();
-    for (name, weight) in &lora_specs {
-        match resolve_lora(name, &lora_dir) {
-            Ok(path) => loras.push((path, *weight)),
-            Err(e) => return fail(e),
-        }
-    }
+    let loras = match inputs::resolve_loras(&lora_specs, &lora_dir) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
 
     let init = match &args.init_image {
         None => None,
@@ -427,10 +330,11 @@ pub fn run(
         variation: s.variation,
         init,
         control,
-        loras: loras.clone(),
+        loras,
         vae_tiling: args.vae_tiling,
         preview_every: if args.preview { args.preview_every } else { 0 },
     };
+    let described = inputs::describe(&request, model.name());
     let thread = match DeviceThread::spawn(device) {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot start the model thread: {e}")),
@@ -488,45 +392,10 @@ pub fn run(
         Err(e) => return fail(e),
     };
     let elapsed = started.elapsed().as_secs_f64();
-    let lora_hashes: Vec<(String, String)> = loras
-        .iter()
-        .filter_map(|(path, _)| {
-            let name = path.file_stem()?.to_string_lossy().into_owned();
-            let hash = store::sha256_file(path).ok()?;
-            Some((name, hash.chars().take(12).collect()))
-        })
-        .collect();
-    let mut first = next_number(&out_dir);
+    let mut number = inputs::next_number(&out_dir);
     for (i, image) in generation.images.iter().enumerate() {
-        let item_seed = generation.seeds[i];
-        let params = GenerationParams {
-            prompt: s.prompt.clone(),
-            negative_prompt: s.negative.clone(),
-            steps: s.steps as u32,
-            sampler: s.scheduler.a1111_sampler().to_string(),
-            schedule_type: Some(s.scheduler.a1111_schedule_type().to_string()),
-            cfg_scale: s.guidance,
-            seed: item_seed,
-            width: s.width as u32,
-            height: s.height as u32,
-            model_hash: Some(generation.model_hash.clone()).filter(|h| !h.is_empty()),
-            model: Some(model.name().to_string()),
-            denoising_strength: args.init_image.as_ref().map(|_| s.strength),
-            variation_seed: s.variation.map(|(v, _)| v + i as u64),
-            variation_strength: s.variation.map(|(_, v)| v),
-            rng: Some("CPU".into()),
-            lora_hashes: lora_hashes.clone(),
-            version: Some(format!("atelier {}", env!("CARGO_PKG_VERSION"))),
-            ..Default::default()
-        };
-        let mut path;
-        loop {
-            path = out_dir.join(format!("{first:05}-{item_seed}.png"));
-            first += 1;
-            if !path.exists() {
-                break;
-            }
-        }
+        let params = inputs::for_image(&described, &generation, i);
+        let path = inputs::free_image_path(&out_dir, &mut number, params.seed);
         if let Err(e) = png_meta::write_png_with_parameters(&path, image, &params.to_infotext()) {
             return fail(e);
         }
@@ -573,15 +442,5 @@ mod tests {
         assert_eq!(parse_lora_flag("style").unwrap(), ("style".into(), 1.0));
         assert!(parse_lora_flag("style:x").is_err());
         assert!(parse_lora_flag(":1").is_err());
-    }
-
-    #[test]
-    fn numbering_continues_after_the_highest() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(next_number(dir.path()), 0);
-        std::fs::write(dir.path().join("00003-42.png"), b"").unwrap();
-        std::fs::write(dir.path().join("00001-7.png"), b"").unwrap();
-        std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
-        assert_eq!(next_number(dir.path()), 4);
     }
 }

@@ -1,17 +1,24 @@
 //! The generate pane: prompt iteration for Stable Diffusion, with a seed lock and a history.
+use crate::engine::diffusion::scheduler::SchedulerKind;
 use std::path::PathBuf;
 
-/// Scheduler names the pane offers. (The SD engine's table is the source of truth once it
-/// lands; keep this list equal to it.)
-pub const SCHEDULERS: &[&str] = &[
-    "euler-a",
-    "euler",
-    "ddim",
-    "dpm++-2m",
-    "dpm++-2m-karras",
-    "pndm",
-    "lms",
-];
+/// Scheduler names the pane offers, from the SD engine's scheduler table (names only: nothing
+/// here runs a model).
+pub fn schedulers() -> Vec<&'static str> {
+    SchedulerKind::all().iter().map(|k| k.name()).collect()
+}
+
+/// The pane's starting parameters, from `[diffusion]` in config.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    pub model: String,
+    pub steps: u32,
+    pub guidance: f32,
+    pub scheduler: String,
+    /// 0: keep the pane's 512.
+    pub width: u32,
+    pub height: u32,
+}
 
 /// Everything one generation needs; the runtime hands it to the SD runner.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,7 +182,7 @@ impl GeneratePane {
                 negative: String::new(),
                 steps: 25,
                 guidance: 7.5,
-                scheduler: SCHEDULERS[0].to_string(),
+                scheduler: "euler-a".to_string(),
                 width: 512,
                 height: 512,
                 seed,
@@ -197,6 +204,28 @@ impl GeneratePane {
             compare: None,
             next_id: 1,
             rng,
+        }
+    }
+
+    /// Takes the configured defaults; a value the pane would refuse is left as it was.
+    pub fn apply_defaults(&mut self, d: &Defaults) {
+        let p = &mut self.params;
+        if !d.model.trim().is_empty() {
+            p.model = d.model.trim().to_string();
+        }
+        if (1..=500).contains(&d.steps) {
+            p.steps = d.steps;
+        }
+        if d.guidance.is_finite() && d.guidance >= 0.0 {
+            p.guidance = d.guidance;
+        }
+        if schedulers().contains(&d.scheduler.as_str()) {
+            p.scheduler = d.scheduler.clone();
+        }
+        for (v, out) in [(d.width, &mut p.width), (d.height, &mut p.height)] {
+            if v > 0 && v % 8 == 0 && v <= 4096 {
+                *out = v;
+            }
         }
     }
 
@@ -310,10 +339,11 @@ impl GeneratePane {
             Field::Guidance => p.guidance = num(field, text)?,
             Field::Scheduler => {
                 let t = text.trim();
-                if !SCHEDULERS.contains(&t) {
+                let names = schedulers();
+                if !names.contains(&t) {
                     return Err(format!(
                         "scheduler: unknown '{t}': use one of {}",
-                        SCHEDULERS.join(", ")
+                        names.join(", ")
                     ));
                 }
                 p.scheduler = t.to_string();
@@ -377,12 +407,10 @@ impl GeneratePane {
             Field::Steps => p.steps = (p.steps as i64 + s as i64).clamp(1, 500) as u32,
             Field::Guidance => p.guidance = (p.guidance + 0.5 * s).clamp(0.0, 30.0),
             Field::Scheduler => {
-                let i = SCHEDULERS
-                    .iter()
-                    .position(|n| *n == p.scheduler)
-                    .unwrap_or(0) as isize;
-                let n = SCHEDULERS.len() as isize;
-                p.scheduler = SCHEDULERS[(i + s as isize).rem_euclid(n) as usize].to_string();
+                let names = schedulers();
+                let i = names.iter().position(|n| *n == p.scheduler).unwrap_or(0) as isize;
+                let n = names.len() as isize;
+                p.scheduler = names[(i + s as isize).rem_euclid(n) as usize].to_string();
             }
             Field::Width => p.width = (p.width as i64 + 64 * s as i64).clamp(64, 4096) as u32,
             Field::Height => p.height = (p.height as i64 + 64 * s as i64).clamp(64, 4096) as u32,

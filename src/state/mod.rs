@@ -162,9 +162,20 @@ pub enum Event {
         name: String,
         status: Option<String>,
     },
+    /// Memory in use and in total: the GPU's on CUDA, the process's RSS and the RAM on the CPU.
+    Memory(Memory),
     ThemeChanged(String),
     Info(String),
     Error(String),
+}
+
+/// The status bar's memory figure, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    pub used: u64,
+    pub total: u64,
+    /// True for GPU memory, false for the process's RSS against the machine's RAM.
+    pub gpu: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +250,8 @@ pub struct AppState {
     pub device: String,
     /// (model, None when loaded or what is happening to it).
     pub models: Vec<(String, Option<String>)>,
+    /// The latest memory sample (none until the first arrives).
+    pub memory: Option<Memory>,
     pub themes: Vec<String>,
     pub theme: String,
     pub status: Option<Status>,
@@ -263,6 +276,7 @@ impl AppState {
             quit: false,
             device,
             models: Vec::new(),
+            memory: None,
             themes,
             theme,
             status: None,
@@ -1150,6 +1164,7 @@ fn event(state: &mut AppState, ev: Event, effects: &mut Vec<Effect>) {
             Some(m) => m.1 = status,
             None => state.models.push((name, status)),
         },
+        Event::Memory(m) => state.memory = Some(m),
         Event::ThemeChanged(name) => {
             state.info(format!("theme: {name}"));
             state.theme = name;

@@ -724,7 +724,10 @@ fn field_edits_validate_and_reach_the_request() {
         r.loras,
         vec![("film-grain".to_string(), 0.6), ("ink".to_string(), 1.0)]
     );
-    assert_eq!(r.scheduler, generate::SCHEDULERS[1]);
+    // The next scheduler in the engine's table after the default euler-a.
+    let names = generate::schedulers();
+    let at_default = names.iter().position(|n| *n == "euler-a").unwrap();
+    assert_eq!(r.scheduler, names[at_default + 1]);
     assert_eq!(
         r.controlnet,
         Some(("canny".to_string(), PathBuf::from("/c/edges.png")))
@@ -738,6 +741,110 @@ fn no_prompt_no_generation() {
     let mut s = state();
     s.focus = Pane::Generate;
     assert!(requests(&cmd(&mut s, Cmd::Generate)).is_empty());
+}
+
+#[test]
+fn configured_defaults_fill_the_pane_and_values_it_refuses_are_ignored() {
+    let mut s = generate_state();
+    let mut d = generate::Defaults {
+        model: "tiny".into(),
+        steps: 3,
+        guidance: 5.0,
+        scheduler: "dpmpp-2m-karras".into(),
+        width: 64,
+        height: 0,
+    };
+    s.generate.apply_defaults(&d);
+    let r = requests(&cmd(&mut s, Cmd::Generate)).remove(0);
+    assert_eq!(
+        (r.model.as_str(), r.steps, r.guidance, r.scheduler.as_str()),
+        ("tiny", 3, 5.0, "dpmpp-2m-karras")
+    );
+    assert_eq!((r.width, r.height), (64, 512), "height 0: the pane's own");
+    d.scheduler = "heun2".into();
+    d.width = 100;
+    d.steps = 0;
+    s.generate.apply_defaults(&d);
+    let p = &s.generate.params;
+    assert_eq!(
+        (p.scheduler.as_str(), p.width, p.steps),
+        ("dpmpp-2m-karras", 64, 3)
+    );
+}
+
+#[test]
+fn live_previews_show_while_sampling_then_the_png() {
+    let mut s = generate_state();
+    let r = requests(&cmd(&mut s, Cmd::Generate)).remove(0);
+    let step = |s: &mut AppState, n: u32, preview: Option<&str>| {
+        ev(
+            s,
+            Event::GenerateProgress {
+                id: r.id,
+                step: n,
+                total: r.steps,
+                preview: preview.map(PathBuf::from),
+            },
+        )
+    };
+    let show = |p: &str| Effect::ShowImage(Some(PathBuf::from(p)));
+    assert_eq!(
+        step(&mut s, 1, Some("/tmp/p/1-0001.png")),
+        vec![show("/tmp/p/1-0001.png")]
+    );
+    // A step without a preview keeps the last one on screen.
+    assert!(step(&mut s, 2, None).is_empty());
+    assert_eq!(s.preview, Some(PathBuf::from("/tmp/p/1-0001.png")));
+    assert_eq!(
+        step(&mut s, 3, Some("/tmp/p/1-0003.png")),
+        vec![show("/tmp/p/1-0003.png")]
+    );
+    let fx = ev(
+        &mut s,
+        Event::GenerateDone {
+            id: r.id,
+            image: PathBuf::from("/out/00000-1.png"),
+        },
+    );
+    assert_eq!(fx, vec![show("/out/00000-1.png")]);
+    assert_eq!(
+        s.generate.history[0].status,
+        GenStatus::Done(PathBuf::from("/out/00000-1.png"))
+    );
+}
+
+#[test]
+fn a_cancelled_generation_is_marked_and_is_not_an_error() {
+    let mut s = generate_state();
+    let r = requests(&cmd(&mut s, Cmd::Generate)).remove(0);
+    assert_eq!(
+        cmd(&mut s, Cmd::CancelGenerate),
+        vec![Effect::CancelGenerate(r.id)]
+    );
+    ev(
+        &mut s,
+        Event::GenerateFailed {
+            id: r.id,
+            error: "cancelled".into(),
+        },
+    );
+    assert_eq!(s.generate.history[0].status, GenStatus::Cancelled);
+    assert!(s.last_error.is_none());
+    assert!(s.generate.running().is_none());
+    assert!(requests(&cmd(&mut s, Cmd::CancelGenerate)).is_empty());
+}
+
+#[test]
+fn memory_samples_reach_the_status_bar_state() {
+    let mut s = state();
+    assert_eq!(s.memory, None);
+    let m = Memory {
+        used: 1 << 30,
+        total: 8 << 30,
+        gpu: true,
+    };
+    assert!(ev(&mut s, Event::Memory(m)).is_empty());
+    assert_eq!(s.memory, Some(m));
 }
 
 // ---- global ----

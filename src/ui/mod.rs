@@ -24,6 +24,8 @@ pub struct Ctx<'a> {
     pub keymap: &'a Keymap,
     /// The preview image, when the terminal can show one (none in snapshot tests).
     pub image: Option<&'a mut PreviewImage>,
+    /// The compare view's two images (their generations' PNGs), when they are decoded.
+    pub compare: [Option<&'a mut PreviewImage>; 2],
 }
 
 /// Where each pane is drawn (fullscreen: only the focused one).
@@ -128,6 +130,17 @@ pub(crate) fn duration(seconds: f64) -> String {
     }
 }
 
+/// A memory size as the status bar shows it: MiB below a GiB, else GiB to one decimal.
+pub(crate) fn bytes(n: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = n as f64 / MIB;
+    if mib < 1024.0 {
+        format!("{mib:.0} MiB")
+    } else {
+        format!("{:.1} GiB", mib / 1024.0)
+    }
+}
+
 pub(crate) fn file_name(p: &std::path::Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -165,7 +178,7 @@ pub fn render(state: &AppState, ctx: &mut Ctx, f: &mut Frame) {
             Pane::Transcript => transcript::render(state, theme, f, rect),
             Pane::Tags => tags::render(state, theme, f, rect),
             Pane::Generate => generate::render(state, theme, f, rect),
-            Pane::Preview => preview::render(state, theme, ctx.image.as_deref_mut(), f, rect),
+            Pane::Preview => preview::render(state, ctx, f, rect),
         }
     }
     let status_area = Rect {
@@ -239,8 +252,13 @@ pub fn render(state: &AppState, ctx: &mut Ctx, f: &mut Frame) {
 }
 
 fn status_bar(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
+    let memory = match state.memory {
+        None => String::new(),
+        Some(m) if m.gpu => format!("{} / {} ", bytes(m.used), bytes(m.total)),
+        Some(m) => format!("RSS {} / {} RAM ", bytes(m.used), bytes(m.total)),
+    };
     let mut spans = vec![Span::styled(
-        format!(" {} ", state.device),
+        format!(" {} {memory}", state.device),
         theme.get("status.key"),
     )];
     let models = if state.models.is_empty() {

@@ -1,7 +1,8 @@
 //! The preview pane: the selected image through ratatui-image (resized off the render thread).
+use super::Ctx;
 use super::{file_name, fit, pane_block};
 use crate::config::Theme;
-use crate::state::{AppState, GenStatus, Pane};
+use crate::state::{AppState, GenStatus, Generation, Pane};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
@@ -16,22 +17,17 @@ pub struct PreviewImage {
     pub protocol: ThreadProtocol,
 }
 
-pub fn render(
-    state: &AppState,
-    theme: &Theme,
-    image: Option<&mut PreviewImage>,
-    f: &mut Frame,
-    area: Rect,
-) {
+pub fn render(state: &AppState, ctx: &mut Ctx, f: &mut Frame, area: Rect) {
+    let theme = ctx.theme;
     let g = &state.generate;
     if let (Some((a, b)), Pane::Generate | Pane::Preview) = (g.compare, state.focus) {
-        return compare(state, theme, f, area, a, b);
+        return compare(state, ctx, f, area, [a, b]);
     }
     let extra = state.preview.as_deref().map(file_name).unwrap_or_default();
     let block = pane_block(state, theme, Pane::Preview, &extra);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    match (&state.preview, image) {
+    match (&state.preview, ctx.image.as_deref_mut()) {
         (None, _) => f.render_widget(
             Paragraph::new(Span::styled(
                 "no image selected (tags, library images and generations show here)",
@@ -40,31 +36,51 @@ pub fn render(
             .wrap(Wrap { trim: true }),
             inner,
         ),
-        (Some(p), Some(img)) if img.path == *p => {
-            f.render_stateful_widget(
-                StatefulImage::new().resize(Resize::Fit(None)),
-                inner,
-                &mut img.protocol,
-            );
-        }
-        (Some(p), _) => f.render_widget(
+        (Some(p), img) => image_or_loading(f, theme, inner, p, img),
+    }
+}
+
+/// The image at `path` when it is the decoded one, else "loading NAME".
+fn image_or_loading(
+    f: &mut Frame,
+    theme: &Theme,
+    area: Rect,
+    path: &std::path::Path,
+    image: Option<&mut PreviewImage>,
+) {
+    match image {
+        Some(img) if img.path == path => f.render_stateful_widget(
+            StatefulImage::new().resize(Resize::Fit(None)),
+            area,
+            &mut img.protocol,
+        ),
+        _ => f.render_widget(
             Paragraph::new(Span::styled(
-                fit(&format!("loading {}", file_name(p)), inner.width as usize),
+                fit(&format!("loading {}", file_name(path)), area.width as usize),
                 theme.get("muted"),
             )),
-            inner,
+            area,
         ),
     }
 }
 
-/// Two generations side by side: their parameters (the images need the SD engine).
-fn compare(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect, a: usize, b: usize) {
+/// The image a history entry shows: its PNG when done, else its latest live preview.
+fn shown(h: &Generation) -> Option<&std::path::Path> {
+    match &h.status {
+        GenStatus::Done(p) => Some(p),
+        _ => h.preview.as_deref(),
+    }
+}
+
+/// Two generations side by side: each one's image above its parameters.
+fn compare(state: &AppState, ctx: &mut Ctx, f: &mut Frame, area: Rect, pair: [usize; 2]) {
+    let theme = ctx.theme;
     let block = pane_block(state, theme, Pane::Preview, "compare (esc closes)");
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let [left, right] =
+    let halves: [Rect; 2] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(inner);
-    for (i, rect) in [(a, left), (b, right)] {
+    for (slot, (i, rect)) in pair.into_iter().zip(halves).enumerate() {
         let Some(h) = state.generate.history.get(i) else {
             continue;
         };
@@ -75,7 +91,7 @@ fn compare(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect, a: usize,
             GenStatus::Failed(_) => "failed".into(),
             GenStatus::Cancelled => "cancelled".into(),
         };
-        let lines = vec![
+        let mut lines = vec![
             Line::from(Span::styled(
                 format!("#{} {status}", i + 1),
                 theme.get("title"),
@@ -91,6 +107,26 @@ fn compare(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect, a: usize,
                 theme.get("muted"),
             )),
         ];
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), rect);
+        if !r.negative.is_empty() {
+            lines.insert(
+                2,
+                Line::from(Span::styled(
+                    format!("not: {}", r.negative),
+                    theme.get("muted"),
+                )),
+            );
+        }
+        // The parameters take what they need at the bottom; the image gets the rest.
+        let text_rows = (lines.len() as u16 + 1).min(rect.height / 2).max(1);
+        let [pic, text] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(text_rows)]).areas(rect);
+        match shown(h) {
+            Some(p) => image_or_loading(f, theme, pic, p, ctx.compare[slot].as_deref_mut()),
+            None => f.render_widget(
+                Paragraph::new(Span::styled("no image", theme.get("muted"))),
+                pic,
+            ),
+        }
+        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text);
     }
 }

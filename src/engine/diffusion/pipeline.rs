@@ -662,6 +662,19 @@ pub struct SessionSpec {
     pub offload: bool,
 }
 
+/// The model cache's key for an SD model loaded by [`run_job`].
+fn session_key(dir: &std::path::Path, offload: bool) -> String {
+    format!("sd:{}:offload={offload}", dir.display())
+}
+
+/// Whether [`run_job`] has `model` loaded on this model thread (either offload setting).
+pub fn is_loaded(cache: &crate::engine::runtime::ModelCache, model: &InstalledModel) -> bool {
+    let loaded = cache.loaded();
+    [false, true]
+        .iter()
+        .any(|&offload| loaded.contains(&session_key(&model.dir, offload)))
+}
+
 /// Runs a generation on the model thread, keeping the model loaded for the next one.
 /// Progress goes to `progress`; the channel closes when the job ends.
 pub fn run_job(
@@ -674,7 +687,7 @@ pub fn run_job(
     thread
         .run(move |cache| {
             let device = cache.device;
-            let key = format!("sd:{}:offload={}", spec.model.dir.display(), spec.offload);
+            let key = session_key(&spec.model.dir, spec.offload);
             let session = cache
                 .get_or_try_insert(&key, |device| {
                     SdModel::load(&spec.model, device, spec.offload).map(|model| Session {

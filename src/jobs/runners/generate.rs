@@ -2,9 +2,9 @@
 //! `NAME.png`, with A1111's `parameters` chunk. The file holds a plain prompt, or a whole A1111
 //! infotext (prompt, `Negative prompt: …`, `Steps: …, Sampler: …, Seed: …, Size: …`), whose
 //! parameters then override `[diffusion]` in config.toml.
-use crate::cmd::generate::resolve_lora;
 use crate::config::DiffusionConfig;
 use crate::engine::diffusion::infotext::GenerationParams;
+use crate::engine::diffusion::inputs;
 use crate::engine::diffusion::pipeline::{self, Progress, Request, SessionSpec};
 use crate::engine::diffusion::scheduler::SchedulerKind;
 use crate::engine::diffusion::seed::resolve_seed;
@@ -55,13 +55,7 @@ impl Runner for GenerateRunner {
         let model = self.model(job).map_err(RunError::Permanent)?;
         let cfg = &self.config;
         let params = GenerationParams::parse(text).ok();
-        let native = model
-            .manifest
-            .config
-            .get("sample_size")
-            .and_then(|v| v.as_integer())
-            .unwrap_or(64)
-            * model.manifest.dim("vae_scale_factor").unwrap_or(8);
+        let native = inputs::native_size(&model);
         let size = |p: Option<u32>, c: u32| i64::from(p.unwrap_or(c)).max(0);
         let (mut width, mut height) = (
             size(params.as_ref().map(|p| p.width), cfg.width),
@@ -98,17 +92,9 @@ impl Runner for GenerateRunner {
         let steps = params.as_ref().map_or(cfg.steps, |p| p.steps).max(1) as usize;
         let guidance = params.as_ref().map_or(cfg.guidance, |p| p.cfg_scale);
         let seed = params.as_ref().map_or_else(|| resolve_seed(-1), |p| p.seed);
-        let lora_dir = if cfg.lora_dir.is_empty() {
-            self.models_dir.join("lora")
-        } else {
-            PathBuf::from(&cfg.lora_dir)
-        };
+        let lora_dir = inputs::lora_dir(&cfg.lora_dir, &self.models_dir);
         let (_, prompt_loras) = pipeline::split_loras(&prompt);
-        let loras = prompt_loras
-            .iter()
-            .map(|(name, w)| resolve_lora(name, &lora_dir).map(|p| (p, *w)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(RunError::Permanent)?;
+        let loras = inputs::resolve_loras(&prompt_loras, &lora_dir).map_err(RunError::Permanent)?;
         let request = Request {
             prompt: prompt.clone(),
             negative: negative.clone(),
@@ -126,6 +112,7 @@ impl Runner for GenerateRunner {
             vae_tiling: false,
             preview_every: 0,
         };
+        let described = inputs::describe(&request, model.name());
         let spec = SessionSpec {
             model: model.clone(),
             controlnet: None,
@@ -159,22 +146,7 @@ impl Runner for GenerateRunner {
             .images
             .first()
             .ok_or_else(|| RunError::Permanent("the model returned no image".into()))?;
-        let info = GenerationParams {
-            prompt,
-            negative_prompt: negative,
-            steps: steps as u32,
-            sampler: scheduler.a1111_sampler().to_string(),
-            schedule_type: Some(scheduler.a1111_schedule_type().to_string()),
-            cfg_scale: guidance,
-            seed: generation.seeds.first().copied().unwrap_or(seed),
-            width: width as u32,
-            height: height as u32,
-            model_hash: Some(generation.model_hash.clone()).filter(|h| !h.is_empty()),
-            model: Some(model.name().to_string()),
-            rng: Some("CPU".into()),
-            version: Some(format!("atelier {}", env!("CARGO_PKG_VERSION"))),
-            ..Default::default()
-        };
+        let info = inputs::for_image(&described, &generation, 0);
         let bytes = encode_png_with_parameters(image, &info.to_infotext())
             .map_err(|e| RunError::Permanent(format!("cannot encode the PNG: {e}")))?;
         let out = output_path(&job.output_dir(), &job.input, "png");

@@ -1,0 +1,628 @@
+//! The generate pane's runtime: Stable Diffusion requests on the model thread (through the
+//! engine's `run_job`, as `atelier generate` runs them), live previews, the PNGs; the images of
+//! the compare view; and the status bar's memory figure, sampled off the UI thread.
+use super::{GenerateRunner, Msg};
+use crate::config::{Config, DeviceChoice, DiffusionConfig};
+use crate::engine::diffusion::inputs;
+use crate::engine::diffusion::pipeline::{self, ControlInput, InitImage, Progress, SessionSpec};
+use crate::engine::diffusion::scheduler::SchedulerKind;
+use crate::engine::{runtime, store, CancelToken, DeviceThread};
+use crate::output::atomic::write_atomic;
+use crate::output::png_meta;
+use crate::state::generate::Defaults;
+use crate::state::{Action, AppState, Event, GenStatus, GenerateRequest, Memory};
+use crate::ui::PreviewImage;
+use ratatui_image::picker::Picker;
+use ratatui_image::thread::{ResizeRequest, ResizeResponse, ThreadProtocol};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A live preview every this many steps.
+const PREVIEW_EVERY: usize = 1;
+
+fn send(tx: &Sender<Msg>, ev: Event) {
+    let _ = tx.send(Msg::Action(Action::Event(ev)));
+}
+
+/// The pane's starting parameters from `[diffusion]`.
+pub fn defaults(config: &DiffusionConfig) -> Defaults {
+    Defaults {
+        model: config.model.clone(),
+        steps: config.steps,
+        guidance: config.guidance as f32,
+        scheduler: config.scheduler.clone(),
+        width: config.width,
+        height: config.height,
+    }
+}
+
+/// The f64 a user meant by an f32 the pane holds (7.3, not 7.300000190734863), so the TUI
+/// runs and records the same numbers `atelier generate` does for the same text.
+fn wide(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
+struct Shared {
+    device: DeviceChoice,
+    models_dir: PathBuf,
+    config: DiffusionConfig,
+    thread: Mutex<Option<DeviceThread>>,
+    running: Mutex<HashMap<u64, CancelToken>>,
+    /// Live previews, removed when the runner goes.
+    previews: Option<tempfile::TempDir>,
+    /// Previews of generations that finished with an image, removed when the next starts.
+    stale: Mutex<Vec<PathBuf>>,
+    /// One image written at a time, so two never take the same number.
+    write: Mutex<()>,
+}
+
+/// The generate pane's runner: one request at a time on the model thread, which keeps the
+/// model (and its fused LoRAs and ControlNet) loaded between requests.
+pub struct SdRunner {
+    shared: Arc<Shared>,
+}
+
+impl SdRunner {
+    pub fn new(config: &Config, device: DeviceChoice) -> Self {
+        Self::with_models(
+            store::models_dir(&config.models_dir),
+            config.diffusion.clone(),
+            device,
+        )
+    }
+
+    /// A runner on the models in `models_dir` (tests: a store made for the test).
+    pub fn with_models(models_dir: PathBuf, config: DiffusionConfig, device: DeviceChoice) -> Self {
+        let previews = tempfile::Builder::new()
+            .prefix("atelier-previews-")
+            .tempdir()
+            .map_err(|e| tracing::warn!("no live previews: cannot make a temp folder: {e}"))
+            .ok();
+        SdRunner {
+            shared: Arc::new(Shared {
+                device,
+                models_dir,
+                config,
+                thread: Mutex::new(None),
+                running: Mutex::new(HashMap::new()),
+                previews,
+                stale: Mutex::new(Vec::new()),
+                write: Mutex::new(()),
+            }),
+        }
+    }
+}
+
+impl GenerateRunner for SdRunner {
+    fn start(&mut self, request: GenerateRequest, events: Sender<Msg>) {
+        let cancel = CancelToken::new();
+        if let Ok(mut r) = self.shared.running.lock() {
+            r.insert(request.id, cancel.clone());
+        }
+        let shared = Arc::clone(&self.shared);
+        // Removed only now: the UI has long moved from them to their images, so none is
+        // being decoded.
+        let stale = self
+            .shared
+            .stale
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        for p in stale {
+            let _ = std::fs::remove_file(p);
+        }
+        std::thread::spawn(move || {
+            let id = request.id;
+            let result = run_one(&shared, &request, &cancel, &events);
+            if let Ok(mut r) = shared.running.lock() {
+                r.remove(&id);
+            }
+            match result {
+                Ok((image, previews)) => {
+                    // The image replaces them; a failed or cancelled generation keeps its last.
+                    if let Ok(mut stale) = shared.stale.lock() {
+                        stale.extend(previews);
+                    }
+                    send(&events, Event::GenerateDone { id, image });
+                }
+                Err(error) => send(&events, Event::GenerateFailed { id, error }),
+            }
+        });
+    }
+
+    fn cancel(&mut self, id: u64) {
+        if let Some(token) = self
+            .shared
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&id).cloned())
+        {
+            token.cancel();
+        }
+    }
+}
+
+impl Shared {
+    fn thread(&self) -> Result<DeviceThread, String> {
+        let mut slot = self
+            .thread
+            .lock()
+            .map_err(|_| "the model thread lock is poisoned".to_string())?;
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        let device = runtime::resolve_device(self.device).map_err(|e| e.to_string())?;
+        let t = DeviceThread::spawn(device)
+            .map_err(|e| format!("cannot start the model thread: {e}"))?;
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+}
+
+/// What the pane asked for, as the pipeline takes it: files resolved, images loaded at the
+/// requested size. Notes (an image resized) go to the status line.
+pub fn prepare(
+    models_dir: &Path,
+    config: &DiffusionConfig,
+    req: &GenerateRequest,
+    note: &mut dyn FnMut(String),
+) -> Result<(SessionSpec, pipeline::Request, String), String> {
+    let model = store::find(models_dir, &req.model, "sd").map_err(|e| e.to_string())?;
+    let scheduler = SchedulerKind::from_name(&req.scheduler)
+        .ok_or_else(|| format!("unknown scheduler '{}'", req.scheduler))?;
+    let (w, h) = (i64::from(req.width), i64::from(req.height));
+    let lora_dir = inputs::lora_dir(&config.lora_dir, models_dir);
+    let mut specs: Vec<(String, f64)> = req
+        .loras
+        .iter()
+        .map(|(n, weight)| (n.clone(), wide(*weight)))
+        .collect();
+    specs.extend(pipeline::split_loras(&req.prompt).1);
+    let loras = inputs::resolve_loras(&specs, &lora_dir)?;
+    let init = match (&req.init_image, &req.mask) {
+        (None, Some(_)) => {
+            return Err("a mask needs an init image (the image to inpaint)".into());
+        }
+        (None, None) => None,
+        (Some(path), mask) => {
+            let (img, n) = inputs::load_rgb_sized(path, "init image", w, h)?;
+            n.into_iter().for_each(&mut *note);
+            let mask = match mask {
+                None => None,
+                Some(mp) => {
+                    let (m, n) = inputs::load_mask_sized(mp, img.width(), img.height(), path)?;
+                    n.into_iter().for_each(&mut *note);
+                    Some(pipeline::mask_to_tensor(&m))
+                }
+            };
+            Some(InitImage {
+                pixels: pipeline::image_to_tensor(&img),
+                strength: wide(req.strength),
+                mask,
+            })
+        }
+    };
+    let (controlnet, control) = match &req.controlnet {
+        None => (None, None),
+        Some((name, image)) => {
+            let net = store::find(models_dir, name, "controlnet").map_err(|e| e.to_string())?;
+            let (img, n) = inputs::load_rgb_sized(image, "control image", w, h)?;
+            n.into_iter().for_each(&mut *note);
+            let input = ControlInput {
+                image: pipeline::image_to_tensor(&img),
+                scale: 1.0,
+                guidance_start: 0.0,
+                guidance_end: 1.0,
+            };
+            (Some(net), Some(input))
+        }
+    };
+    let name = model.name().to_string();
+    let request = pipeline::Request {
+        prompt: req.prompt.clone(),
+        negative: req.negative.clone(),
+        steps: req.steps.max(1) as usize,
+        guidance: wide(req.guidance),
+        scheduler,
+        width: w,
+        height: h,
+        batch: 1,
+        seed: req.seed,
+        variation: req
+            .variation_seed
+            .map(|s| (s, wide(req.variation_strength))),
+        init,
+        control,
+        loras,
+        vae_tiling: false,
+        preview_every: PREVIEW_EVERY,
+    };
+    let spec = SessionSpec {
+        model,
+        controlnet,
+        offload: false,
+    };
+    Ok((spec, request, name))
+}
+
+fn output_dir(config: &DiffusionConfig) -> PathBuf {
+    if config.output_dir.is_empty() {
+        PathBuf::from(".")
+    } else {
+        PathBuf::from(&config.output_dir)
+    }
+}
+
+/// Live previews are scaled up to the image's size, at most this many pixels on a side.
+const PREVIEW_MAX: u32 = 512;
+
+/// A preview at the image's size (the latent preview is 1/8 of it), written for the pane.
+fn write_preview(
+    dir: &Path,
+    id: u64,
+    step: usize,
+    image: &image::RgbImage,
+    w: u32,
+    h: u32,
+) -> Option<PathBuf> {
+    let scale = (f64::from(PREVIEW_MAX) / f64::from(w.max(h).max(1))).min(1.0);
+    let (w, h) = (
+        ((f64::from(w) * scale) as u32).max(1),
+        ((f64::from(h) * scale) as u32).max(1),
+    );
+    let big = image::imageops::resize(image, w, h, image::imageops::FilterType::Triangle);
+    let mut bytes = Vec::new();
+    image::DynamicImage::ImageRgb8(big)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .ok()?;
+    let path = dir.join(format!("{id}-{step:04}.png"));
+    write_atomic(&path, &bytes).ok()?;
+    Some(path)
+}
+
+/// Runs one request; the image written and the live previews shown on the way.
+fn run_one(
+    shared: &Shared,
+    req: &GenerateRequest,
+    cancel: &CancelToken,
+    events: &Sender<Msg>,
+) -> Result<(PathBuf, Vec<PathBuf>), String> {
+    let mut note = |n: String| send(events, Event::Info(n));
+    let (spec, request, model_name) = prepare(&shared.models_dir, &shared.config, req, &mut note)?;
+    let out_dir = output_dir(&shared.config);
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("{}: cannot create the folder: {e}", out_dir.display()))?;
+    let thread = shared.thread()?;
+    let described = inputs::describe(&request, &model_name);
+    let model = spec.model.clone();
+    let loaded = |thread: &DeviceThread| {
+        let model = model.clone();
+        thread
+            .run(move |cache| pipeline::is_loaded(cache, &model))
+            .unwrap_or(false)
+    };
+    if !loaded(&thread) {
+        send(
+            events,
+            Event::Model {
+                name: model_name.clone(),
+                status: Some("loading".into()),
+            },
+        );
+    }
+    let (tx, rx) = mpsc::channel();
+    let job = {
+        let thread = thread.clone();
+        let cancel = cancel.clone();
+        std::thread::spawn(move || pipeline::run_job(&thread, spec, request, cancel, tx))
+    };
+    let (id, mut total) = (req.id, req.steps);
+    let mut previews = Vec::new();
+    for p in rx {
+        let ev = match p {
+            Progress::Step { step, total: t } => {
+                total = t as u32;
+                Event::GenerateProgress {
+                    id,
+                    step: step as u32,
+                    total,
+                    preview: None,
+                }
+            }
+            Progress::Preview { step, image } => {
+                let Some(dir) = shared.previews.as_ref() else {
+                    continue;
+                };
+                let Some(path) = write_preview(dir.path(), id, step, &image, req.width, req.height)
+                else {
+                    continue;
+                };
+                previews.push(path.clone());
+                Event::GenerateProgress {
+                    id,
+                    step: step as u32,
+                    total,
+                    preview: Some(path),
+                }
+            }
+            Progress::Decoding => continue,
+        };
+        send(events, ev);
+    }
+    let result = job
+        .join()
+        .unwrap_or_else(|_| Err("the generation thread panicked".into()));
+    let now_loaded = loaded(&thread);
+    send(
+        events,
+        Event::Model {
+            name: model_name.clone(),
+            status: (!now_loaded).then(|| "not loaded".to_string()),
+        },
+    );
+    let generation = result.map_err(|e| {
+        if cancel.is_cancelled() {
+            "cancelled".to_string()
+        } else {
+            format!("{model_name}: {e}")
+        }
+    })?;
+    let image = generation
+        .images
+        .first()
+        .ok_or_else(|| format!("{model_name}: the model returned no image"))?;
+    let params = inputs::for_image(&described, &generation, 0);
+    let _one = shared.write.lock();
+    let mut number = inputs::next_number(&out_dir);
+    let path = inputs::free_image_path(&out_dir, &mut number, params.seed);
+    png_meta::write_png_with_parameters(&path, image, &params.to_infotext())
+        .map_err(|e| e.to_string())?;
+    Ok((std::path::absolute(&path).unwrap_or(path), previews))
+}
+
+// ---- the status bar's memory figure ----
+
+/// Samples memory every `every` and sends `Event::Memory` when the figure (in MiB) changed.
+/// CUDA: the GPU's used and total memory through NVML (loaded at run time; without it, no
+/// figure). CPU: this process's resident set and the machine's RAM, from /proc.
+pub fn spawn_memory_monitor(device: DeviceChoice, tx: Sender<Msg>, every: Duration) {
+    std::thread::spawn(move || {
+        let gpu = match runtime::resolve_device(device) {
+            Ok(tch::Device::Cuda(i)) => Some(i),
+            _ => None,
+        };
+        let nvml = gpu.and_then(|_| {
+            nvml_wrapper::Nvml::init()
+                .map_err(|e| tracing::info!("no GPU memory figure: NVML: {e}"))
+                .ok()
+        });
+        let mut last = None;
+        loop {
+            let m = match (gpu, &nvml) {
+                (Some(i), Some(nvml)) => gpu_memory(nvml, i),
+                (Some(_), None) => None,
+                (None, _) => process_memory(),
+            };
+            let shown = m.map(|m| (m.used >> 20, m.total >> 20));
+            if let (Some(m), true) = (m, shown != last) {
+                last = shown;
+                if tx
+                    .send(Msg::Action(Action::Event(Event::Memory(m))))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(every);
+        }
+    });
+}
+
+/// The NVML device behind CUDA device `index`: CUDA numbers only the visible devices, NVML
+/// all of them, so `CUDA_VISIBLE_DEVICES` (indices or UUIDs) maps one onto the other.
+fn gpu_memory(nvml: &nvml_wrapper::Nvml, index: usize) -> Option<Memory> {
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let entry = visible
+        .as_deref()
+        .and_then(|v| v.split(',').nth(index).map(|s| s.trim().to_string()));
+    let device = match entry {
+        Some(e) if e.starts_with("GPU-") || e.starts_with("MIG-") => nvml.device_by_uuid(e),
+        Some(e) => nvml.device_by_index(e.parse().ok()?),
+        None => nvml.device_by_index(index as u32),
+    }
+    .ok()?;
+    let info = device.memory_info().ok()?;
+    Some(Memory {
+        used: info.used,
+        total: info.total,
+        gpu: true,
+    })
+}
+
+fn proc_kib(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// This process's resident set (VmRSS) and the machine's RAM (MemTotal).
+pub fn process_memory() -> Option<Memory> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    Some(Memory {
+        used: proc_kib(&status, "VmRSS:")?,
+        total: proc_kib(&meminfo, "MemTotal:")?,
+        gpu: false,
+    })
+}
+
+// ---- the compare view's images ----
+
+enum SlotMsg {
+    Decoded {
+        slot: usize,
+        path: PathBuf,
+        image: Result<image::DynamicImage, String>,
+    },
+    Resized {
+        slot: usize,
+        done: Result<ResizeResponse, String>,
+    },
+}
+
+struct Slot {
+    wanted: Option<PathBuf>,
+    image: Option<PreviewImage>,
+    resize_tx: Sender<ResizeRequest>,
+}
+
+/// The two images of the compare view, decoded and resized off the UI thread (each slot has
+/// its own resize thread: a protocol's resize ids are its own).
+pub struct CompareImages {
+    slots: [Slot; 2],
+    tx: Sender<SlotMsg>,
+    rx: Receiver<SlotMsg>,
+    wake: Sender<Msg>,
+}
+
+impl CompareImages {
+    pub fn new(wake: Sender<Msg>) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let slot = |i: usize| {
+            let (resize_tx, resize_rx) = mpsc::channel::<ResizeRequest>();
+            let tx: Sender<SlotMsg> = tx.clone();
+            let wake = wake.clone();
+            std::thread::spawn(move || {
+                for req in resize_rx {
+                    let done = req.resize_encode().map_err(|e| e.to_string());
+                    if tx.send(SlotMsg::Resized { slot: i, done }).is_err() {
+                        break;
+                    }
+                    let _ = wake.send(Msg::Action(Action::Tick));
+                }
+            });
+            Slot {
+                wanted: None,
+                image: None,
+                resize_tx,
+            }
+        };
+        CompareImages {
+            slots: [slot(0), slot(1)],
+            tx,
+            rx,
+            wake,
+        }
+    }
+
+    /// The images the compare view shows now: each generation's PNG, or its latest preview.
+    fn wanted(state: &AppState) -> [Option<PathBuf>; 2] {
+        let g = &state.generate;
+        let path = |i: usize| {
+            let h = g.history.get(i)?;
+            match &h.status {
+                GenStatus::Done(p) => Some(p.clone()),
+                _ => h.preview.clone(),
+            }
+        };
+        match g.compare {
+            Some((a, b)) => [path(a), path(b)],
+            None => [None, None],
+        }
+    }
+
+    /// Starts decoding what the state wants and takes in what has finished; true when the
+    /// screen must be redrawn.
+    pub fn sync(&mut self, state: &AppState, picker: Option<&Picker>) -> bool {
+        let mut changed = false;
+        for (i, want) in Self::wanted(state).into_iter().enumerate() {
+            let slot = &mut self.slots[i];
+            if slot.wanted == want {
+                continue;
+            }
+            changed = true;
+            slot.wanted = want.clone();
+            slot.image = None;
+            if let (Some(path), Some(_)) = (want, picker) {
+                let tx = self.tx.clone();
+                let wake = self.wake.clone();
+                std::thread::spawn(move || {
+                    let image = image::open(&path).map_err(|e| format!("{}: {e}", path.display()));
+                    if tx
+                        .send(SlotMsg::Decoded {
+                            slot: i,
+                            path,
+                            image,
+                        })
+                        .is_ok()
+                    {
+                        let _ = wake.send(Msg::Action(Action::Tick));
+                    }
+                });
+            }
+        }
+        for msg in self.rx.try_iter() {
+            match msg {
+                SlotMsg::Decoded { slot, path, image } => {
+                    let s = &mut self.slots[slot];
+                    match (image, picker) {
+                        (Ok(img), Some(picker)) if s.wanted.as_ref() == Some(&path) => {
+                            let proto = picker.new_resize_protocol(img);
+                            s.image = Some(PreviewImage {
+                                path,
+                                protocol: ThreadProtocol::new(s.resize_tx.clone(), Some(proto)),
+                            });
+                            changed = true;
+                        }
+                        (Err(e), _) => tracing::warn!("compare: {e}"),
+                        _ => {}
+                    }
+                }
+                SlotMsg::Resized { slot, done } => match (done, self.slots[slot].image.as_mut()) {
+                    (Ok(done), Some(img)) => {
+                        changed |= img.protocol.update_resized_protocol(done);
+                    }
+                    (Err(e), _) => tracing::warn!("compare: {e}"),
+                    _ => {}
+                },
+            }
+        }
+        changed
+    }
+
+    /// The images for `ui::Ctx::compare`.
+    pub fn images(&mut self) -> [Option<&mut PreviewImage>; 2] {
+        let [a, b] = &mut self.slots;
+        [a.image.as_mut(), b.image.as_mut()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_figures_are_read_in_bytes() {
+        assert_eq!(
+            proc_kib("Name:\tx\nVmRSS:\t  2048 kB\n", "VmRSS:"),
+            Some(2048 * 1024)
+        );
+        assert_eq!(proc_kib("MemTotal: 8 kB", "MemFree:"), None);
+        let m = process_memory().unwrap();
+        assert!(!m.gpu && m.used > 0 && m.used < m.total);
+    }
+
+    #[test]
+    fn pane_numbers_reach_the_pipeline_as_typed() {
+        assert_eq!(wide(7.3), 7.3);
+        assert_eq!(wide(0.75), 0.75);
+        assert_eq!(wide(1e-3), 0.001);
+    }
+}
