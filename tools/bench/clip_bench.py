@@ -159,6 +159,67 @@ print(json.dumps(out))
 '''
 
 
+SEARCH_PEER = r'''
+import sqlite3, sys, time, json
+import numpy as np
+t0 = time.perf_counter()
+db = sqlite3.connect(sys.argv[1])
+rows = db.execute("SELECT path, embedding FROM embeddings ORDER BY path").fetchall()
+paths = [r[0] for r in rows]
+m = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+t1 = time.perf_counter()
+q = m[0] / np.linalg.norm(m[0])
+scores = m @ q
+top = np.argpartition(-scores, 10)[:10]
+top = top[np.argsort(-scores[top])]
+t2 = time.perf_counter()
+print(json.dumps({"load_s": t1 - t0, "rank_s": t2 - t1, "n": len(rows)}))
+'''
+
+
+def search_bench(a, tmp: Path, env: dict, result: dict) -> None:
+    """`atelier search` on the real index, then on the same index grown to --search-n rows with
+    random unit vectors; the difference is the cost of the brute-force scan. Peer: numpy
+    reading the same SQLite table and ranking by cosine, in one process."""
+    import shutil
+    import sqlite3
+
+    import numpy as np
+
+    big = tmp / "big.sqlite"
+    shutil.copy(tmp / "idx.sqlite", big)
+    db = sqlite3.connect(big)
+    n0, = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+    model, size, mtime, dim = db.execute("SELECT model, size, mtime_ns, dim FROM embeddings LIMIT 1").fetchone()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(max(0, a.search_n - n0)):
+        v = rng.standard_normal(dim).astype("<f4")
+        v /= np.linalg.norm(v)
+        rows.append((f"/bench/synthetic/{i:07d}.jpg", model, size, mtime, f"{i:064x}", dim, v.tobytes()))
+    db.executemany("INSERT INTO embeddings (path, model, size, mtime_ns, hash, dim, embedding) VALUES (?,?,?,?,?,?,?)",
+                   rows)
+    db.commit()
+    n, = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+    db.close()
+    search = [str(a.atelier), "search", "--model", MODEL, "--threads", str(a.threads), "--top", "10",
+              "a photo of a cat"]
+    res = {"rows": n}
+    for label, idx in ((f"atelier search, {n0} rows", tmp / "idx.sqlite"), (f"atelier search, {n} rows", big)):
+        timed(search + ["--index", str(idx)], env)  # warm the page cache
+        wall, out = timed(search + ["--index", str(idx)], env)
+        if out.returncode != 0:
+            raise SystemExit(f"atelier search failed: {out.stderr[-500:]}")
+        res[label] = {"wall_s": round(wall, 3)}
+        report(label, res[label])
+    wall, out = timed([PY, "-c", SEARCH_PEER, str(big)])
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    res[f"numpy, {n} rows (SQLite read + cosine top-10)"] = {"wall_s": round(wall, 3),
+                                                          "read_s": round(r["load_s"], 3), "rank_s": round(r["rank_s"], 4)}
+    report("numpy search", res[f"numpy, {n} rows (SQLite read + cosine top-10)"])
+    result["search"] = res
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -184,6 +245,9 @@ def main() -> None:
                     "(default: $XDG_CACHE_HOME/atelier/bench-clip)")
     ap.add_argument("--atelier", type=Path, default=ROOT / "target/release/atelier")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument("--search-n", type=int, default=100_000,
+                    help="rows of the search benchmark's index (the real embeddings plus random ones)")
+    ap.add_argument("--only-search", action="store_true", help="skip the indexing runs (needs nothing but the model)")
     a = ap.parse_args()
     if not a.atelier.is_file():
         raise SystemExit(f"{a.atelier}: build it first (cargo build --release)")
@@ -204,7 +268,13 @@ def main() -> None:
         wall, _ = timed(base + ["--index", str(tmp / "empty.sqlite"), str(tmp / "empty")], env)
         result["runs"]["atelier start-up (empty folder)"] = {"wall_s": round(wall, 2)}
         report("atelier start-up", result["runs"]["atelier start-up (empty folder)"])
+        if a.only_search:
+            images = images[:64]
         wall, out = timed(base + ["--index", str(tmp / "idx.sqlite"), str(images[0].parent)], env)
+        search_bench(a, tmp, env, result)
+        if a.only_search:
+            print(json.dumps(result["search"], indent=1))
+            return
         summary = next((l for l in out.stderr.splitlines() if l.startswith("indexed ")), out.stderr[-300:])
         result["runs"]["atelier index"] = {"wall_s": round(wall, 2), "images_per_s": round(len(images) / wall, 2),
                                            "summary": summary}
