@@ -35,6 +35,22 @@ impl Default for QueueSettings {
     }
 }
 
+impl QueueSettings {
+    /// `[queue]` in config.toml: workers per device kind, attempts, backoff.
+    pub fn from_config(config: &crate::config::QueueConfig, cuda: bool) -> Self {
+        QueueSettings {
+            workers: if cuda {
+                config.workers_cuda
+            } else {
+                config.workers_cpu
+            } as usize,
+            max_attempts: config.max_attempts.max(1),
+            retry_backoff: Duration::from_millis(config.retry_backoff_ms),
+            ..QueueSettings::default()
+        }
+    }
+}
+
 /// A handle to the running queue; clones share it.
 #[derive(Clone)]
 pub struct Queue {
@@ -293,9 +309,10 @@ impl Inner {
 
 fn worker(inner: &Arc<Inner>) {
     let pid = std::process::id();
+    let kinds = inner.runners.claimed_kinds();
     while !inner.stopping() {
         let seen = *lock(&inner.work);
-        let claimed = lock(&inner.store).claim_next(now_ms(), pid);
+        let claimed = lock(&inner.store).claim_next_of(now_ms(), pid, kinds.as_deref());
         match claimed {
             Ok(Some(job)) => run_one(inner, job),
             Ok(None) => inner.wait_for_work(seen),
