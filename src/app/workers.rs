@@ -17,7 +17,7 @@ use crate::output::atomic::write_atomic;
 use crate::output::writers::{self, Format, WriterOptions};
 use crate::state::{tags::CANDIDATES, Action, Event, Found, JobState, JobUpdate};
 use crate::transcript::{Segment, Transcript};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -188,7 +188,7 @@ impl JobQueue {
                     for op in waiting {
                         handle.apply(&queue, op);
                     }
-                    follow(&queue, &events, &tx);
+                    follow(&queue, &events, &config.whisper.model, &tx);
                 }
                 Err(e) => send(&tx, Event::Error(format!("job queue: {e}"))),
             }
@@ -299,6 +299,8 @@ const FOLLOWED: usize = 10_000;
 /// What the pane was last told about a job.
 struct Seen {
     update: JobUpdate,
+    /// The model the job names (none: the config's).
+    model: Option<String>,
     started_at: Option<i64>,
     /// The segments streamed by this process's run, for a transcript without a JSON output.
     segments: Vec<Segment>,
@@ -307,9 +309,15 @@ struct Seen {
 /// Turns the queue's events and the journal's changes into `Event::Jobs`. A job's state is
 /// always read back from the journal (one thread, reads in order), so an event that arrives
 /// late never puts an older state back on screen.
-fn follow(queue: &Queue, events: &mpsc::Receiver<JobEvent>, tx: &Sender<Msg>) {
+fn follow(queue: &Queue, events: &mpsc::Receiver<JobEvent>, whisper_model: &str, tx: &Sender<Msg>) {
     let mut seen: HashMap<JobId, Seen> = HashMap::new();
+    // Whisper models this process has loaded, and the runs still loading theirs.
+    let mut loaded: HashSet<String> = HashSet::new();
+    let mut loading: HashMap<JobId, String> = HashMap::new();
     let mut last_poll: Option<Instant> = None;
+    // The first read lists the history: its transcripts are not loaded (the opened folders'
+    // are, from beside their audio).
+    let mut history = true;
     loop {
         if last_poll.is_none_or(|t| t.elapsed() >= POLL) {
             let filter = JobFilter {
@@ -318,8 +326,11 @@ fn follow(queue: &Queue, events: &mpsc::Receiver<JobEvent>, tx: &Sender<Msg>) {
             };
             match queue.list(&filter) {
                 Ok(list) => {
-                    let changed: Vec<JobUpdate> =
-                        list.iter().filter_map(|j| note(&mut seen, j, tx)).collect();
+                    let live = !std::mem::take(&mut history);
+                    let changed: Vec<JobUpdate> = list
+                        .iter()
+                        .filter_map(|j| note(&mut seen, j, live, tx))
+                        .collect();
                     if !changed.is_empty() && !send_ok(tx, Event::Jobs(changed)) {
                         return;
                     }
@@ -339,7 +350,7 @@ fn follow(queue: &Queue, events: &mpsc::Receiver<JobEvent>, tx: &Sender<Msg>) {
             || !matches!(event, JobEvent::Progress { .. } | JobEvent::Partial { .. })
         {
             if let Ok(Some(job)) = queue.get(id) {
-                if let Some(u) = note(&mut seen, &job, tx) {
+                if let Some(u) = note(&mut seen, &job, true, tx) {
                     if !send_ok(tx, Event::Jobs(vec![u])) {
                         return;
                     }
@@ -347,6 +358,33 @@ fn follow(queue: &Queue, events: &mpsc::Receiver<JobEvent>, tx: &Sender<Msg>) {
             }
         }
         let Some(s) = seen.get_mut(&id) else { continue };
+        // The status bar's model: loading from a run's start here until its first output.
+        let model = match &event {
+            JobEvent::Started { .. } if s.update.kind == JobKind::Transcribe => {
+                let name = s.model.clone().unwrap_or_else(|| whisper_model.to_string());
+                (!loaded.contains(&name)).then(|| {
+                    loading.insert(id, name.clone());
+                    (name, Some("loading".to_string()))
+                })
+            }
+            JobEvent::Progress { .. } | JobEvent::Partial { .. } | JobEvent::Done { .. } => {
+                loading.remove(&id).map(|name| {
+                    loaded.insert(name.clone());
+                    (name, None)
+                })
+            }
+            JobEvent::Failed { .. } | JobEvent::Cancelled { .. } | JobEvent::Requeued { .. } => {
+                loading
+                    .remove(&id)
+                    .map(|name| (name, Some("not loaded".to_string())))
+            }
+            _ => None,
+        };
+        if let Some((name, status)) = model {
+            if !send_ok(tx, Event::Model { name, status }) {
+                return;
+            }
+        }
         match event {
             JobEvent::Progress {
                 fraction: Some(f), ..
@@ -386,8 +424,13 @@ fn eta(started_at: Option<i64>, progress: f64) -> Option<f64> {
 }
 
 /// Records `job`; returns its update when the pane must hear of it. A transcription that
-/// has just finished also sends its transcript.
-fn note(seen: &mut HashMap<JobId, Seen>, job: &Job, tx: &Sender<Msg>) -> Option<JobUpdate> {
+/// has just finished also sends its transcript (when `live`: not for the history).
+fn note(
+    seen: &mut HashMap<JobId, Seen>,
+    job: &Job,
+    live: bool,
+    tx: &Sender<Msg>,
+) -> Option<JobUpdate> {
     let state = JobState::of(job.state);
     let prev = seen.get(&job.id);
     let unchanged = prev.is_some_and(|s| {
@@ -422,7 +465,7 @@ fn note(seen: &mut HashMap<JobId, Seen>, job: &Job, tx: &Sender<Msg>) -> Option<
         Some(s) if s.started_at == job.started_at => s.segments,
         _ => Vec::new(),
     };
-    if state == JobState::Done && !was_done && job.kind == JobKind::Transcribe {
+    if live && state == JobState::Done && !was_done && job.kind == JobKind::Transcribe {
         if let Some(transcript) = finished_transcript(job, &segments) {
             // The update goes first so the file is listed when its transcript arrives.
             let _ = send_ok(tx, Event::Jobs(vec![update.clone()]));
@@ -440,6 +483,7 @@ fn note(seen: &mut HashMap<JobId, Seen>, job: &Job, tx: &Sender<Msg>) -> Option<
         job.id,
         Seen {
             update: update.clone(),
+            model: job.options.model.clone(),
             started_at: job.started_at,
             segments,
         },

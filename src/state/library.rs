@@ -199,11 +199,16 @@ impl Library {
                 _ => 1.0,
             })
             .sum();
-        let eta = jobs
+        let running: Vec<&&Item> = jobs
             .iter()
             .filter(|i| i.state == JobState::Running)
-            .map(|i| i.eta)
-            .sum::<Option<f64>>();
+            .collect();
+        // Known only when every running job can tell; none while nothing runs.
+        let eta = if running.is_empty() {
+            None
+        } else {
+            running.iter().map(|i| i.eta).sum::<Option<f64>>()
+        };
         Some((done / jobs.len() as f64, eta))
     }
 

@@ -1079,13 +1079,27 @@ fn event(state: &mut AppState, ev: Event, effects: &mut Vec<Effect>) {
             }
         }
         Event::Jobs(updates) => {
+            // Only the newest job of each file counts.
+            let mut newest: std::collections::HashMap<PathBuf, JobId> =
+                std::collections::HashMap::new();
+            for u in &updates {
+                let id = newest.entry(u.path.clone()).or_insert(u.id);
+                *id = (*id).max(u.id);
+            }
             for u in updates {
+                if newest.get(&u.path) != Some(&u.id) {
+                    continue;
+                }
                 let Some(before) = state.library.apply(&u) else {
                     continue;
                 };
                 if u.state == JobState::Failed && before.is_active() {
-                    let error = u.error.as_deref().unwrap_or("failed");
-                    state.error(format!("{}: {error}", u.path.display()));
+                    // Queue errors name the file already.
+                    let shown = u.path.display().to_string();
+                    match u.error.as_deref() {
+                        Some(e) if e.starts_with(&shown) => state.error(e),
+                        e => state.error(format!("{shown}: {}", e.unwrap_or("failed"))),
+                    }
                 }
                 if u.kind == JobKind::Transcribe
                     && u.state == JobState::Running

@@ -285,6 +285,21 @@ fn an_older_job_never_overwrites_a_newer_one_of_the_same_file() {
     let it = &s.library.items[0];
     assert_eq!((it.job, it.state), (Some(JobId(9)), JobState::Running));
     assert!(s.status.is_none(), "an old failure is not reported");
+    // In one batch (the journal's history, oldest first), only the newest job of a file counts.
+    ev(
+        &mut s,
+        Event::Found(vec![found("/d/b.wav", MediaKind::Audio)]),
+    );
+    ev(
+        &mut s,
+        Event::Jobs(vec![
+            job(11, JobKind::Transcribe, "/d/b.wav", JobState::Failed),
+            job(12, JobKind::Transcribe, "/d/b.wav", JobState::Queued),
+        ]),
+    );
+    let it = &s.library.items[1];
+    assert_eq!((it.job, it.state), (Some(JobId(12)), JobState::Queued));
+    assert!(s.status.is_none(), "an old failure is not reported");
 }
 
 #[test]
@@ -304,6 +319,38 @@ fn progress_and_eta_show_per_job_and_overall() {
     let (p, eta) = s.library.overall().unwrap();
     assert!((p - 0.75).abs() < 1e-9, "{p}");
     assert_eq!(eta, Some(30.0));
+    // Nothing running: no ETA (not "0:00").
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            1,
+            JobKind::Transcribe,
+            "/d/a.wav",
+            JobState::Done,
+        )]),
+    );
+    assert_eq!(s.library.overall(), Some((1.0, None)));
+}
+
+#[test]
+fn a_queue_error_that_names_its_file_is_shown_once() {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            1,
+            JobKind::Transcribe,
+            "/d/a.wav",
+            JobState::Running,
+        )]),
+    );
+    let mut failed = job(1, JobKind::Transcribe, "/d/a.wav", JobState::Failed);
+    failed.error = Some("/d/a.wav: model 'x' is not installed".into());
+    ev(&mut s, Event::Jobs(vec![failed]));
+    assert_eq!(
+        s.status.as_ref().map(|st| st.text.as_str()),
+        Some("/d/a.wav: model 'x' is not installed")
+    );
 }
 
 #[test]
