@@ -284,8 +284,10 @@ fn open_queue(engine: &Engine, config: &Config) -> Result<Queue, String> {
     let journal = jobs::journal_path(config, None);
     let store = SqliteStore::open(&journal).map_err(|e| e.to_string())?;
     let thread = engine.thread()?;
-    let kinds: Vec<JobKind> = JobKind::ALL.iter().map(|(k, _)| *k).collect();
-    let runners = runners::build(config, &kinds, &thread, &engine.models_dir).own_kinds_only();
+    // The kind the TUI queues (and checksums, always built): a daemon's CLIP and SD batches
+    // stay with the daemon, so the TUI never loads those models for them.
+    let runners = runners::build(config, &[JobKind::Transcribe], &thread, &engine.models_dir)
+        .own_kinds_only();
     let settings = QueueSettings::from_config(&config.queue, thread.device.is_cuda());
     tracing::info!("job journal {}", journal.display());
     Queue::open(Box::new(store), runners, settings).map_err(|e| e.to_string())
