@@ -8,7 +8,8 @@
 //! `fuse_lora(lora_scale=0.7)` and by atelier from `<lora:NAME:0.7>` / `--lora NAME:0.7`.
 mod common;
 
-use atelier::cmd::generate::{parse_lora_flag, resolve_lora};
+use atelier::cmd::generate::parse_lora_flag;
+use atelier::engine::diffusion::inputs::resolve_lora;
 use atelier::engine::diffusion::model::{ControlNet, SdModel};
 use atelier::engine::diffusion::pipeline::{
     self, ControlInput, Generation, InitImage, Loras, Progress, Request,

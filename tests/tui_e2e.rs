@@ -4,7 +4,9 @@
 //! 2. tagging: a random-weight CLIP exported in this run (the keyboard flow and the sidecars,
 //!    not the tag quality);
 //! 3. generating: a tiny random-weight SD 1.5 exported in this run (prompt, seed lock, compare,
-//!    the PNGs and their parameters, the same pixels as `atelier generate`).
+//!    the PNGs and their parameters, the same pixels as `atelier generate`);
+//! 4. one queue: the TUI's job seen by `atelier queue list`, and jobs `atelier watch` queues
+//!    on the same journal seen in the TUI's queue pane.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -478,4 +480,110 @@ fn generate_lock_seed_regenerate_compare_quit() {
         a == b,
         "the TUI and `atelier generate` made different pixels"
     );
+}
+
+fn atelier_cmd(env: &[(&str, &Path)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env_remove("ATELIER_LOG");
+    cmd
+}
+
+#[test]
+fn the_tui_and_atelier_watch_share_one_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp_root = std::fs::canonicalize(tmp.path()).unwrap();
+    let media = tmp_root.join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    let clip = &common::librivox_clips()[0];
+    std::fs::copy(clip, media.join("speech.wav")).unwrap();
+    // The configured model is not installed: the TUI's job fails at once, naming it (and
+    // no model has to run for this test).
+    let config = tmp_root.join("config");
+    write_config(&config, "[whisper]\nmodel = \"whisper-not-installed\"\n");
+    let models = common::test_models();
+    let state = tmp_root.join("state");
+    let data = tmp_root.join("data");
+    // No --queue anywhere: every process uses the default journal under XDG_DATA_HOME.
+    let env: [(&str, &Path); 4] = [
+        ("ATELIER_MODELS", &models),
+        ("XDG_STATE_HOME", &state),
+        ("ATELIER_CONFIG_DIR", &config),
+        ("XDG_DATA_HOME", &data),
+    ];
+    let t = Tmux::start("atelier-e2e-one-queue", &env, &[&media]);
+    let s = t.wait_for("the TUI's transcription to fail", |s| {
+        s.contains("speech.wav") && s.contains(" failed")
+    });
+    assert!(
+        s.contains("whisper-not-installed"),
+        "the error names the model:\n{s}"
+    );
+    assert!(data.join("atelier/queue.sqlite").is_file());
+
+    // The TUI's job, from the shell.
+    let out = atelier_cmd(&env)
+        .args(["queue", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let speech = media.join("speech.wav");
+    let mine: Vec<&serde_json::Value> = jobs
+        .iter()
+        .filter(|j| j["input"] == speech.to_string_lossy().as_ref())
+        .collect();
+    assert_eq!(mine.len(), 1, "{jobs:#?}");
+    assert_eq!(mine[0]["kind"], "transcribe");
+    assert_eq!(mine[0]["state"], "failed");
+    assert_eq!(
+        mine[0]["priority"], 10,
+        "interactive work goes ahead of batches"
+    );
+    assert!(
+        mine[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("whisper-not-installed"),
+        "{:#}",
+        mine[0]
+    );
+
+    // Jobs another process queues on the same journal show up in the TUI.
+    let inbox = tmp_root.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("ledger.bin"), b"some bytes to hash").unwrap();
+    let out = atelier_cmd(&env)
+        .args([
+            "watch",
+            "--kind",
+            "checksum",
+            "--stable-ms",
+            "200",
+            "--exit-when-idle",
+        ])
+        .arg(&inbox)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = t.wait_for("the watch's job in the queue pane", |s| {
+        s.contains("ledger.bin") && s.contains("checksum done")
+    });
+    t.screenshot("one-queue");
+    assert!(s.contains("speech.wav"), "{s}");
+    assert!(inbox.join("ledger.sha256").is_file());
+    t.quit_and_check_restored();
 }

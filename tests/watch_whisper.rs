@@ -263,3 +263,58 @@ fn bad_files_fail_with_a_clear_error_and_the_rest_completes() {
     assert_eq!(failed, if can_lock { 7 } else { 6 }, "{events:#?}");
     assert!(temp_files(&inbox).is_empty());
 }
+
+#[test]
+fn the_model_a_rule_names_is_loaded_not_the_configs() {
+    let home = Home::new();
+    // The config's model is not installed: only `--model` names one that is.
+    home.config("[whisper]\nmodel = \"whisper-not-installed\"\nbeam-size = 1\n");
+    let inbox = home.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let clips = clips();
+    let shortest = clips.iter().min_by_key(|c| c.len()).unwrap();
+    let wav = inbox.join("speech.wav");
+    write_wav(&wav, shortest);
+    let inbox_arg = inbox.to_string_lossy().into_owned();
+    let args = |model: &'static str| {
+        vec![
+            inbox_arg.clone(),
+            "--kind".into(),
+            "transcribe".into(),
+            "--model".into(),
+            model.to_string(),
+            "--stable-ms".into(),
+            "200".into(),
+            "-f".into(),
+            "txt".into(),
+        ]
+    };
+    let with = args("whisper-tiny.en");
+    let with: Vec<&str> = with.iter().map(String::as_str).collect();
+    let (ok, events, err) = home.watch_until_idle(&with);
+    assert!(ok, "{err}\n{events:#?}");
+    assert_eq!(count(&events, "done"), 1, "{events:#?}");
+    let text = std::fs::read_to_string(inbox.join("speech.txt")).unwrap();
+    assert!(!text.trim().is_empty());
+    // The segments stream as JSON lines: the text as before, and the whole segment.
+    let partial = events
+        .iter()
+        .find(|e| e["event"] == "partial")
+        .unwrap_or_else(|| panic!("no partial event: {events:#?}"));
+    assert!(partial["text"].is_string(), "{partial:#}");
+    assert_eq!(partial["segment"]["text"], partial["text"], "{partial:#}");
+    assert!(
+        partial["segment"]["end"].as_f64().unwrap() > 0.0,
+        "{partial:#}"
+    );
+    assert!(!err.contains("whisper-not-installed"), "{err}");
+
+    // A model that is not installed fails at start, naming it.
+    std::fs::remove_file(inbox.join("speech.txt")).unwrap();
+    let missing = args("whisper-nope");
+    let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
+    let (ok, _, err) = home.watch_until_idle(&missing);
+    assert!(!ok);
+    assert!(err.contains("whisper-nope"), "{err}");
+    assert!(!inbox.join("speech.txt").exists());
+}

@@ -108,7 +108,7 @@ struct Runtime {
     keymap: Keymap,
     theme: Theme,
     tx: Sender<Msg>,
-    transcriber: workers::Transcriber,
+    queue: workers::JobQueue,
     clip: Sender<workers::ClipWork>,
     player: Sender<audio::PlayCmd>,
     sd: Box<dyn GenerateRunner>,
@@ -122,20 +122,10 @@ impl Runtime {
     fn effect(&mut self, state: &mut AppState, effect: Effect) {
         match effect {
             Effect::Quit => {}
-            Effect::Transcribe(paths) => self.transcriber.enqueue(paths, 0),
-            Effect::CancelJob(path) => {
-                if self.transcriber.cancel(&path) {
-                    let ev = Event::Job {
-                        path,
-                        state: state::JobState::Cancelled,
-                        progress: 0.0,
-                        eta: None,
-                        error: None,
-                    };
-                    let _ = self.tx.send(Msg::Action(Action::Event(ev)));
-                }
-            }
-            Effect::Reprioritize(path, p) => self.transcriber.reprioritize(&path, p),
+            Effect::Transcribe(paths) => self.queue.transcribe(paths),
+            Effect::RetryJob(id) => self.queue.retry(id),
+            Effect::CancelJob(id) => self.queue.cancel(id),
+            Effect::Reprioritize(id, p) => self.queue.reprioritize(id, p),
             Effect::SaveTranscript {
                 media,
                 transcript,
@@ -370,7 +360,7 @@ pub fn run_with(
     }
     let engine = workers::Engine::new(device, models_dir);
     let mut rt = Runtime {
-        transcriber: workers::Transcriber::spawn(engine.clone(), config.clone(), tx.clone()),
+        queue: workers::JobQueue::open(engine.clone(), config.clone(), tx.clone()),
         clip: workers::spawn_clip(engine, config.clone(), tx.clone()),
         player: audio::spawn(tx.clone()),
         config,
@@ -428,5 +418,7 @@ pub fn run_with(
     }
     drop(term);
     drop(guard);
+    // After the terminal is back: a running job stops at its next check and is queued again.
+    rt.queue.shutdown();
     Ok(())
 }

@@ -1,43 +1,35 @@
-//! Work the UI thread never does: scanning folders, Whisper and CLIP jobs, file writes.
-//! Every worker reports back as `Action::Event` on the one event channel.
+//! Work the UI thread never does: scanning folders, the job queue (shared with `atelier
+//! watch` through its journal), CLIP jobs, file writes. Every worker reports back as
+//! `Action::Event` on the one event channel.
 use super::Msg;
 use crate::config::Config;
 use crate::engine::clip::index::{self, Index};
 use crate::engine::clip::job as clip_job;
 use crate::engine::clip::preprocess::load_image;
 use crate::engine::clip::zero_shot;
-use crate::engine::whisper::job::{self as whisper_job, JobMsg};
-use crate::engine::whisper::tokenizer::to_language_code;
-use crate::engine::whisper::{Event as WhisperEvent, TranscribeOptions};
-use crate::engine::{store, CancelToken, DeviceThread, InstalledModel};
-use crate::jobs::JobKind;
+use crate::engine::{store, DeviceThread, InstalledModel};
+use crate::jobs::{
+    self, runners, Job, JobEvent, JobFilter, JobId, JobKind, JobOptions, Priority, Queue,
+    QueueSettings, SqliteStore,
+};
+use crate::media::{walk, MediaKind};
 use crate::output::atomic::write_atomic;
 use crate::output::writers::{self, Format, WriterOptions};
-use crate::state::{tags::CANDIDATES, Action, Event, Found, JobState, MediaKind};
-use crate::transcript::Transcript;
-use std::collections::HashMap;
+use crate::state::{tags::CANDIDATES, Action, Event, Found, JobState, JobUpdate};
+use crate::transcript::{Segment, Transcript};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 fn send(tx: &Sender<Msg>, ev: Event) {
     let _ = tx.send(Msg::Action(Action::Event(ev)));
 }
 
-fn kind_of(path: &Path) -> Option<MediaKind> {
-    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-    // The queue's table of what each job kind reads.
-    if JobKind::Transcribe
-        .input_extensions()
-        .contains(&ext.as_str())
-    {
-        Some(MediaKind::Audio)
-    } else if JobKind::Tag.input_extensions().contains(&ext.as_str()) {
-        Some(MediaKind::Image)
-    } else {
-        None
-    }
+/// Audio and images: what the library lists from the opened folders.
+fn listed(path: &Path) -> bool {
+    matches!(MediaKind::of(path), MediaKind::Audio | MediaKind::Image)
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -61,68 +53,38 @@ fn read_sidecar(image: &Path) -> Option<Vec<String>> {
     )
 }
 
-fn walk(dir: &Path, out: &mut Vec<Found>, errors: &mut Vec<String>) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => return errors.push(format!("{}: cannot list: {e}", dir.display())),
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            walk(&p, out, errors);
-            continue;
-        }
-        match kind_of(&p) {
-            Some(MediaKind::Audio) => {
-                // A transcript already beside the file is shown instead of made again.
-                let transcript = std::fs::read_to_string(sibling(&p, ".json"))
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Transcript>(&t).ok());
-                out.push(Found {
-                    path: p,
-                    kind: MediaKind::Audio,
-                    transcript,
-                    tags: None,
-                });
-            }
-            Some(MediaKind::Image) => {
-                let tags = read_sidecar(&p);
-                out.push(Found {
-                    path: p,
-                    kind: MediaKind::Image,
-                    transcript: None,
-                    tags,
-                });
-            }
-            None => {}
-        }
+/// A listed file with what is already beside it: a transcript (shown instead of made again)
+/// or an image's tags sidecar.
+fn found(path: PathBuf) -> Found {
+    let kind = MediaKind::of(&path);
+    let transcript = (kind == MediaKind::Audio)
+        .then(|| std::fs::read_to_string(sibling(&path, ".json")).ok())
+        .flatten()
+        .and_then(|t| serde_json::from_str::<Transcript>(&t).ok());
+    let tags = (kind == MediaKind::Image)
+        .then(|| read_sidecar(&path))
+        .flatten();
+    Found {
+        path,
+        kind,
+        transcript,
+        tags,
     }
 }
 
 /// Lists the folders (and files) given on the command line, off the UI thread.
 pub fn scan(inputs: Vec<PathBuf>, tx: Sender<Msg>) {
     std::thread::spawn(move || {
-        let mut found = Vec::new();
+        let mut found: Vec<Found> = Vec::new();
         let mut errors = Vec::new();
         for input in &inputs {
             let input = std::path::absolute(input).unwrap_or_else(|_| input.clone());
             if input.is_dir() {
-                walk(&input, &mut found, &mut errors);
-            } else if let (true, Some(kind)) = (input.is_file(), kind_of(&input)) {
-                found.push(Found {
-                    path: input,
-                    kind,
-                    transcript: None,
-                    tags: None,
-                });
+                let mut files = Vec::new();
+                walk(&input, &listed, &mut files, &mut errors);
+                found.extend(files.into_iter().map(self::found));
+            } else if input.is_file() && listed(&input) {
+                found.push(self::found(input));
             } else {
                 errors.push(format!("{}: not a folder or a media file", input.display()));
             }
@@ -138,7 +100,7 @@ pub fn scan(inputs: Vec<PathBuf>, tx: Sender<Msg>) {
 #[derive(Clone)]
 pub struct Engine {
     device: crate::config::DeviceChoice,
-    models_dir: PathBuf,
+    pub models_dir: PathBuf,
     thread: Arc<Mutex<Option<DeviceThread>>>,
 }
 
@@ -172,229 +134,385 @@ impl Engine {
     }
 }
 
-struct Pending {
-    path: PathBuf,
-    priority: i32,
-    seq: u64,
+/// What the panes ask of the queue.
+enum Op {
+    Transcribe(Vec<PathBuf>),
+    Retry(JobId),
+    Cancel(JobId),
+    Reprioritize(JobId, i32),
 }
 
-#[derive(Default)]
-struct QueueState {
-    pending: Vec<Pending>,
-    running: Option<(PathBuf, CancelToken)>,
-    seq: u64,
+enum Slot {
+    /// Opening (off the UI thread); what was asked meanwhile waits here.
+    Opening(Vec<Op>),
+    Open(Queue),
+    Failed,
 }
 
-/// The transcription queue: highest priority first, then first come; one job at a time
-/// on the model thread, segments streamed to the transcript pane as they decode.
+/// The TUI's handle on the durable job queue: the journal `atelier watch` and `atelier
+/// queue` use ([queue] path, else the default), runners for every kind on the model
+/// thread, its events and the journal's changes (other processes' jobs too) turned into
+/// `Event::Jobs` for the library pane.
 #[derive(Clone)]
-pub struct Transcriber {
-    shared: Arc<(Mutex<QueueState>, Condvar)>,
+pub struct JobQueue {
+    slot: Arc<Mutex<Slot>>,
+    tx: Sender<Msg>,
 }
 
-impl Transcriber {
-    pub fn spawn(engine: Engine, config: Config, tx: Sender<Msg>) -> Self {
-        let shared = Arc::new((Mutex::new(QueueState::default()), Condvar::new()));
-        let me = Transcriber {
-            shared: Arc::clone(&shared),
+impl JobQueue {
+    /// Opens the journal and starts the workers off the UI thread.
+    pub fn open(engine: Engine, config: Config, tx: Sender<Msg>) -> Self {
+        let me = JobQueue {
+            slot: Arc::new(Mutex::new(Slot::Opening(Vec::new()))),
+            tx: tx.clone(),
         };
+        let handle = me.clone();
         std::thread::spawn(move || {
-            let mut loaded = false;
-            loop {
-                let (path, cancel) = {
-                    let (lock, cvar) = &*shared;
-                    let Ok(mut q) = lock.lock() else { return };
-                    while q.pending.is_empty() {
-                        q = match cvar.wait(q) {
-                            Ok(q) => q,
-                            Err(_) => return,
-                        };
-                    }
-                    let best = q
-                        .pending
-                        .iter()
-                        .enumerate()
-                        .max_by_key(|(_, p)| (p.priority, std::cmp::Reverse(p.seq)))
-                        .map_or(0, |(i, _)| i);
-                    let job = q.pending.remove(best);
-                    let cancel = CancelToken::new();
-                    q.running = Some((job.path.clone(), cancel.clone()));
-                    (job.path, cancel)
+            let opened = open_queue(&engine, &config);
+            let waiting = {
+                let Ok(mut slot) = handle.slot.lock() else {
+                    return;
                 };
-                transcribe_one(&engine, &config, &tx, &path, cancel, &mut loaded);
-                if let Ok(mut q) = shared.0.lock() {
-                    q.running = None;
+                let next = match &opened {
+                    Ok(q) => Slot::Open(q.clone()),
+                    Err(_) => Slot::Failed,
+                };
+                match std::mem::replace(&mut *slot, next) {
+                    Slot::Opening(ops) => ops,
+                    _ => Vec::new(),
                 }
+            };
+            match opened {
+                Ok(queue) => {
+                    let events = queue.subscribe();
+                    for op in waiting {
+                        handle.apply(&queue, op);
+                    }
+                    follow(&queue, &events, &config.whisper.model, &tx);
+                }
+                Err(e) => send(&tx, Event::Error(format!("job queue: {e}"))),
             }
         });
         me
     }
 
-    pub fn enqueue(&self, paths: Vec<PathBuf>, priority: i32) {
-        let (lock, cvar) = &*self.shared;
-        if let Ok(mut q) = lock.lock() {
-            for path in paths {
-                if q.pending.iter().any(|p| p.path == path) {
-                    continue;
-                }
-                q.seq += 1;
-                let seq = q.seq;
-                q.pending.push(Pending {
-                    path,
-                    priority,
-                    seq,
-                });
-            }
-            cvar.notify_one();
-        }
+    pub fn transcribe(&self, paths: Vec<PathBuf>) {
+        self.run(Op::Transcribe(paths));
     }
 
-    /// Cancels a queued or running job; true when there was one.
-    pub fn cancel(&self, path: &Path) -> bool {
-        let Ok(mut q) = self.shared.0.lock() else {
-            return false;
+    pub fn retry(&self, id: JobId) {
+        self.run(Op::Retry(id));
+    }
+
+    pub fn cancel(&self, id: JobId) {
+        self.run(Op::Cancel(id));
+    }
+
+    pub fn reprioritize(&self, id: JobId, priority: i32) {
+        self.run(Op::Reprioritize(id, priority));
+    }
+
+    /// Stops the workers: a running job is queued again (`atelier watch` or the next start
+    /// runs it).
+    pub fn shutdown(&self) {
+        let queue = match self.slot.lock().as_deref() {
+            Ok(Slot::Open(q)) => Some(q.clone()),
+            _ => None,
         };
-        let before = q.pending.len();
-        q.pending.retain(|p| p.path != path);
-        let mut hit = q.pending.len() != before;
-        if let Some((p, token)) = &q.running {
-            if p == path {
-                token.cancel();
-                hit = true;
-            }
+        if let Some(q) = queue {
+            q.shutdown();
         }
-        hit
     }
 
-    pub fn reprioritize(&self, path: &Path, priority: i32) {
-        if let Ok(mut q) = self.shared.0.lock() {
-            for p in q.pending.iter_mut().filter(|p| p.path == path) {
-                p.priority = priority;
+    fn run(&self, op: Op) {
+        let queue = {
+            let Ok(mut slot) = self.slot.lock() else {
+                return;
+            };
+            match &mut *slot {
+                Slot::Opening(ops) => return ops.push(op),
+                Slot::Open(q) => q.clone(),
+                Slot::Failed => {
+                    return send(&self.tx, Event::Error("the job queue is not open".into()))
+                }
             }
+        };
+        // Journal writes wait on SQLite locks other processes may hold: off the UI thread.
+        let me = self.clone();
+        std::thread::spawn(move || me.apply(&queue, op));
+    }
+
+    fn apply(&self, queue: &Queue, op: Op) {
+        let result = match op {
+            Op::Transcribe(paths) => paths.iter().try_for_each(|p| {
+                // A file with a queued or running transcription is not queued twice.
+                let busy = queue
+                    .latest_for(p, JobKind::Transcribe)?
+                    .is_some_and(|j| !j.state.is_finished());
+                if !busy {
+                    queue.enqueue(
+                        JobKind::Transcribe,
+                        p,
+                        JobOptions::default(),
+                        Priority::INTERACTIVE,
+                    )?;
+                }
+                Ok(())
+            }),
+            Op::Retry(id) => queue.retry(id).map(|ok| self.refused(ok, id, "retry")),
+            Op::Cancel(id) => queue.cancel(id).map(|ok| self.refused(ok, id, "cancel")),
+            Op::Reprioritize(id, p) => queue
+                .reprioritize(id, Priority(p))
+                .map(|ok| self.refused(ok, id, "re-prioritize")),
+        };
+        if let Err(e) = result {
+            send(&self.tx, Event::Error(format!("job queue: {e}")));
+        }
+    }
+
+    fn refused(&self, ok: bool, id: JobId, what: &str) {
+        if !ok {
+            send(
+                &self.tx,
+                Event::Info(format!("job {id}: nothing to {what} (it has moved on)")),
+            );
         }
     }
 }
 
-fn job_event(
-    path: &Path,
-    state: JobState,
-    progress: f64,
-    eta: Option<f64>,
-    error: Option<String>,
-) -> Event {
-    Event::Job {
-        path: path.to_path_buf(),
+fn open_queue(engine: &Engine, config: &Config) -> Result<Queue, String> {
+    let journal = jobs::journal_path(config, None);
+    let store = SqliteStore::open(&journal).map_err(|e| e.to_string())?;
+    let thread = engine.thread()?;
+    // The kind the TUI queues (and checksums, always built): a daemon's CLIP and SD batches
+    // stay with the daemon, so the TUI never loads those models for them.
+    let runners = runners::build(config, &[JobKind::Transcribe], &thread, &engine.models_dir)
+        .own_kinds_only();
+    let settings = QueueSettings::from_config(&config.queue, thread.device.is_cuda());
+    tracing::info!("job journal {}", journal.display());
+    Queue::open(Box::new(store), runners, settings).map_err(|e| e.to_string())
+}
+
+/// How often the journal is read for changes made by other processes.
+const POLL: Duration = Duration::from_secs(1);
+/// The newest jobs the pane follows.
+const FOLLOWED: usize = 10_000;
+
+/// What the pane was last told about a job.
+struct Seen {
+    update: JobUpdate,
+    /// The model the job names (none: the config's).
+    model: Option<String>,
+    started_at: Option<i64>,
+    /// The segments streamed by this process's run, for a transcript without a JSON output.
+    segments: Vec<Segment>,
+}
+
+/// Turns the queue's events and the journal's changes into `Event::Jobs`. A job's state is
+/// always read back from the journal (one thread, reads in order), so an event that arrives
+/// late never puts an older state back on screen.
+fn follow(queue: &Queue, events: &mpsc::Receiver<JobEvent>, whisper_model: &str, tx: &Sender<Msg>) {
+    let mut seen: HashMap<JobId, Seen> = HashMap::new();
+    // Whisper models this process has loaded, and the runs still loading theirs.
+    let mut loaded: HashSet<String> = HashSet::new();
+    let mut loading: HashMap<JobId, String> = HashMap::new();
+    let mut last_poll: Option<Instant> = None;
+    // The first read lists the history: its transcripts are not loaded (the opened folders'
+    // are, from beside their audio).
+    let mut history = true;
+    loop {
+        if last_poll.is_none_or(|t| t.elapsed() >= POLL) {
+            let filter = JobFilter {
+                limit: Some(FOLLOWED),
+                ..JobFilter::default()
+            };
+            match queue.list(&filter) {
+                Ok(list) => {
+                    let live = !std::mem::take(&mut history);
+                    let changed: Vec<JobUpdate> = list
+                        .iter()
+                        .filter_map(|j| note(&mut seen, j, live, tx))
+                        .collect();
+                    if !changed.is_empty() && !send_ok(tx, Event::Jobs(changed)) {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("job journal: {e}"),
+            }
+            last_poll = Some(Instant::now());
+        }
+        let wait = last_poll.map_or(POLL, |t| POLL.saturating_sub(t.elapsed()));
+        let event = match events.recv_timeout(wait) {
+            Ok(e) => e,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let id = event.id();
+        if !seen.contains_key(&id)
+            || !matches!(event, JobEvent::Progress { .. } | JobEvent::Partial { .. })
+        {
+            if let Ok(Some(job)) = queue.get(id) {
+                if let Some(u) = note(&mut seen, &job, true, tx) {
+                    if !send_ok(tx, Event::Jobs(vec![u])) {
+                        return;
+                    }
+                }
+            }
+        }
+        let Some(s) = seen.get_mut(&id) else { continue };
+        // The status bar's model: loading from a run's start here until its first output.
+        let model = match &event {
+            JobEvent::Started { .. } if s.update.kind == JobKind::Transcribe => {
+                let name = s.model.clone().unwrap_or_else(|| whisper_model.to_string());
+                (!loaded.contains(&name)).then(|| {
+                    loading.insert(id, name.clone());
+                    (name, Some("loading".to_string()))
+                })
+            }
+            JobEvent::Progress { .. } | JobEvent::Partial { .. } | JobEvent::Done { .. } => {
+                loading.remove(&id).map(|name| {
+                    loaded.insert(name.clone());
+                    (name, None)
+                })
+            }
+            JobEvent::Failed { .. } | JobEvent::Cancelled { .. } | JobEvent::Requeued { .. } => {
+                loading
+                    .remove(&id)
+                    .map(|name| (name, Some("not loaded".to_string())))
+            }
+            _ => None,
+        };
+        if let Some((name, status)) = model {
+            if !send_ok(tx, Event::Model { name, status }) {
+                return;
+            }
+        }
+        match event {
+            JobEvent::Progress {
+                fraction: Some(f), ..
+            } if s.update.state == JobState::Running => {
+                s.update.progress = f64::from(f).clamp(0.0, 1.0);
+                s.update.eta = eta(s.started_at, s.update.progress);
+                if !send_ok(tx, Event::Jobs(vec![s.update.clone()])) {
+                    return;
+                }
+            }
+            JobEvent::Partial {
+                segment: Some(segment),
+                ..
+            } if s.update.kind == JobKind::Transcribe && s.update.state == JobState::Running => {
+                s.segments.push((*segment).clone());
+                let ev = Event::Segment {
+                    path: s.update.path.clone(),
+                    segment: *segment,
+                };
+                if !send_ok(tx, ev) {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn send_ok(tx: &Sender<Msg>, ev: Event) -> bool {
+    tx.send(Msg::Action(Action::Event(ev))).is_ok()
+}
+
+/// Seconds left from the progress so far and when the run started (unix ms).
+fn eta(started_at: Option<i64>, progress: f64) -> Option<f64> {
+    let elapsed = (jobs::now_ms() - started_at?) as f64 / 1000.0;
+    (progress > 0.02 && elapsed > 0.0).then(|| elapsed * (1.0 - progress) / progress)
+}
+
+/// Records `job`; returns its update when the pane must hear of it. A transcription that
+/// has just finished also sends its transcript (when `live`: not for the history).
+fn note(
+    seen: &mut HashMap<JobId, Seen>,
+    job: &Job,
+    live: bool,
+    tx: &Sender<Msg>,
+) -> Option<JobUpdate> {
+    let state = JobState::of(job.state);
+    let prev = seen.get(&job.id);
+    let unchanged = prev.is_some_and(|s| {
+        s.update.state == state
+            && s.update.priority == job.priority.0
+            && s.update.error == job.error
+            && s.started_at == job.started_at
+    });
+    if unchanged {
+        return None;
+    }
+    let (progress, eta) = match state {
+        JobState::Done => (1.0, None),
+        // Progress is only known from this process's events; keep it across a priority change.
+        JobState::Running => prev
+            .filter(|s| s.started_at == job.started_at)
+            .map_or((0.0, None), |s| (s.update.progress, s.update.eta)),
+        _ => (0.0, None),
+    };
+    let update = JobUpdate {
+        id: job.id,
+        kind: job.kind,
+        path: job.input.clone(),
         state,
+        priority: job.priority.0,
         progress,
         eta,
-        error,
+        error: job.error.clone(),
+    };
+    let was_done = prev.is_some_and(|s| s.update.state == JobState::Done);
+    let mut segments = match seen.remove(&job.id) {
+        Some(s) if s.started_at == job.started_at => s.segments,
+        _ => Vec::new(),
+    };
+    if live && state == JobState::Done && !was_done && job.kind == JobKind::Transcribe {
+        if let Some(transcript) = finished_transcript(job, &segments) {
+            // The update goes first so the file is listed when its transcript arrives.
+            let _ = send_ok(tx, Event::Jobs(vec![update.clone()]));
+            let _ = send_ok(
+                tx,
+                Event::TranscriptDone {
+                    path: job.input.clone(),
+                    transcript,
+                },
+            );
+        }
+        segments.clear();
     }
+    seen.insert(
+        job.id,
+        Seen {
+            update: update.clone(),
+            model: job.options.model.clone(),
+            started_at: job.started_at,
+            segments,
+        },
+    );
+    Some(update)
 }
 
-fn transcribe_one(
-    engine: &Engine,
-    config: &Config,
-    tx: &Sender<Msg>,
-    path: &Path,
-    cancel: CancelToken,
-    loaded: &mut bool,
-) {
-    let wcfg = &config.whisper;
-    let fail = |e: String| send(tx, job_event(path, JobState::Failed, 0.0, None, Some(e)));
-    let setup = (|| -> Result<_, String> {
-        let thread = engine.thread()?;
-        let model = engine.model(&wcfg.model, "whisper")?;
-        let vad = if wcfg.vad {
-            Some(engine.model(&wcfg.vad_model, "vad")?)
-        } else {
-            None
-        };
-        if !*loaded {
-            send(
-                tx,
-                Event::Model {
-                    name: model.name().to_string(),
-                    status: Some("loading".into()),
-                },
-            );
-            whisper_job::preload(&thread, model.clone(), vad.clone())?;
-            send(
-                tx,
-                Event::Model {
-                    name: model.name().to_string(),
-                    status: None,
-                },
-            );
-            *loaded = true;
-        }
-        Ok((thread, model, vad))
-    })();
-    let (thread, model, vad) = match setup {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let mut opts = TranscribeOptions::default();
-    opts.decode.language = to_language_code(&wcfg.language).map(str::to_string);
-    opts.decode.beam_size = Some(wcfg.beam_size as usize).filter(|&b| b > 1);
-    opts.word_timestamps = wcfg.word_timestamps;
-    send(tx, job_event(path, JobState::Running, 0.0, None, None));
-    let started = Instant::now();
-    let audio = crate::cmd::transcribe::stream_file(path);
-    let rx = whisper_job::submit(&thread, model, vad, audio, opts, cancel.clone());
-    for msg in rx {
-        match msg {
-            JobMsg::Event(WhisperEvent::Segment(segment)) => send(
-                tx,
-                Event::Segment {
-                    path: path.to_path_buf(),
-                    segment,
-                },
-            ),
-            JobMsg::Event(WhisperEvent::Progress {
-                done_seconds,
-                total_seconds,
-            }) => {
-                let p = if total_seconds > 0.0 {
-                    (done_seconds / total_seconds).clamp(0.0, 1.0)
-                } else {
-                    0.0
-                };
-                let elapsed = started.elapsed().as_secs_f64();
-                let eta = (p > 0.02).then(|| elapsed * (1.0 - p) / p);
-                send(tx, job_event(path, JobState::Running, p, eta, None));
-            }
-            JobMsg::Event(_) | JobMsg::Speech { .. } => {}
-            JobMsg::Done(Err(e)) if cancel.is_cancelled() || e == "cancelled" => {
-                let _ = e;
-                return send(tx, job_event(path, JobState::Cancelled, 0.0, None, None));
-            }
-            JobMsg::Done(Err(e)) => return fail(e),
-            JobMsg::Done(Ok(transcript)) => {
-                let formats = formats_of(&wcfg.output_formats);
-                let dir = path.parent().unwrap_or(Path::new("."));
-                return match writers::write_files(
-                    dir,
-                    path,
-                    &formats,
-                    &transcript,
-                    &WriterOptions::default(),
-                ) {
-                    Ok(_) => send(
-                        tx,
-                        Event::TranscriptDone {
-                            path: path.to_path_buf(),
-                            transcript,
-                        },
-                    ),
-                    Err(e) => fail(format!(
-                        "cannot write the transcript files in {}: {e}",
-                        dir.display()
-                    )),
-                };
-            }
+/// A done transcription's transcript: its `NAME.json` output, else the segments streamed
+/// here (when json is not among the formats).
+fn finished_transcript(job: &Job, segments: &[Segment]) -> Option<Transcript> {
+    let json = job.outputs.iter().find(|p| {
+        p.extension().is_some_and(|e| e == "json") && !p.to_string_lossy().ends_with(".tags.json")
+    });
+    if let Some(p) = json {
+        match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Transcript>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(t) => return Some(t),
+            Err(e) => tracing::warn!("{}: cannot read the transcript: {e}", p.display()),
         }
     }
-    fail("the model thread stopped".into())
+    (!segments.is_empty()).then(|| Transcript {
+        text: segments.iter().map(|s| s.text.as_str()).collect(),
+        segments: segments.to_vec(),
+        language: String::new(),
+    })
 }
 
 fn formats_of(names: &[String]) -> Vec<Format> {

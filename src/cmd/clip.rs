@@ -14,6 +14,7 @@ use crate::engine::clip::preprocess::load_image;
 use crate::engine::clip::query::{self, TermKind};
 use crate::engine::clip::zero_shot::{self, LabelSet};
 use crate::engine::{runtime, store, DeviceThread, InstalledModel};
+use crate::media::{walk, MediaKind};
 use crate::output::atomic::write_atomic;
 use serde_json::json;
 use std::collections::HashSet;
@@ -23,7 +24,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff"];
 const TEXT_BATCH: usize = 64;
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -177,32 +177,7 @@ impl Session {
 }
 
 fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<String>) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => return errors.push(format!("{}: cannot list: {e}", dir.display())),
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            walk(&p, out, errors);
-        } else if is_image(&p) {
-            out.push(p);
-        }
-    }
+    MediaKind::of(path) == MediaKind::Image
 }
 
 /// Files as given (any extension, so bad files are reported), folders searched for images.
@@ -210,7 +185,7 @@ fn collect(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
     let (mut files, mut errors) = (Vec::new(), Vec::new());
     for input in inputs {
         if input.is_dir() {
-            walk(input, &mut files, &mut errors);
+            walk(input, &is_image, &mut files, &mut errors);
         } else if input.exists() {
             files.push(input.clone());
         } else {

@@ -5,25 +5,8 @@
 use crate::cli::QueueCommand;
 use crate::config::Loaded;
 use crate::jobs::{self, CancelOutcome, JobFilter, JobId, JobState, JobStore, SqliteStore};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-
-/// `~/x` as the home folder's `x`.
-pub fn expand_home(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), dirs::home_dir()) {
-        (Some(rest), Some(home)) => home.join(rest),
-        _ => PathBuf::from(p),
-    }
-}
-
-/// The journal: the flag's, else `[queue] path`, else the default.
-pub fn journal_path(loaded: &Loaded, flag: Option<&Path>) -> PathBuf {
-    match flag {
-        Some(p) => p.to_path_buf(),
-        None if !loaded.config.queue.path.is_empty() => expand_home(&loaded.config.queue.path),
-        None => jobs::default_path(),
-    }
-}
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
@@ -31,7 +14,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn open(loaded: &Loaded, flag: Option<&Path>) -> Result<SqliteStore, jobs::StoreError> {
-    SqliteStore::open(&journal_path(loaded, flag))
+    SqliteStore::open(&jobs::journal_path(&loaded.config, flag))
 }
 
 fn when(ms: Option<i64>) -> String {

@@ -5,10 +5,9 @@ use crate::engine::whisper::job::{self, JobMsg};
 use crate::engine::whisper::tokenizer::to_language_code;
 use crate::engine::whisper::{DecodeOptions, Event, Task, TranscribeOptions};
 use crate::engine::{runtime, store, CancelToken, DeviceThread};
-use crate::media::audio::stream_16k_mono;
+use crate::media::audio::stream_file;
 use crate::output::writers::{self, format_timestamp, Format, WriterOptions};
 use std::io::{IsTerminal, Write};
-use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -193,7 +192,7 @@ pub fn run(
     let interactive = std::io::stderr().is_terminal();
     let mut failed = 0;
     for path in &args.files {
-        let audio = stream_file(path);
+        let audio = stream_file(path, 30.0, |e| e.to_string());
         match transcribe_one(
             &thread,
             &model,
@@ -334,21 +333,4 @@ fn transcribe_one(
         }
     }
     Err("the model thread stopped".into())
-}
-
-/// Reads `path` on its own thread as 16 kHz mono pieces of 30 s, so decoding overlaps
-/// the model's work and a long file never sits in memory whole.
-pub fn stream_file(path: &Path) -> mpsc::Receiver<job::AudioChunk> {
-    let (tx, rx) = mpsc::sync_channel(4);
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        let sent = stream_16k_mono(&path, 30.0, |chunk| match tx.send(Ok(chunk.to_vec())) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(_) => ControlFlow::Break(()),
-        });
-        if let Err(e) = sent {
-            let _ = tx.send(Err(e.to_string()));
-        }
-    });
-    rx
 }

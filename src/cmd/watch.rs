@@ -3,14 +3,12 @@
 //! Config profiles or ad-hoc folders become watch rules; files become jobs in the journal;
 //! one JSON line per job event goes to stdout when it is not a terminal (a readable line
 //! when it is). SIGINT/SIGTERM stop cleanly: a running job is cancelled and queued again.
-use super::queue::{expand_home, journal_path};
 use crate::cli::{JobKindArg, OnDoneArg, PollArg, WatchArgs};
 use crate::config::{DeviceChoice, Loaded, WatchProfile};
 use crate::engine::{runtime, DeviceThread};
-use crate::jobs::runners::{ChecksumRunner, ClipRunner, GenerateRunner, WhisperRunner};
 use crate::jobs::{
-    JobEvent, JobId, JobKind, JobOptions, OnDone, Priority, Queue, QueueSettings, Runner, Runners,
-    SqliteStore,
+    expand_home, journal_path, runners, JobEvent, JobId, JobKind, JobOptions, OnDone, Priority,
+    Queue, QueueSettings, Runners, SqliteStore,
 };
 use crate::watch::{self, PollMode, Rule, RuleSpec, WatchSettings};
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +16,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
@@ -62,7 +60,7 @@ fn kind_of(arg: JobKindArg) -> JobKind {
 
 /// A rule spec and its journal, from `atelier watch DIR` and its flags.
 fn adhoc_specs(loaded: &Loaded, args: &WatchArgs) -> Vec<(RuleSpec, PathBuf)> {
-    let journal = journal_path(loaded, args.queue.as_deref());
+    let journal = journal_path(&loaded.config, args.queue.as_deref());
     args.dirs
         .iter()
         .map(|dir| {
@@ -104,7 +102,7 @@ fn profile_spec(loaded: &Loaded, args: &WatchArgs, p: &WatchProfile) -> (RuleSpe
     let path = |s: &str| non_empty(s).map(|s| expand_home(&s));
     let journal = match path(&p.queue) {
         Some(q) if args.queue.is_none() => q,
-        _ => journal_path(loaded, args.queue.as_deref()),
+        _ => journal_path(&loaded.config, args.queue.as_deref()),
     };
     let spec = RuleSpec {
         name: non_empty(&p.name).unwrap_or_else(|| p.path.clone()),
@@ -136,37 +134,31 @@ fn profile_spec(loaded: &Loaded, args: &WatchArgs, p: &WatchProfile) -> (RuleSpe
     (spec, journal)
 }
 
-/// The runners of the kinds in use, models loaded now so a missing one fails at start.
+/// The runners of the kinds in use, each model a rule names (`--model`, a profile's
+/// `model =`, else the config's) loaded now, so a missing one fails at start.
 fn runners_for(
     loaded: &Loaded,
-    kinds: &[JobKind],
+    rules: &[&Rule],
     thread: &DeviceThread,
     models_dir: &Path,
 ) -> Result<Runners, String> {
-    let mut runners = Runners::new();
-    runners.insert(JobKind::Checksum, Arc::new(ChecksumRunner));
-    for &kind in kinds {
-        let runner: Arc<dyn Runner> = match kind {
-            JobKind::Transcribe => Arc::new(WhisperRunner::new(
-                thread.clone(),
-                models_dir.to_path_buf(),
-                loaded.config.whisper.clone(),
-            )),
-            JobKind::Tag | JobKind::Index => Arc::new(ClipRunner::new(
-                kind,
-                thread.clone(),
-                models_dir.to_path_buf(),
-                loaded.config.clip.clone(),
-            )),
-            JobKind::Generate => Arc::new(GenerateRunner::new(
-                thread.clone(),
-                models_dir.to_path_buf(),
-                loaded.config.diffusion.clone(),
-            )),
-            JobKind::Checksum => continue,
-        };
-        runner.preload().map_err(|e| format!("{kind}: {e}"))?;
-        runners.insert(kind, runner);
+    let mut kinds: Vec<JobKind> = rules.iter().map(|r| r.kind).collect();
+    kinds.sort_by_key(|k| k.name());
+    kinds.dedup();
+    // Jobs of other kinds in a shared journal are left to the process that runs them.
+    let runners = runners::build(&loaded.config, &kinds, thread, models_dir).own_kinds_only();
+    let mut loaded_models: Vec<(JobKind, Option<&str>)> = Vec::new();
+    for rule in rules {
+        let want = (rule.kind, rule.options.model.as_deref());
+        if loaded_models.contains(&want) {
+            continue;
+        }
+        if let Some(runner) = runners.get(rule.kind) {
+            runner
+                .preload(want.1)
+                .map_err(|e| format!("{}: {e}", rule.kind))?;
+        }
+        loaded_models.push(want);
     }
     Ok(runners)
 }
@@ -252,9 +244,6 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
             Err(e) => return fail(e),
         }
     }
-    let mut kinds: Vec<JobKind> = groups.values().flatten().map(|r| r.kind).collect();
-    kinds.sort_by_key(|k| k.name());
-    kinds.dedup();
     let device = match runtime::resolve_device(device) {
         Ok(d) => d,
         Err(e) => return usage(e),
@@ -263,7 +252,8 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
         Ok(t) => t,
         Err(e) => return fail(format!("cannot start the model thread: {e}")),
     };
-    let runners = match runners_for(loaded, &kinds, &thread, models_dir) {
+    let all_rules: Vec<&Rule> = groups.values().flatten().collect();
+    let runners = match runners_for(loaded, &all_rules, &thread, models_dir) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -271,17 +261,16 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
         return ExitCode::SUCCESS;
     }
     let qcfg = &loaded.config.queue;
+    let defaults = QueueSettings::from_config(qcfg, device.is_cuda());
     let settings = QueueSettings {
-        workers: args.workers.unwrap_or(if device.is_cuda() {
-            qcfg.workers_cuda as usize
-        } else {
-            qcfg.workers_cpu as usize
-        }),
-        max_attempts: args.max_attempts.unwrap_or(qcfg.max_attempts).max(1),
-        retry_backoff: Duration::from_millis(
-            args.retry_backoff_ms.unwrap_or(qcfg.retry_backoff_ms),
-        ),
-        ..QueueSettings::default()
+        workers: args.workers.unwrap_or(defaults.workers),
+        max_attempts: args
+            .max_attempts
+            .map_or(defaults.max_attempts, |n| n.max(1)),
+        retry_backoff: args
+            .retry_backoff_ms
+            .map_or(defaults.retry_backoff, Duration::from_millis),
+        ..defaults
     };
     let watch_settings = WatchSettings {
         stable: Duration::from_millis(args.stable_ms.unwrap_or(qcfg.stable_ms)),

@@ -27,9 +27,11 @@ pub use queue::{fingerprint, Queue, QueueSettings};
 pub use runner::{
     is_temp_name, remove_temp_files, temp_path, write_output, RunContext, RunError, Runner, Runners,
 };
-pub use sqlite::{default_path, SqliteStore};
+pub use sqlite::{default_path, expand_home, journal_path, SqliteStore};
 pub use store::{CancelOutcome, JobStore, NewJob, StoreError};
 
+use crate::media::MediaKind;
+use crate::transcript::Segment;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -84,14 +86,16 @@ impl JobKind {
 
     /// File extensions this kind reads (lower case); watch profiles include these by default.
     pub fn input_extensions(self) -> &'static [&'static str] {
+        self.input_media().map_or(&[], MediaKind::extensions)
+    }
+
+    /// The kind of file this kind reads (none: any file).
+    pub fn input_media(self) -> Option<MediaKind> {
         match self {
-            JobKind::Transcribe => &[
-                "wav", "mp3", "m4a", "flac", "ogg", "opus", "aac", "wma", "mp4", "mkv", "mov",
-                "webm", "avi",
-            ],
-            JobKind::Tag | JobKind::Index => crate::cmd::clip::IMAGE_EXTENSIONS,
-            JobKind::Generate => &["prompt", "txt"],
-            JobKind::Checksum => &[],
+            JobKind::Transcribe => Some(MediaKind::Audio),
+            JobKind::Tag | JobKind::Index => Some(MediaKind::Image),
+            JobKind::Generate => Some(MediaKind::Prompt),
+            JobKind::Checksum => None,
         }
     }
 
@@ -272,10 +276,13 @@ pub enum JobEvent {
         fraction: Option<f32>,
         message: String,
     },
-    /// A piece of output as it is produced (a transcript segment).
+    /// A piece of output as it is produced: `text` always; a transcribe job adds the whole
+    /// `segment` (times, tokens, words), so a viewer can show it as it decodes.
     Partial {
         id: JobId,
         text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        segment: Option<Box<Segment>>,
     },
     Done {
         id: JobId,

@@ -35,6 +35,22 @@ impl Default for QueueSettings {
     }
 }
 
+impl QueueSettings {
+    /// `[queue]` in config.toml: workers per device kind, attempts, backoff.
+    pub fn from_config(config: &crate::config::QueueConfig, cuda: bool) -> Self {
+        QueueSettings {
+            workers: if cuda {
+                config.workers_cuda
+            } else {
+                config.workers_cpu
+            } as usize,
+            max_attempts: config.max_attempts.max(1),
+            retry_backoff: Duration::from_millis(config.retry_backoff_ms),
+            ..QueueSettings::default()
+        }
+    }
+}
+
 /// A handle to the running queue; clones share it.
 #[derive(Clone)]
 pub struct Queue {
@@ -293,9 +309,10 @@ impl Inner {
 
 fn worker(inner: &Arc<Inner>) {
     let pid = std::process::id();
+    let kinds = inner.runners.claimed_kinds();
     while !inner.stopping() {
         let seen = *lock(&inner.work);
-        let claimed = lock(&inner.store).claim_next(now_ms(), pid);
+        let claimed = lock(&inner.store).claim_next_of(now_ms(), pid, kinds.as_deref());
         match claimed {
             Ok(Some(job)) => run_one(inner, job),
             Ok(None) => inner.wait_for_work(seen),
@@ -481,5 +498,50 @@ mod tests {
         let waits: Vec<u128> = (1..=4).map(|n| backoff(&s, n).as_millis()).collect();
         assert_eq!(waits, [500, 1000, 2000, 4000]);
         assert_eq!(backoff(&s, 40), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_queue_that_runs_its_own_kinds_only_leaves_the_others_queued() {
+        use crate::jobs::{runners::ChecksumRunner, JobState, SqliteStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("q.sqlite")).unwrap();
+        let mut runners = Runners::new();
+        runners.insert(JobKind::Checksum, Arc::new(ChecksumRunner));
+        let settings = QueueSettings {
+            poll: Duration::from_millis(20),
+            ..QueueSettings::default()
+        };
+        let queue = Queue::open(Box::new(store), runners.own_kinds_only(), settings).unwrap();
+        let events = queue.subscribe();
+        let (prompt, data) = (dir.path().join("cat.prompt"), dir.path().join("a.bin"));
+        std::fs::write(&prompt, "a cat").unwrap();
+        std::fs::write(&data, "bytes").unwrap();
+        // Older and as urgent: a queue claiming every kind would take (and fail) it first.
+        let generate = queue
+            .enqueue(
+                JobKind::Generate,
+                &prompt,
+                JobOptions::default(),
+                Priority::BATCH,
+            )
+            .unwrap();
+        let checksum = queue
+            .enqueue(
+                JobKind::Checksum,
+                &data,
+                JobOptions::default(),
+                Priority::BATCH,
+            )
+            .unwrap();
+        loop {
+            match events.recv_timeout(Duration::from_secs(120)).unwrap() {
+                JobEvent::Done { id, .. } if id == checksum => break,
+                JobEvent::Failed { id, error, .. } => panic!("job {id} failed: {error}"),
+                _ => {}
+            }
+        }
+        let job = queue.get(generate).unwrap().unwrap();
+        assert_eq!((job.state, job.attempts), (JobState::Queued, 0));
+        queue.shutdown();
     }
 }

@@ -1,6 +1,7 @@
 //! What runs a job of one kind, and the exactly-once output writes every kind uses.
 use super::{Job, JobEvent, JobId, JobKind};
 use crate::engine::CancelToken;
+use crate::transcript::Segment;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
@@ -26,8 +27,10 @@ pub trait Runner: Send + Sync {
     /// the outputs' paths. Check `ctx.cancel` between steps.
     fn run(&self, job: &Job, ctx: &RunContext) -> Result<Vec<PathBuf>, RunError>;
 
-    /// Loads models now, so a missing model fails before any job (called once at start).
-    fn preload(&self) -> Result<(), String> {
+    /// Loads `model` (none: the config's) now and keeps it warm, so a missing model fails
+    /// before any job (`atelier watch` calls it once per model its rules name).
+    fn preload(&self, model: Option<&str>) -> Result<(), String> {
+        let _ = model;
         Ok(())
     }
 }
@@ -36,6 +39,9 @@ pub trait Runner: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Runners {
     map: HashMap<JobKind, Arc<dyn Runner>>,
+    /// Claim only jobs of the kinds here (a process sharing its journal leaves the others to
+    /// a process that runs them).
+    own_kinds_only: bool,
 }
 
 impl Runners {
@@ -51,6 +57,24 @@ impl Runners {
 
     pub fn get(&self, kind: JobKind) -> Option<&Arc<dyn Runner>> {
         self.map.get(&kind)
+    }
+
+    /// The queue then claims only jobs of the kinds with a runner here; by default it claims
+    /// every job and fails those of a kind it cannot run.
+    pub fn own_kinds_only(mut self) -> Self {
+        self.own_kinds_only = true;
+        self
+    }
+
+    /// The kinds this queue claims: none means every kind.
+    pub fn claimed_kinds(&self) -> Option<Vec<JobKind>> {
+        self.own_kinds_only.then(|| {
+            JobKind::ALL
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|k| self.map.contains_key(k))
+                .collect()
+        })
     }
 
     /// Why a kind cannot run in this build.
@@ -90,6 +114,16 @@ impl RunContext {
         (self.emit)(JobEvent::Partial {
             id: self.id,
             text: text.into(),
+            segment: None,
+        });
+    }
+
+    /// A transcript segment as it is decoded (its text and the whole segment).
+    pub fn segment(&self, segment: Segment) {
+        (self.emit)(JobEvent::Partial {
+            id: self.id,
+            text: segment.text.clone(),
+            segment: Some(Box::new(segment)),
         });
     }
 

@@ -13,6 +13,24 @@ pub fn default_path() -> PathBuf {
         .join("queue.sqlite")
 }
 
+/// `~/x` as the home folder's `x`.
+pub fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), dirs::home_dir()) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// The journal `atelier watch`, `atelier queue` and the TUI share: the flag's, else
+/// `[queue] path`, else [`default_path`].
+pub fn journal_path(config: &crate::config::Config, flag: Option<&Path>) -> PathBuf {
+    match flag {
+        Some(p) => p.to_path_buf(),
+        None if !config.queue.path.is_empty() => expand_home(&config.queue.path),
+        None => default_path(),
+    }
+}
+
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
@@ -257,7 +275,20 @@ impl JobStore for SqliteStore {
         Ok(jobs)
     }
 
-    fn claim_next(&mut self, now: i64, owner: u32) -> Result<Option<Job>, StoreError> {
+    fn claim_next_of(
+        &mut self,
+        now: i64,
+        owner: u32,
+        kinds: Option<&[JobKind]>,
+    ) -> Result<Option<Job>, StoreError> {
+        // Kind names come from the fixed table, never from input.
+        let only = match kinds {
+            Some(kinds) => {
+                let names: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.name())).collect();
+                format!(" AND kind IN ({})", names.join(","))
+            }
+            None => String::new(),
+        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -267,8 +298,10 @@ impl JobStore for SqliteStore {
             })?;
         let id: Option<i64> = tx
             .query_row(
-                "SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?1 \
-                 ORDER BY priority DESC, id LIMIT 1",
+                &format!(
+                    "SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?1{only} \
+                     ORDER BY priority DESC, id LIMIT 1"
+                ),
                 [now],
                 |r| r.get(0),
             )

@@ -50,7 +50,16 @@ pub trait JobStore: Send {
     fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
     /// The highest-priority queued job due at `now` becomes `running` with one more attempt.
     /// `owner` is the claiming process (its pid), so another process can tell orphans.
-    fn claim_next(&mut self, now: i64, owner: u32) -> Result<Option<Job>, StoreError>;
+    fn claim_next(&mut self, now: i64, owner: u32) -> Result<Option<Job>, StoreError> {
+        self.claim_next_of(now, owner, None)
+    }
+    /// [`JobStore::claim_next`] among the jobs of `kinds` only (none: every kind).
+    fn claim_next_of(
+        &mut self,
+        now: i64,
+        owner: u32,
+        kinds: Option<&[JobKind]>,
+    ) -> Result<Option<Job>, StoreError>;
     /// The input's size and mtime (ns) as the run found it (what de-duplication compares).
     fn record_input(&mut self, id: JobId, size: u64, mtime_ns: i64) -> Result<(), StoreError>;
     /// `running` → `done` and the output records, in one transaction.

@@ -91,6 +91,30 @@ pub fn decode_to_16k_mono(path: &Path) -> Result<Vec<f32>, AudioError> {
     Ok(all)
 }
 
+/// Reads `path` on its own thread as 16 kHz mono pieces of `chunk_seconds` (what a Whisper
+/// job takes), so decoding overlaps the model's work and a long file never sits in memory
+/// whole. A decode error arrives last, as `describe` words it.
+pub fn stream_file(
+    path: &Path,
+    chunk_seconds: f64,
+    describe: fn(AudioError) -> String,
+) -> std::sync::mpsc::Receiver<Result<Vec<f32>, String>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let sent = stream_16k_mono(&path, chunk_seconds, |chunk| {
+            match tx.send(Ok(chunk.to_vec())) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            }
+        });
+        if let Err(e) = sent {
+            let _ = tx.send(Err(describe(e)));
+        }
+    });
+    rx
+}
+
 /// Decodes the file as 16 kHz mono and hands it to `on_chunk` in chunks of
 /// `chunk_seconds * 16000` samples (the last one may be shorter), so a long file never sits
 /// in memory at once. `on_chunk` returns [`ControlFlow::Break`] to stop early.

@@ -1,3 +1,6 @@
-//! Audio and image input/output.
+//! Audio and image input/output, the table of file types and the folder walker.
 pub mod audio;
+pub mod files;
 pub mod playback;
+
+pub use files::{walk, MediaKind};

@@ -62,7 +62,7 @@ commands! {
     CancelJob => "cancel-job", "Cancel the job under the cursor";
     PriorityUp => "priority-up", "Raise the priority of the job under the cursor";
     PriorityDown => "priority-down", "Lower the priority of the job under the cursor";
-    FilterKind => "filter-kind", "Filter the library by kind (all, audio, image)";
+    FilterKind => "filter-kind", "Filter the library by kind (all, audio, image, prompt, other)";
     FilterState => "filter-state", "Filter the library by job state";
     PlaySegment => "play-segment", "Play the segment under the cursor (again: stop)";
     EditSegment => "edit-segment", "Edit the text of the segment under the cursor";

@@ -1,20 +1,8 @@
-//! The library / queue pane: files from the opened and watched folders with their jobs.
+//! The library / queue pane: files from the opened folders and the job journal, each with
+//! its newest job.
+use crate::jobs::{JobId, JobKind};
+pub use crate::media::MediaKind;
 use std::path::PathBuf;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MediaKind {
-    Audio,
-    Image,
-}
-
-impl MediaKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            MediaKind::Audio => "audio",
-            MediaKind::Image => "image",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobState {
@@ -51,6 +39,34 @@ impl JobState {
     pub fn is_active(self) -> bool {
         matches!(self, JobState::Queued | JobState::Running)
     }
+
+    /// The pane's state of a journal state.
+    pub fn of(state: crate::jobs::JobState) -> JobState {
+        use crate::jobs::JobState as J;
+        match state {
+            J::Queued => JobState::Queued,
+            J::Running => JobState::Running,
+            J::Done => JobState::Done,
+            J::Failed => JobState::Failed,
+            J::Cancelled => JobState::Cancelled,
+        }
+    }
+}
+
+/// A job of the durable queue as the pane shows it (from its events and `Queue::list`,
+/// whichever process queued or runs it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobUpdate {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub path: PathBuf,
+    pub state: JobState,
+    pub priority: i32,
+    /// 0..=1 while running.
+    pub progress: f64,
+    /// Seconds left, when the job can tell.
+    pub eta: Option<f64>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +80,9 @@ pub struct Item {
     pub eta: Option<f64>,
     pub priority: i32,
     pub error: Option<String>,
+    /// The newest job of the file in the journal, once it has one.
+    pub job: Option<JobId>,
+    pub job_kind: Option<JobKind>,
 }
 
 impl Item {
@@ -76,6 +95,8 @@ impl Item {
             eta: None,
             priority: 0,
             error: None,
+            job: None,
+            job_kind: None,
         }
     }
 }
@@ -178,19 +199,49 @@ impl Library {
                 _ => 1.0,
             })
             .sum();
-        let eta = jobs
+        let running: Vec<&&Item> = jobs
             .iter()
             .filter(|i| i.state == JobState::Running)
-            .map(|i| i.eta)
-            .sum::<Option<f64>>();
+            .collect();
+        // Known only when every running job can tell; none while nothing runs.
+        let eta = if running.is_empty() {
+            None
+        } else {
+            running.iter().map(|i| i.eta).sum::<Option<f64>>()
+        };
         Some((done / jobs.len() as f64, eta))
     }
 
+    /// Applies a journal update to its file's item (added when the journal knows a file the
+    /// opened folders do not); an update of an older job than the item's is ignored.
+    /// Returns the item's state before, or None when ignored.
+    pub fn apply(&mut self, u: &JobUpdate) -> Option<JobState> {
+        if !self.index.contains_key(&u.path) {
+            self.add(vec![(u.path.clone(), MediaKind::of(&u.path))]);
+        }
+        let it = self.find_mut(&u.path)?;
+        if it.job.is_some_and(|cur| u.id < cur) {
+            return None;
+        }
+        let before = it.state;
+        it.job = Some(u.id);
+        it.job_kind = Some(u.kind);
+        it.state = u.state;
+        it.priority = u.priority;
+        it.progress = u.progress;
+        it.eta = u.eta;
+        it.error = u.error.clone();
+        Some(before)
+    }
+
+    /// All kinds, then each kind in turn.
     pub fn cycle_kind_filter(&mut self) {
         self.filter.kind = match self.filter.kind {
-            None => Some(MediaKind::Audio),
-            Some(MediaKind::Audio) => Some(MediaKind::Image),
-            Some(MediaKind::Image) => None,
+            None => MediaKind::ALL.first().copied(),
+            Some(k) => {
+                let i = MediaKind::ALL.iter().position(|&x| x == k).unwrap_or(0);
+                MediaKind::ALL.get(i + 1).copied()
+            }
         };
         self.cursor = 0;
     }

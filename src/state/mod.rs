@@ -10,10 +10,11 @@ pub mod transcript;
 pub use action::{action_description, Cmd, ACTIONS};
 pub use edit::{EditOutcome, TextEdit, TextKey};
 pub use generate::{Field, GenStatus, GeneratePane, GenerateRequest, Generation};
-pub use library::{Item, JobState, Library, MediaKind};
+pub use library::{Item, JobState, JobUpdate, Library, MediaKind};
 pub use tags::{TagItem, TagsPane};
 pub use transcript::{Doc, TranscriptPane};
 
+use crate::jobs::{JobId, JobKind};
 use crate::transcript::{Segment, Transcript};
 use std::path::PathBuf;
 
@@ -103,6 +104,9 @@ pub struct Status {
 pub enum Event {
     /// Files found in the opened folders; a transcript already next to the audio comes along.
     Found(Vec<Found>),
+    /// Jobs of the durable queue that changed (or, at start, all of them).
+    Jobs(Vec<JobUpdate>),
+    /// A file's job by path (a worker outside the queue).
     Job {
         path: PathBuf,
         state: JobState,
@@ -212,9 +216,11 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Quit,
+    /// Queue transcriptions (interactive priority).
     Transcribe(Vec<PathBuf>),
-    CancelJob(PathBuf),
-    Reprioritize(PathBuf, i32),
+    RetryJob(JobId),
+    CancelJob(JobId),
+    Reprioritize(JobId, i32),
     /// Rewrite the output files of `media` from `transcript` (`formats` empty: the configured ones).
     SaveTranscript {
         media: PathBuf,
@@ -563,6 +569,7 @@ fn queue_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
                         state.tags.cursor = i;
                         state.focus = Pane::Tags;
                     }
+                    MediaKind::Prompt | MediaKind::Other => {}
                 }
             }
         }
@@ -583,6 +590,7 @@ fn queue_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
                         audio.push(p);
                     }
                     MediaKind::Image => images.push(p),
+                    MediaKind::Prompt | MediaKind::Other => {}
                 }
             }
             lib.marks.clear();
@@ -609,7 +617,11 @@ fn queue_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
                         m.progress = 0.0;
                         m.error = None;
                     }
-                    effects.push(Effect::Transcribe(vec![it.path]));
+                    // The journal's job again (any kind); a file without one is transcribed.
+                    match it.job {
+                        Some(id) => effects.push(Effect::RetryJob(id)),
+                        None => effects.push(Effect::Transcribe(vec![it.path])),
+                    }
                 } else {
                     state.info(format!(
                         "{} is {}: nothing to retry",
@@ -619,19 +631,24 @@ fn queue_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
                 }
             }
         }
-        Cmd::CancelJob => {
-            if let Some(it) = lib.current() {
-                if it.state.is_active() {
-                    effects.push(Effect::CancelJob(it.path.clone()));
-                }
-            }
-        }
+        Cmd::CancelJob => match lib.current().map(|it| (it.state.is_active(), it.job)) {
+            Some((true, Some(id))) => effects.push(Effect::CancelJob(id)),
+            Some((true, None)) => state.info("the job is not in the queue yet: try again"),
+            Some((false, _)) => state.info("no queued or running job here"),
+            None => {}
+        },
         Cmd::PriorityUp | Cmd::PriorityDown => {
             let d = if cmd == Cmd::PriorityUp { 1 } else { -1 };
             let cur = lib.current().map(|i| i.path.clone());
-            if let Some(it) = cur.and_then(|p| lib.find_mut(&p)) {
-                it.priority += d;
-                effects.push(Effect::Reprioritize(it.path.clone(), it.priority));
+            match cur.and_then(|p| lib.find_mut(&p)) {
+                Some(it) if it.state.is_active() && it.job.is_some() => {
+                    it.priority += d;
+                    if let Some(id) = it.job {
+                        effects.push(Effect::Reprioritize(id, it.priority));
+                    }
+                }
+                Some(_) => state.info("no queued or running job here to re-prioritize"),
+                None => {}
             }
         }
         _ => {}
@@ -1016,28 +1033,35 @@ fn event(state: &mut AppState, ev: Event, effects: &mut Vec<Effect>) {
                 found.iter().map(|f| (f.path.clone(), f.kind)).collect();
             let new: std::collections::HashSet<PathBuf> =
                 state.library.add(list).into_iter().collect();
-            for f in found.into_iter().filter(|f| new.contains(&f.path)) {
+            for f in found {
+                // A file the journal listed first is not new, but has no transcript shown yet.
+                let Some(it) = state.library.find_mut(&f.path) else {
+                    continue;
+                };
+                let untouched = it.job.is_none() && it.state == JobState::Idle;
                 match f.kind {
                     MediaKind::Audio => match f.transcript {
                         Some(t) => {
-                            if let Some(it) = state.library.find_mut(&f.path) {
+                            if untouched {
                                 it.state = JobState::Done;
                                 it.progress = 1.0;
                             }
-                            state.transcript.set_transcript(f.path, t);
-                        }
-                        None => {
-                            if let Some(it) = state.library.find_mut(&f.path) {
-                                it.state = JobState::Queued;
+                            if !state.transcript.docs.contains_key(&f.path) {
+                                state.transcript.set_transcript(f.path, t);
                             }
+                        }
+                        None if untouched => {
+                            it.state = JobState::Queued;
                             to_transcribe.push(f.path);
                         }
+                        None => {}
                     },
-                    MediaKind::Image => {
+                    MediaKind::Image if new.contains(&f.path) => {
                         let i = state.tags.index_of(&f.path);
                         state.tags.items[i].applied = f.tags;
                         to_tag.push(f.path);
                     }
+                    MediaKind::Image | MediaKind::Prompt | MediaKind::Other => {}
                 }
             }
             if !to_transcribe.is_empty() {
@@ -1067,6 +1091,38 @@ fn event(state: &mut AppState, ev: Event, effects: &mut Vec<Effect>) {
                 it.eta = eta;
                 it.error = error;
             }
+        }
+        Event::Jobs(updates) => {
+            // Only the newest job of each file counts.
+            let mut newest: std::collections::HashMap<PathBuf, JobId> =
+                std::collections::HashMap::new();
+            for u in &updates {
+                let id = newest.entry(u.path.clone()).or_insert(u.id);
+                *id = (*id).max(u.id);
+            }
+            for u in updates {
+                if newest.get(&u.path) != Some(&u.id) {
+                    continue;
+                }
+                let Some(before) = state.library.apply(&u) else {
+                    continue;
+                };
+                if u.state == JobState::Failed && before.is_active() {
+                    // Queue errors name the file already.
+                    let shown = u.path.display().to_string();
+                    match u.error.as_deref() {
+                        Some(e) if e.starts_with(&shown) => state.error(e),
+                        e => state.error(format!("{shown}: {}", e.unwrap_or("failed"))),
+                    }
+                }
+                if u.kind == JobKind::Transcribe
+                    && u.state == JobState::Running
+                    && before != JobState::Running
+                {
+                    state.transcript.restart(&u.path);
+                }
+            }
+            state.library.clamp_cursor();
         }
         Event::Segment { path, segment } => state.transcript.push_segment(path, segment),
         Event::TranscriptDone { path, transcript } => {

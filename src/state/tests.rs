@@ -103,8 +103,21 @@ fn an_existing_transcript_is_shown_not_made_again() {
     );
 }
 
+fn job(id: i64, kind: JobKind, path: &str, state: JobState) -> JobUpdate {
+    JobUpdate {
+        id: JobId(id),
+        kind,
+        path: path.into(),
+        state,
+        priority: 10,
+        progress: 0.0,
+        eta: None,
+        error: None,
+    }
+}
+
 #[test]
-fn queue_cancel_retry_priority_and_filters() {
+fn queue_cancel_retry_priority_and_filters_go_to_the_journal_job() {
     let mut s = state();
     ev(
         &mut s,
@@ -113,41 +126,53 @@ fn queue_cancel_retry_priority_and_filters() {
             found("/d/b.wav", MediaKind::Audio),
         ]),
     );
-    let fx = cmd(&mut s, Cmd::CancelJob);
-    assert_eq!(fx, vec![Effect::CancelJob("/d/a.wav".into())]);
+    // Queued here, but the journal has not given it an id yet: nothing to cancel by id.
+    assert!(cmd(&mut s, Cmd::CancelJob).is_empty());
+    assert!(s
+        .status
+        .as_ref()
+        .is_some_and(|st| st.text.contains("not in the queue yet")));
     ev(
         &mut s,
-        Event::Job {
-            path: "/d/a.wav".into(),
-            state: JobState::Cancelled,
-            progress: 0.0,
-            eta: None,
-            error: None,
-        },
+        Event::Jobs(vec![
+            job(7, JobKind::Transcribe, "/d/a.wav", JobState::Queued),
+            job(8, JobKind::Transcribe, "/d/b.wav", JobState::Queued),
+        ]),
     );
+    let fx = cmd(&mut s, Cmd::CancelJob);
+    assert_eq!(fx, vec![Effect::CancelJob(JobId(7))]);
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            7,
+            JobKind::Transcribe,
+            "/d/a.wav",
+            JobState::Cancelled,
+        )]),
+    );
+    assert_eq!(s.library.items[0].state, JobState::Cancelled);
+    // Cancelled: no cancel, no priority change.
+    assert!(cmd(&mut s, Cmd::CancelJob).is_empty());
+    assert!(cmd(&mut s, Cmd::PriorityUp).is_empty());
     let fx = cmd(&mut s, Cmd::Retry);
-    assert_eq!(fx, vec![Effect::Transcribe(vec!["/d/a.wav".into()])]);
+    assert_eq!(fx, vec![Effect::RetryJob(JobId(7))]);
     assert_eq!(s.library.items[0].state, JobState::Queued);
     // Retrying a queued job does nothing.
     assert!(cmd(&mut s, Cmd::Retry).is_empty());
     cmd(&mut s, Cmd::Down);
     let fx = cmd(&mut s, Cmd::PriorityUp);
-    assert_eq!(fx, vec![Effect::Reprioritize("/d/b.wav".into(), 1)]);
-    // A failure shows in the status bar and the item.
-    ev(
-        &mut s,
-        Event::Job {
-            path: "/d/b.wav".into(),
-            state: JobState::Failed,
-            progress: 0.0,
-            eta: None,
-            error: Some("bad file".into()),
-        },
-    );
+    assert_eq!(fx, vec![Effect::Reprioritize(JobId(8), 11)]);
+    let fx = cmd(&mut s, Cmd::PriorityDown);
+    assert_eq!(fx, vec![Effect::Reprioritize(JobId(8), 10)]);
+    // A failure of a job we saw queued shows in the status bar and the item.
+    let mut failed = job(8, JobKind::Transcribe, "/d/b.wav", JobState::Failed);
+    failed.error = Some("bad file".into());
+    ev(&mut s, Event::Jobs(vec![failed]));
     assert!(s
         .status
         .as_ref()
         .is_some_and(|st| st.error && st.text.contains("bad file")));
+    assert_eq!(s.library.items[1].error.as_deref(), Some("bad file"));
     cmd(&mut s, Cmd::FilterState); // idle
     assert_eq!(s.library.visible().len(), 0);
     for _ in 0..4 {
@@ -157,6 +182,253 @@ fn queue_cancel_retry_priority_and_filters() {
     cmd(&mut s, Cmd::FilterState); // cancelled
     cmd(&mut s, Cmd::FilterState); // all
     assert_eq!(s.library.visible().len(), 2);
+}
+
+#[test]
+fn a_file_without_a_journal_job_is_retried_by_transcribing_it() {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Found(vec![found("/d/a.wav", MediaKind::Audio)]),
+    );
+    ev(
+        &mut s,
+        Event::Job {
+            path: "/d/a.wav".into(),
+            state: JobState::Failed,
+            progress: 0.0,
+            eta: None,
+            error: Some("no queue".into()),
+        },
+    );
+    assert_eq!(
+        cmd(&mut s, Cmd::Retry),
+        vec![Effect::Transcribe(vec!["/d/a.wav".into()])]
+    );
+}
+
+#[test]
+fn jobs_of_other_processes_are_listed_and_filtered_by_kind_and_state() {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Found(vec![found("/d/a.wav", MediaKind::Audio)]),
+    );
+    // `atelier watch` on the same journal: a checksum of a file the TUI did not open.
+    ev(
+        &mut s,
+        Event::Jobs(vec![
+            job(3, JobKind::Checksum, "/w/data.bin", JobState::Running),
+            job(4, JobKind::Tag, "/w/cat.png", JobState::Done),
+        ]),
+    );
+    assert_eq!(s.library.items.len(), 3);
+    let bin = &s.library.items[1];
+    assert_eq!(
+        (bin.kind, bin.state, bin.job, bin.job_kind),
+        (
+            MediaKind::Other,
+            JobState::Running,
+            Some(JobId(3)),
+            Some(JobKind::Checksum)
+        )
+    );
+    // Kind filter: audio, image, prompt, other, all.
+    cmd(&mut s, Cmd::FilterKind);
+    assert_eq!(s.library.visible(), vec![0]);
+    cmd(&mut s, Cmd::FilterKind);
+    assert_eq!(s.library.visible(), vec![2]);
+    cmd(&mut s, Cmd::FilterKind);
+    assert!(s.library.visible().is_empty());
+    cmd(&mut s, Cmd::FilterKind);
+    assert_eq!(s.library.visible(), vec![1]);
+    // With a state filter too: other files that are done.
+    for _ in 0..4 {
+        cmd(&mut s, Cmd::FilterState); // idle, queued, running, done
+    }
+    assert!(s.library.visible().is_empty());
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            3,
+            JobKind::Checksum,
+            "/w/data.bin",
+            JobState::Done,
+        )]),
+    );
+    assert_eq!(s.library.visible(), vec![1]);
+    cmd(&mut s, Cmd::FilterKind);
+    assert_eq!(s.library.visible(), vec![1, 2]);
+}
+
+#[test]
+fn an_older_job_never_overwrites_a_newer_one_of_the_same_file() {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            9,
+            JobKind::Transcribe,
+            "/d/a.wav",
+            JobState::Running,
+        )]),
+    );
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            5,
+            JobKind::Transcribe,
+            "/d/a.wav",
+            JobState::Failed,
+        )]),
+    );
+    let it = &s.library.items[0];
+    assert_eq!((it.job, it.state), (Some(JobId(9)), JobState::Running));
+    assert!(s.status.is_none(), "an old failure is not reported");
+    // In one batch (the journal's history, oldest first), only the newest job of a file counts.
+    ev(
+        &mut s,
+        Event::Found(vec![found("/d/b.wav", MediaKind::Audio)]),
+    );
+    ev(
+        &mut s,
+        Event::Jobs(vec![
+            job(11, JobKind::Transcribe, "/d/b.wav", JobState::Failed),
+            job(12, JobKind::Transcribe, "/d/b.wav", JobState::Queued),
+        ]),
+    );
+    let it = &s.library.items[1];
+    assert_eq!((it.job, it.state), (Some(JobId(12)), JobState::Queued));
+    assert!(s.status.is_none(), "an old failure is not reported");
+}
+
+#[test]
+fn progress_and_eta_show_per_job_and_overall() {
+    let mut s = state();
+    let mut a = job(1, JobKind::Transcribe, "/d/a.wav", JobState::Running);
+    a.progress = 0.5;
+    a.eta = Some(30.0);
+    ev(
+        &mut s,
+        Event::Jobs(vec![
+            a,
+            job(2, JobKind::Transcribe, "/d/b.wav", JobState::Done),
+        ]),
+    );
+    assert_eq!(s.library.items[0].progress, 0.5);
+    let (p, eta) = s.library.overall().unwrap();
+    assert!((p - 0.75).abs() < 1e-9, "{p}");
+    assert_eq!(eta, Some(30.0));
+    // Nothing running: no ETA (not "0:00").
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            1,
+            JobKind::Transcribe,
+            "/d/a.wav",
+            JobState::Done,
+        )]),
+    );
+    assert_eq!(s.library.overall(), Some((1.0, None)));
+}
+
+#[test]
+fn a_queue_error_that_names_its_file_is_shown_once() {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            1,
+            JobKind::Transcribe,
+            "/d/a.wav",
+            JobState::Running,
+        )]),
+    );
+    let mut failed = job(1, JobKind::Transcribe, "/d/a.wav", JobState::Failed);
+    failed.error = Some("/d/a.wav: model 'x' is not installed".into());
+    ev(&mut s, Event::Jobs(vec![failed]));
+    assert_eq!(
+        s.status.as_ref().map(|st| st.text.as_str()),
+        Some("/d/a.wav: model 'x' is not installed")
+    );
+}
+
+#[test]
+fn a_restarted_transcription_streams_its_segments_afresh() {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Found(vec![found("/d/a.wav", MediaKind::Audio)]),
+    );
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            1,
+            JobKind::Transcribe,
+            "/d/a.wav",
+            JobState::Running,
+        )]),
+    );
+    for i in 0..2 {
+        ev(
+            &mut s,
+            Event::Segment {
+                path: "/d/a.wav".into(),
+                segment: seg(i, i as f64, "x"),
+            },
+        );
+    }
+    assert_eq!(s.transcript.segments().len(), 2);
+    // Stopped (the TUI quit, say) and run again: the pane starts over, not doubled.
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            1,
+            JobKind::Transcribe,
+            "/d/a.wav",
+            JobState::Queued,
+        )]),
+    );
+    ev(
+        &mut s,
+        Event::Jobs(vec![job(
+            1,
+            JobKind::Transcribe,
+            "/d/a.wav",
+            JobState::Running,
+        )]),
+    );
+    assert_eq!(s.transcript.segments().len(), 0);
+}
+
+#[test]
+fn a_file_the_journal_listed_first_is_not_queued_again_but_shows_its_transcript() {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Jobs(vec![
+            job(1, JobKind::Transcribe, "/d/a.wav", JobState::Failed),
+            job(2, JobKind::Transcribe, "/d/b.wav", JobState::Done),
+        ]),
+    );
+    let t = Transcript {
+        text: " hi".into(),
+        segments: vec![seg(0, 0.0, "hi")],
+        language: "en".into(),
+    };
+    let mut b = found("/d/b.wav", MediaKind::Audio);
+    b.transcript = Some(t);
+    let fx = ev(
+        &mut s,
+        Event::Found(vec![
+            found("/d/a.wav", MediaKind::Audio),
+            b,
+            found("/d/c.wav", MediaKind::Audio),
+        ]),
+    );
+    assert_eq!(fx, vec![Effect::Transcribe(vec!["/d/c.wav".into()])]);
+    assert_eq!(s.library.items[0].state, JobState::Failed);
+    assert!(s.transcript.docs.contains_key(Path::new("/d/b.wav")));
 }
 
 #[test]

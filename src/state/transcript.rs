@@ -62,6 +62,19 @@ impl TranscriptPane {
         self.update_matches();
     }
 
+    /// A job (re)starts on `path`: its streamed segments start over (unsaved edits stay).
+    pub fn restart(&mut self, path: &std::path::Path) {
+        if let Some(doc) = self.docs.get_mut(path) {
+            if !doc.modified {
+                doc.transcript.segments.clear();
+                doc.complete = false;
+            }
+        }
+        self.update_matches();
+        let n = self.segments().len();
+        self.cursor = self.cursor.min(n.saturating_sub(1));
+    }
+
     pub fn set_transcript(&mut self, path: PathBuf, transcript: Transcript) {
         let doc = self.docs.entry(path).or_default();
         // Keep the user's unsaved edits over a reload.

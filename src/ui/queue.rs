@@ -1,7 +1,8 @@
 //! The library / queue pane.
 use super::{bar, duration, file_name, fit, list_area, pane_block};
 use crate::config::Theme;
-use crate::state::{list_offset, AppState, JobState, Pane};
+use crate::jobs::JobKind;
+use crate::state::{list_offset, AppState, JobState, MediaKind, Pane};
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
@@ -15,6 +16,16 @@ fn icon(state: JobState) -> &'static str {
         JobState::Done => "✓",
         JobState::Failed => "✗",
         JobState::Cancelled => "⊘",
+    }
+}
+
+/// The job kind the TUI runs on a file of this kind.
+fn usual_kind(kind: MediaKind) -> Option<JobKind> {
+    match kind {
+        MediaKind::Audio => Some(JobKind::Transcribe),
+        MediaKind::Image => Some(JobKind::Tag),
+        MediaKind::Prompt => Some(JobKind::Generate),
+        MediaKind::Other => None,
     }
 }
 
@@ -67,15 +78,21 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
     for (pos, &i) in visible.iter().enumerate().skip(offset).take(rows) {
         let it = &lib.items[i];
         let marked = lib.marks.contains(&it.path);
+        // A journal job of another kind than the file's usual one says which it is.
+        let kind = match it.job_kind {
+            Some(k) if Some(k) != usual_kind(it.kind) => format!(" {k}"),
+            _ => String::new(),
+        };
         let tail = match it.state {
             JobState::Running => {
                 let eta = it
                     .eta
                     .map(|e| format!(" {}", duration(e)))
                     .unwrap_or_default();
-                format!(" {}{eta}", bar(it.progress, 8))
+                format!("{kind} {}{eta}", bar(it.progress, 8))
             }
-            s => format!(" {}", s.name()),
+            JobState::Queued if it.job.is_some() => format!("{kind} queued p{}", it.priority),
+            s => format!("{kind} {}", s.name()),
         };
         let name_w = width.saturating_sub(4 + tail.chars().count());
         let name = format!("{:<name_w$}", fit(&file_name(&it.path), name_w));
@@ -88,10 +105,11 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
         let mut line = Line::from(vec![
             Span::styled(if marked { "●" } else { " " }, theme.get("mark")),
             Span::styled(format!("{} ", icon(it.state)), state_style),
-            Span::raw(if it.kind == crate::state::MediaKind::Audio {
-                "♪"
-            } else {
-                "▣"
+            Span::raw(match it.kind {
+                MediaKind::Audio => "♪",
+                MediaKind::Image => "▣",
+                MediaKind::Prompt => "✎",
+                MediaKind::Other => "·",
             }),
             Span::raw(name),
             Span::styled(tail, state_style),

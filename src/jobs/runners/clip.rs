@@ -152,6 +152,12 @@ fn ctx_embed(
 }
 
 impl Runner for ClipRunner {
+    fn preload(&self, model: Option<&str>) -> Result<(), String> {
+        let name = model.unwrap_or(&self.config.model);
+        let model = store::find(&self.models_dir, name, "clip").map_err(|e| e.to_string())?;
+        job::preload(&self.thread, model).map(|_| ())
+    }
+
     fn run(&self, job: &Job, ctx: &RunContext) -> Result<Vec<PathBuf>, RunError> {
         match self.kind {
             JobKind::Index => self.index(job),

@@ -1,17 +1,15 @@
 //! `transcribe`: Whisper on the model thread, the same engine job as `atelier transcribe`.
 use crate::config::WhisperConfig;
 use crate::engine::store::{self, InstalledModel};
-use crate::engine::whisper::job::{self, AudioChunk, JobMsg};
+use crate::engine::whisper::job::{self, JobMsg};
 use crate::engine::whisper::tokenizer::to_language_code;
 use crate::engine::whisper::{Event, TranscribeOptions};
 use crate::engine::DeviceThread;
 use crate::jobs::{Job, RunContext, RunError, Runner};
-use crate::media::audio::stream_16k_mono;
+use crate::media::audio::{stream_file, AudioError};
 use crate::output::atomic::output_path;
 use crate::output::writers::{self, Format, WriterOptions};
-use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::path::PathBuf;
 
 /// Transcribes with the models kept warm on `thread`; job options override the config.
 pub struct WhisperRunner {
@@ -92,28 +90,16 @@ impl WhisperRunner {
     }
 }
 
-/// Reads `path` on its own thread as 16 kHz mono pieces of 30 s.
-fn stream(path: &Path) -> mpsc::Receiver<AudioChunk> {
-    let (tx, rx) = mpsc::sync_channel(4);
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        let sent = stream_16k_mono(&path, 30.0, |chunk| match tx.send(Ok(chunk.to_vec())) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(_) => ControlFlow::Break(()),
-        });
-        if let Err(e) = sent {
-            // Audio errors name the file and are about the input: marked so.
-            let _ = tx.send(Err(format!("{INPUT_ERROR}{e}")));
-        }
-    });
-    rx
+/// Audio errors name the file and are about the input: marked so.
+fn input_error(e: AudioError) -> String {
+    format!("{INPUT_ERROR}{e}")
 }
 
 const INPUT_ERROR: &str = "\u{1}input:";
 
 impl Runner for WhisperRunner {
-    fn preload(&self) -> Result<(), String> {
-        let (model, vad) = self.models(None, self.config.vad)?;
+    fn preload(&self, model: Option<&str>) -> Result<(), String> {
+        let (model, vad) = self.models(model, self.config.vad)?;
         job::preload(&self.thread, model, vad)
     }
 
@@ -128,14 +114,14 @@ impl Runner for WhisperRunner {
             &self.thread,
             model,
             vad_model,
-            stream(&job.input),
+            stream_file(&job.input, 30.0, input_error),
             opts,
             ctx.cancel.clone(),
         );
         let mut result = Err("the model thread stopped".to_string());
         for msg in rx {
             match msg {
-                JobMsg::Event(Event::Segment(seg)) => ctx.partial(seg.text),
+                JobMsg::Event(Event::Segment(seg)) => ctx.segment(seg),
                 JobMsg::Event(Event::Progress {
                     done_seconds,
                     total_seconds,
