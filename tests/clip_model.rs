@@ -143,16 +143,38 @@ fn image_list() -> Vec<PathBuf> {
 
 #[test]
 fn embeddings_match_open_clip() {
-    check_embeddings(&fixture().models(), MODEL, &fixture().checkpoint());
+    check_embeddings(&fixture().models(), MODEL, "embed", &fixture().checkpoint());
 }
 
 #[test]
 fn rn50_embeddings_match_open_clip() {
     let dir = rn50().path();
-    check_embeddings(&dir.join("models"), RN50, &dir.join("ckpt.pt"));
+    check_embeddings(&dir.join("models"), RN50, "embed", &dir.join("ckpt.pt"));
 }
 
-fn check_embeddings(models: &Path, model: &str, ckpt: &Path) {
+/// A transformers folder (config.json, model.safetensors, preprocessor_config.json), as users
+/// have them from the Hub, imported with `atelier models import clip`: the same embeddings as
+/// the transformers model's get_image_features / get_text_features, on open_clip's transform
+/// with the folder's mean and std (atelier preprocesses every model the open_clip way).
+#[test]
+fn transformers_folder_import_matches_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("clip-vit-rand-hf");
+    common::run_python(
+        "tools/export/refs/clip_model_ref.py",
+        &[std::ffi::OsStr::new("make-hf"), hf.as_os_str()],
+    );
+    let models = tmp.path().join("models");
+    ok(&run(atelier_with(tmp.path(), &models)
+        .args(["models", "import", "clip"])
+        .arg(&hf)
+        .args(["--name", "clip-hf-rand"])));
+    check_embeddings(&models, "clip-hf-rand", "embed-hf", &hf);
+}
+
+/// `reference`: the clip_model_ref.py mode ("embed": open_clip checkpoint, "embed-hf":
+/// transformers folder) run on `source`.
+fn check_embeddings(models: &Path, model: &str, reference: &str, source: &Path) {
     let state = tempfile::tempdir().unwrap();
     let images = image_list();
     let texts = [
@@ -170,8 +192,8 @@ fn check_embeddings(models: &Path, model: &str, ckpt: &Path) {
     }
     let ours: Value = serde_json::from_str(&ok(&run(&mut cmd))).unwrap();
     let reference = python_ref(
-        "embed",
-        &[ckpt.as_os_str()],
+        reference,
+        &[source.as_os_str()],
         &serde_json::json!({"images": images, "texts": texts}),
     );
     let mut worst = (1.0f64, String::new());
@@ -420,8 +442,25 @@ fn index_is_incremental_prunes_and_searches_like_brute_force() {
     for (o, r) in ours.iter().zip(reference) {
         assert!((o["score"].as_f64().unwrap() - r[1].as_f64().unwrap()).abs() < 1e-5);
     }
-    let mut a: Vec<String> = ours.iter().map(|o| o["path"].to_string()).collect();
-    let mut b: Vec<String> = reference.iter().map(|r| r[0].to_string()).collect();
+    // A tie can straddle the top-3 cut: name each hit by its first byte-identical file.
+    let canon = |p: &str| -> String {
+        let bytes = std::fs::read(p).unwrap();
+        let mut same: Vec<PathBuf> = files
+            .iter()
+            .filter(|f| std::fs::read(f).is_ok_and(|b| b == bytes))
+            .map(|f| std::fs::canonicalize(f).unwrap())
+            .collect();
+        same.sort();
+        same[0].display().to_string()
+    };
+    let mut a: Vec<String> = ours
+        .iter()
+        .map(|o| canon(o["path"].as_str().unwrap()))
+        .collect();
+    let mut b: Vec<String> = reference
+        .iter()
+        .map(|r| canon(r[0].as_str().unwrap()))
+        .collect();
     a.sort();
     b.sort();
     assert_eq!(a, b);

@@ -209,17 +209,37 @@ fn bad_files_fail_with_a_clear_error_and_the_rest_completes() {
     write_wav(&locked, &clips[0]);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let can_lock = std::fs::File::open(&locked).is_err();
+    // As root, mode 000 does not stop reads; root without the DAC override capabilities
+    // (util-linux's setpriv) is stopped like any user.
+    const NO_DAC: &[&str] = &[
+        "setpriv",
+        "--bounding-set",
+        "-dac_override,-dac_read_search",
+        "--",
+    ];
+    let as_root = std::fs::File::open(&locked).is_ok();
+    let no_dac = as_root
+        && std::process::Command::new("setpriv")
+            .args(&NO_DAC[1..3])
+            .args(["--", "cat"])
+            .arg(&locked)
+            .output()
+            .is_ok_and(|o| !o.status.success());
+    let can_lock = !as_root || no_dac;
     if !can_lock {
         println!(
-            "skipping the unreadable-file case: running as root, chmod 000 does not stop reads"
+            "skipping the unreadable-file case: running as root, and setpriv cannot drop the DAC override"
         );
         std::fs::remove_file(&locked).unwrap();
     }
 
     let args = watch_args(&inbox);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, events, _) = home.watch_until_idle(&args);
+    let (ok, events, _) = if no_dac {
+        home.watch_until_idle_under(NO_DAC, &args)
+    } else {
+        home.watch_until_idle(&args)
+    };
     assert!(!ok, "failed jobs make the exit status 1");
     let jobs = home.jobs();
     let job = |p: &Path| {

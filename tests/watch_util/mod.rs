@@ -74,6 +74,33 @@ impl Home {
         )
     }
 
+    /// As [`Home::watch_until_idle`], with `atelier` run under `prefix` (e.g. `setpriv …`).
+    pub fn watch_until_idle_under(
+        &self,
+        prefix: &[&str],
+        args: &[&str],
+    ) -> (bool, Vec<Value>, String) {
+        let inner = self.watch(args);
+        let mut cmd = Command::new(prefix[0]);
+        cmd.args(&prefix[1..])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .arg("--exit-when-idle");
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let out = cmd.output().unwrap();
+        let events = parse_events(&String::from_utf8_lossy(&out.stdout));
+        (
+            out.status.success(),
+            events,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn spawn_watch(&self, args: &[&str]) -> Child {
         self.watch(args).spawn().unwrap()
     }

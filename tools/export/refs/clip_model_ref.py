@@ -7,6 +7,12 @@
                                     -> per image [[label, score], ...] best first. The label set and the
                                     template table are read from config/labels/ with tomllib here.
   search DB MODEL REQ.json OUT.json REQ: {"query": [floats], "top": N} -> brute force [[path, score], ...]
+  make-hf DIR                       a random transformers CLIPModel (ViT-B/32 layout, narrow and shallow
+                                    so the test stays fast) saved as a transformers folder, with a
+                                    preprocessor_config.json as the Hub's openai/clip-vit-base-patch32 has
+  embed-hf DIR REQ.json OUT.json    as embed, with the transformers model: get_image_features on open_clip's
+                                    eval transform (mean/std from the folder's preprocessor_config.json),
+                                    get_text_features on open_clip.tokenize ids
 """
 import json
 import sqlite3
@@ -46,8 +52,67 @@ def embed_texts(model, tokenize, torch, texts):
         return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 
 
+def make_hf(folder):
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(0)
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77),
+        vision_config=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=224, patch_size=32),
+        projection_dim=64)
+    model = CLIPModel(cfg).eval()
+    with torch.no_grad():  # HF's init leaves small weights; spread them so the embeddings differ per input
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.08)
+    model.save_pretrained(folder)
+    CLIPImageProcessor(do_resize=True, size={"shortest_edge": 224}, resample=3, do_center_crop=True,
+                       crop_size={"height": 224, "width": 224}, do_normalize=True,
+                       image_mean=[0.48145466, 0.4578275, 0.40821073],
+                       image_std=[0.26862954, 0.26130258, 0.27577711]).save_pretrained(folder)
+
+
+def embed_hf(folder, r):
+    import open_clip
+    import torch
+    from PIL import Image, ImageOps
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    model = CLIPModel.from_pretrained(folder).eval()
+    proc = CLIPImageProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        img = torch.zeros(0)
+        if r["images"]:
+            # open_clip's eval transform, as for the other references: atelier preprocesses every
+            # model that way. (transformers' CLIPImageProcessor differs by design: it floors the
+            # crop offset, e.g. 1 px left of torchvision's on a 640x427 photo.)
+            transform = open_clip.image_transform(proc.crop_size["height"], is_train=False,
+                                                  mean=proc.image_mean, std=proc.image_std)
+            px = torch.stack([transform(ImageOps.exif_transpose(Image.open(p))) for p in r["images"]])
+            feats = model.get_image_features(pixel_values=px)
+            feats = getattr(feats, "pooler_output", feats)  # transformers 5 wraps the projection
+            img = torch.nn.functional.normalize(feats, dim=-1)
+        txt = torch.zeros(0)
+        if r["texts"]:
+            ids = open_clip.tokenize(r["texts"])
+            # the text tower pools at the end-of-text token: the largest id (transformers' legacy eos rule)
+            feats = model.get_text_features(input_ids=ids)
+            txt = torch.nn.functional.normalize(getattr(feats, "pooler_output", feats), dim=-1)
+    return {"images": img.tolist(), "texts": txt.tolist()}
+
+
 def main():
     mode = sys.argv[1]
+    if mode == "make-hf":
+        make_hf(sys.argv[2])
+        return
+    if mode == "embed-hf":
+        folder, req, out = sys.argv[2:5]
+        json.dump(embed_hf(folder, json.load(open(req))), open(out, "w"))
+        return
     if mode == "search":
         db, model_name, req, out = sys.argv[2:6]
         r = json.load(open(req))
