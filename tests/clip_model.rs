@@ -172,6 +172,38 @@ fn transformers_folder_import_matches_transformers() {
     check_embeddings(&models, "clip-hf-rand", "embed-hf", &hf);
 }
 
+/// The fixture's weights saved as a bare state dict (the layout of openai `clip` `.pt` state
+/// dicts and open_clip checkpoints), imported with `--format openai` and with `--format
+/// open_clip --arch ViT-B-32`: the same embeddings as open_clip on those weights.
+#[test]
+fn openai_and_open_clip_checkpoint_imports_match_open_clip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pt = tmp.path().join("ViT-B-32-rand.pt");
+    common::run_python(
+        "tools/export/refs/clip_model_ref.py",
+        &[
+            std::ffi::OsStr::new("bare-state-dict"),
+            fixture().checkpoint().as_os_str(),
+            pt.as_os_str(),
+        ],
+    );
+    let models = tmp.path().join("models");
+    for (name, extra) in [
+        ("clip-openai-rand", &["--format", "openai"][..]),
+        (
+            "clip-oc-rand",
+            &["--format", "open_clip", "--arch", "ViT-B-32"][..],
+        ),
+    ] {
+        ok(&run(atelier_with(tmp.path(), &models)
+            .args(["models", "import", "clip"])
+            .arg(&pt)
+            .args(["--name", name])
+            .args(extra)));
+        check_embeddings(&models, name, "embed", &fixture().checkpoint());
+    }
+}
+
 /// `reference`: the clip_model_ref.py mode ("embed": open_clip checkpoint, "embed-hf":
 /// transformers folder) run on `source`.
 fn check_embeddings(models: &Path, model: &str, reference: &str, source: &Path) {

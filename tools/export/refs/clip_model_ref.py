@@ -7,6 +7,8 @@
                                     -> per image [[label, score], ...] best first. The label set and the
                                     template table are read from config/labels/ with tomllib here.
   search DB MODEL REQ.json OUT.json REQ: {"query": [floats], "top": N} -> brute force [[path, score], ...]
+  bare-state-dict CKPT OUT.pt       the checkpoint's weights as a bare state dict, the layout of openai
+                                    `clip` .pt state dicts and open_clip checkpoints
   make-hf DIR                       a random transformers CLIPModel (ViT-B/32 layout, narrow and shallow
                                     so the test stays fast) saved as a transformers folder, with a
                                     preprocessor_config.json as the Hub's openai/clip-vit-base-patch32 has
@@ -106,6 +108,12 @@ def embed_hf(folder, r):
 
 def main():
     mode = sys.argv[1]
+    if mode == "bare-state-dict":
+        import torch
+
+        ck = torch.load(sys.argv[2], map_location="cpu", weights_only=True)
+        torch.save(ck["state_dict"], sys.argv[3])
+        return
     if mode == "make-hf":
         make_hf(sys.argv[2])
         return
