@@ -237,12 +237,12 @@ def _default_audio(parity_audio: str | None) -> tuple[np.ndarray, str]:
 
 
 def quantize_int8(model):
-    """Dynamic int8 quantization of every Linear (weights int8 per tensor, activations
+    """Dynamic int8 quantization of every Linear (weights int8 per output channel, activations
     quantized per call), as faster-whisper's ``compute_type="int8"`` does on the CPU; the
     output projection tied to the token embedding becomes a quantized Linear too."""
     import warnings
 
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     def plain(mod):
         for name, child in mod.named_children():
@@ -262,9 +262,10 @@ def quantize_int8(model):
     holder.add_module("proj", proj)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
-        model.encoder = quantize_dynamic(model.encoder, {nn.Linear}, dtype=torch.qint8)
-        model.decoder = quantize_dynamic(model.decoder, {nn.Linear}, dtype=torch.qint8)
-        model.quantized_logits = quantize_dynamic(holder, {nn.Linear}, dtype=torch.qint8).proj
+        spec = {nn.Linear: per_channel_dynamic_qconfig}  # one scale per output row: closer to float32
+        model.encoder = quantize_dynamic(model.encoder, spec, dtype=torch.qint8)
+        model.decoder = quantize_dynamic(model.decoder, spec, dtype=torch.qint8)
+        model.quantized_logits = quantize_dynamic(holder, spec, dtype=torch.qint8).proj
     return model
 
 
@@ -475,13 +476,16 @@ def verify_export(ref_model, src, mel_ts, enc_ts, ckv_ts, step_ts, tdev, tdt, pa
             res[f"decoder_B{B}_align_qk_max_abs_diff"] = da
             log(f"  decoder_step B={B}, {S} steps from T=0: logits max |diff| = {dl:.3g} (|logits| <= {amax:.1f}),"
                 f" align_qk max |diff| = {da:.3g}")
-            agree = float((lg_all.cpu().argmax(-1) == logits_ref.argmax(-1)).float().mean())
+            # the positions that predict text (the prompt's own positions are never sampled)
+            p0 = len(prompt) - 1
+            agree = float((lg_all.cpu()[:, p0:].argmax(-1) == logits_ref[:, p0:].argmax(-1)).float().mean())
             res[f"decoder_B{B}_top1_agreement"] = agree
             if quantized:
-                # int8 weights change the logits by design; what must hold is the ranking
-                log(f"  decoder_step B={B} (int8): top-1 token agrees with openai float32 on {agree:.1%} of positions")
-                if agree < 0.75:
-                    raise ExportError(f"decoder_step.ts (int8): top-1 agrees on only {agree:.1%} of positions")
+                # int8 weights change the logits by design. This teacher-forced text is not what
+                # the audio says, so the agreement is only reported; the quality check is the
+                # WER on real speech (tests/whisper_e2e.rs, tools/bench/whisper_bench.py).
+                log(f"  decoder_step B={B} (int8): top-1 token agrees with openai float32 on {agree:.1%}"
+                    f" of the text positions (teacher-forced, unrelated text)")
                 continue
             tol = 0.5 if half else 2e-2
             if max(dl, dp) > tol:
