@@ -112,7 +112,7 @@ pub struct ImportArgs {
     #[arg(long, default_value = "float32")]
     pub dtype: String,
     /// Whisper on the CPU: int8 quantizes every Linear layer (dynamic int8, like
-    /// faster-whisper's compute_type int8): about 1.5x faster, slightly different words
+    /// faster-whisper's compute_type int8): faster on the CPU, slightly different words
     #[arg(long, value_parser = ["int8"])]
     pub quantize: Option<String>,
 }

@@ -271,14 +271,14 @@ def main() -> None:
         if a.only_search:
             images = images[:64]
         wall, out = timed(base + ["--index", str(tmp / "idx.sqlite"), str(images[0].parent)], env)
-        search_bench(a, tmp, env, result)
-        if a.only_search:
-            print(json.dumps(result["search"], indent=1))
-            return
         summary = next((l for l in out.stderr.splitlines() if l.startswith("indexed ")), out.stderr[-300:])
         result["runs"]["atelier index"] = {"wall_s": round(wall, 2), "images_per_s": round(len(images) / wall, 2),
                                            "summary": summary}
         report("atelier index", result["runs"]["atelier index"])
+        search_bench(a, tmp, env, result)
+        if a.only_search:
+            print(json.dumps(result["search"], indent=1))
+            return
         listing = tmp / "paths.json"
         listing.write_text(json.dumps([str(p) for p in images]))
         for mode, label in (("plain", "open_clip plain loop"), ("loader", f"open_clip DataLoader ({a.workers} workers)")):
