@@ -10,6 +10,16 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// Each segment's token ids, as openai-whisper's JSON and ours list them.
+fn segment_tokens(v: &Value) -> Vec<Value> {
+    v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tokens"].clone())
+        .collect()
+}
+
 fn transcribe(state: &Path, out: &Path, files: &[PathBuf], extra: &[&str]) -> std::process::Output {
     common::atelier_with_models(state)
         .arg("transcribe")
@@ -73,17 +83,7 @@ fn greedy_matches_openai_on_librivox() {
         }
     }
 
-    let wer_file = tmp.path().join("wer.json");
-    let mut args: Vec<&OsStr> = vec![
-        OsStr::new("--wer"),
-        OsStr::new("--ours"),
-        tmp.path().as_os_str(),
-        OsStr::new("--out"),
-        wer_file.as_os_str(),
-    ];
-    args.extend(clips.iter().map(|c| c.as_os_str()));
-    common::run_python("tools/export/refs/transcribe_ref.py", &args);
-    let wer = read_json(&wer_file)["wer"].as_f64().unwrap();
+    let wer = wer_of(tmp.path(), &clips);
     println!(
         "tiny.en greedy WER on the five LibriVox clips: {:.1}%",
         wer * 100.0
@@ -138,15 +138,12 @@ fn beam_search_matches_openai_on_librivox() {
         )));
         let theirs = &reference[clip.to_str().unwrap()];
         assert_eq!(ours["text"], theirs["text"], "{}", clip.display());
-        let tokens = |v: &Value| -> Vec<Value> {
-            v["segments"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s["tokens"].clone())
-                .collect()
-        };
-        assert_eq!(tokens(&ours), tokens(theirs), "{}", clip.display());
+        assert_eq!(
+            segment_tokens(&ours),
+            segment_tokens(theirs),
+            "{}",
+            clip.display()
+        );
     }
 }
 
@@ -398,6 +395,21 @@ fn int8_export_transcribes_as_well_as_float32() {
     let manifest =
         std::fs::read_to_string(models.join("whisper-tiny.en-int8/manifest.toml")).unwrap();
     assert!(manifest.contains("quantize = \"int8\""), "{manifest}");
+    // int8 weights really are stored: the decoder's Linear layers shrink to a quarter (the
+    // token embedding stays float32 for the lookup), about 7 MB less for tiny.en.
+    let size = |dir: &Path| {
+        std::fs::metadata(dir.join("decoder_step.ts"))
+            .unwrap()
+            .len()
+    };
+    let (int8, fp32) = (
+        size(&models.join("whisper-tiny.en-int8")),
+        size(&common::test_models().join("whisper-tiny.en")),
+    );
+    assert!(
+        int8 + 4_000_000 < fp32,
+        "decoder_step.ts: int8 {int8} bytes vs float32 {fp32}"
+    );
 
     let clips = common::librivox_clips();
     let (fp32_dir, int8_dir) = (tmp.path().join("fp32"), tmp.path().join("int8"));
@@ -517,14 +529,11 @@ fn language_detection_and_translation_match_openai() {
             continue;
         }
         assert_eq!(ours["text"], theirs["text"], "{}", clip.display());
-        let tokens = |v: &Value| -> Vec<Value> {
-            v["segments"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s["tokens"].clone())
-                .collect()
-        };
-        assert_eq!(tokens(&ours), tokens(theirs), "{}", clip.display());
+        assert_eq!(
+            segment_tokens(&ours),
+            segment_tokens(theirs),
+            "{}",
+            clip.display()
+        );
     }
 }

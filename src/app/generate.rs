@@ -156,7 +156,7 @@ impl Shared {
             return Ok(t.clone());
         }
         let device = runtime::resolve_device(self.device).map_err(|e| e.to_string())?;
-        let t = DeviceThread::spawn(device)
+        let t = DeviceThread::shared(device)
             .map_err(|e| format!("cannot start the model thread: {e}"))?;
         *slot = Some(t.clone());
         Ok(t)

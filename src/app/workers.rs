@@ -123,7 +123,7 @@ impl Engine {
         }
         let device =
             crate::engine::runtime::resolve_device(self.device).map_err(|e| e.to_string())?;
-        let t = DeviceThread::spawn(device)
+        let t = DeviceThread::shared(device)
             .map_err(|e| format!("cannot start the model thread: {e}"))?;
         *slot = Some(t.clone());
         Ok(t)

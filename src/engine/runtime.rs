@@ -275,6 +275,24 @@ pub struct DeviceThread {
 }
 
 impl DeviceThread {
+    /// The process's one model thread for `device`, started on first use. Everything in one
+    /// process that runs models (the TUI's queue, CLIP and generate workers) shares it, so a
+    /// device holds each model once.
+    pub fn shared(device: tch::Device) -> std::io::Result<Self> {
+        static THREADS: std::sync::OnceLock<std::sync::Mutex<Vec<DeviceThread>>> =
+            std::sync::OnceLock::new();
+        let mut threads = THREADS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = threads.iter().find(|t| t.device == device) {
+            return Ok(t.clone());
+        }
+        let t = DeviceThread::spawn(device)?;
+        threads.push(t.clone());
+        Ok(t)
+    }
+
     pub fn spawn(device: tch::Device) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()

@@ -65,32 +65,30 @@ impl Home {
 
     /// Runs `watch ARGS… --exit-when-idle` to the end; its exit success and events.
     pub fn watch_until_idle(&self, args: &[&str]) -> (bool, Vec<Value>, String) {
-        let out = self.watch(args).arg("--exit-when-idle").output().unwrap();
-        let events = parse_events(&String::from_utf8_lossy(&out.stdout));
-        (
-            out.status.success(),
-            events,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        self.watch_until_idle_under(&[], args)
     }
 
-    /// As [`Home::watch_until_idle`], with `atelier` run under `prefix` (e.g. `setpriv …`).
+    /// As [`Home::watch_until_idle`], with `atelier` run under `prefix` (e.g. `setpriv …`;
+    /// empty: directly).
     pub fn watch_until_idle_under(
         &self,
         prefix: &[&str],
         args: &[&str],
     ) -> (bool, Vec<Value>, String) {
-        let inner = self.watch(args);
-        let mut cmd = Command::new(prefix[0]);
-        cmd.args(&prefix[1..])
-            .arg(inner.get_program())
-            .args(inner.get_args())
-            .arg("--exit-when-idle");
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
+        let mut cmd = self.watch(args);
+        cmd.arg("--exit-when-idle");
+        if let Some((program, rest)) = prefix.split_first() {
+            let inner = cmd;
+            cmd = Command::new(program);
+            cmd.args(rest)
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => cmd.env(k, v),
+                    None => cmd.env_remove(k),
+                };
+            }
         }
         let out = cmd.output().unwrap();
         let events = parse_events(&String::from_utf8_lossy(&out.stdout));

@@ -207,9 +207,7 @@ def search_bench(a, tmp: Path, env: dict, result: dict) -> None:
     res = {"rows": n}
     for label, idx in ((f"atelier search, {n0} rows", tmp / "idx.sqlite"), (f"atelier search, {n} rows", big)):
         timed(search + ["--index", str(idx)], env)  # warm the page cache
-        wall, out = timed(search + ["--index", str(idx)], env)
-        if out.returncode != 0:
-            raise SystemExit(f"atelier search failed: {out.stderr[-500:]}")
+        wall, _ = timed(search + ["--index", str(idx)], env)  # (timed exits on failure)
         res[label] = {"wall_s": round(wall, 3)}
         report(label, res[label])
     wall, out = timed([PY, "-c", SEARCH_PEER, str(big)])
