@@ -6,6 +6,7 @@ use clap::{CommandFactory, Parser};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    atelier::engine::runtime::keep_freed_memory();
     let cli = Cli::parse();
     let loaded = config::load(cli.config.as_deref(), cli.theme.as_deref());
     let _log = logging::init(&loaded.config.log_level);

@@ -335,6 +335,23 @@ impl DeviceThread {
     }
 }
 
+/// Keeps freed memory in the process for reuse instead of handing it back to the kernel.
+///
+/// glibc serves big blocks with fresh `mmap`s and trims the heap as soon as its top is free,
+/// so the tensors a decoder step allocates and frees (logits, the grown KV cache) come back
+/// as new zeroed pages every step: a perf profile of beam-5 Whisper on the CPU spent 13% of
+/// its time in page faults. With no mmap'd blocks and no trimming the pages are reused:
+/// `atelier transcribe` with 1 thread went from 19.4-20.0 s to 17.0 s (sys 3.3 s -> 1.1 s)
+/// on the 216 s benchmark file, for about 150 MB more peak RSS. Does nothing off glibc.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Sets libtorch's intra-op CPU threads.
 pub fn set_threads(n: i32) {
     if n > 0 {

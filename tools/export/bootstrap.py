@@ -107,6 +107,12 @@ def _ready(models: Path, name: str, converted: Path | None) -> bool:
         manifest = (models / name / "manifest.toml").read_text()
         if f"export-version = {EXPORT_VERSION}\n" not in manifest:
             return False
+    if name.startswith("vad"):
+        from .vad_export import EXPORT_VERSION as VAD_VERSION
+
+        manifest = (models / name / "manifest.toml").read_text()
+        if f"export-version = {VAD_VERSION}\n" not in manifest:
+            return False
     return converted is None or converted.is_file()
 
 

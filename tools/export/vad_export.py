@@ -6,6 +6,17 @@ Calling convention of silero_vad.jit (16 kHz), as its utils_vad.get_speech_times
     it keeps the LSTM state and the previous 64 samples (context) inside the module, and prepends
     that context itself: the caller passes exactly 512 fresh samples per call, consecutive,
     zero-padding the last short window.
+
+Next to it we write ``silero_vad_batched.ts``, the same network with the per-window work
+batched (``SileroBatched`` below): Silero's STFT and convolutional encoder look at one window
+(64 context + 512 samples) at a time and keep no state, so every window of a stretch of audio
+goes through them in one call, and only the LSTM runs step by step (one ``nn.LSTM`` call over
+the sequence, holding the LSTMCell's weights). Calling convention:
+  * ``forward(windows: Tensor[N, 576] float32, state: Tensor[2, 1, 128]) ->
+    (probs: Tensor[N], state: Tensor[2, 1, 128])``; row i is the 64 samples before window i
+    (zeros before the first) followed by its 512 samples; the state starts at zeros and is
+    passed from call to call.
+The export checks it against the per-window loop (max abs diff <= 1e-5).
 """
 from __future__ import annotations
 
@@ -20,6 +31,9 @@ import torch
 from .common import ExportError, atomic_copy, staged_folder, load_wav_16k_mono, quiet_warnings, write_manifest, write_parity_reference
 
 SILERO_VERSION = "6.2.3"
+# 2: adds silero_vad_batched.ts
+EXPORT_VERSION = 2
+BATCHED_TOLERANCE = 1e-5
 SAMPLE_RATE, WINDOW, CONTEXT = 16000, 512, 64
 # get_speech_timestamps defaults (silero-vad 6.2.3)
 TIMESTAMP_DEFAULTS = {
@@ -32,6 +46,48 @@ TIMESTAMP_DEFAULTS = {
     "min-silence-at-max-speech-ms": 98,
     "use-max-poss-sil-at-max-speech": True,
 }
+
+
+class SileroBatched(torch.nn.Module):
+    """Silero VAD 6 (16 kHz) over many windows per call; see the module docstring."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.stft = inner.stft
+        self.encoder = inner.encoder
+        self.head = inner.decoder.decoder
+        cell = inner.decoder.rnn
+        self.lstm = torch.nn.LSTM(cell.weight_hh.shape[1], cell.weight_hh.shape[1])
+        with torch.no_grad():
+            self.lstm.weight_ih_l0.copy_(cell.weight_ih)
+            self.lstm.weight_hh_l0.copy_(cell.weight_hh)
+            self.lstm.bias_ih_l0.copy_(cell.bias_ih)
+            self.lstm.bias_hh_l0.copy_(cell.bias_hh)
+
+    def forward(self, windows: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.encoder(self.stft(windows))  # [N, 128, 1]
+        x = x.squeeze(-1).unsqueeze(1)  # [N, 1, 128]: a sequence of N steps, batch 1
+        h, (hn, cn) = self.lstm(x, (state[0:1], state[1:2]))
+        y = self.head(h.squeeze(1).unsqueeze(-1))  # [N, 1, 1]
+        return y.reshape(-1), torch.stack([hn[0], cn[0]])
+
+
+def batched_windows(audio: torch.Tensor) -> torch.Tensor:
+    """[N, 576] rows: 64 samples of context, then each 512-sample window (last zero-padded)."""
+    n = (audio.numel() + WINDOW - 1) // WINDOW
+    a = torch.nn.functional.pad(audio, (CONTEXT, n * WINDOW - audio.numel()))
+    return a.unfold(0, WINDOW + CONTEXT, WINDOW)
+
+
+def batched_probs(batched, audio: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
+    windows = batched_windows(audio)
+    state = torch.zeros(2, 1, 128)
+    out = []
+    with torch.no_grad():
+        for s in range(0, windows.shape[0], chunk):
+            p, state = batched(windows[s:s + chunk], state)
+            out.append(p)
+    return torch.cat(out)
 
 
 def unpack_wheel(wheel: Path, dest: Path) -> Path:
@@ -114,21 +170,33 @@ def _export_into(jit: Path, root: Path, folder: Path, name: str, parity_ref, sou
         if not hasattr(model, meth):
             raise ExportError(f"{jit}: has no method {meth!r}; not the expected silero-vad 6 model")
 
+    try:
+        batched = torch.jit.script(SileroBatched(model._model).eval())
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"{jit}: cannot build the batched VAD module ({e})") from e
+    batched.save(str(folder / "silero_vad_batched.ts"))
+
     res: dict = {"name": name}
     utils = import_utils_vad(root)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as silero_vad.load_silero_vad does: 512-sample calls are faster single-threaded
     try:
         res.update(_reference(model, utils, jit, parity_ref, log))
+        audio, _ = reference_clip()
+        diff = float((batched_probs(batched, audio, chunk=97) - speech_probs(model, audio)).abs().max())
+        res["batched_max_abs_diff"] = diff
+        log(f"  vad: batched module vs per-window loop: max abs diff {diff:.2e}")
+        if not diff <= BATCHED_TOLERANCE:
+            raise ExportError(f"{jit}: the batched VAD differs from the per-window loop by {diff}")
     finally:
         torch.set_num_threads(threads)
 
     write_manifest(
         folder, "vad", name, "silero-vad-6", "cpu", "float32", False,
         source or f"silero-vad=={SILERO_VERSION} (silero_vad/data/silero_vad.jit)",
-        files={"vad": ("silero_vad.jit", "torchscript")},
+        files={"vad": ("silero_vad.jit", "torchscript"), "vad-batched": ("silero_vad_batched.ts", "torchscript")},
         dims={"sample_rate": SAMPLE_RATE, "window": WINDOW, "context": CONTEXT},
-        config=dict(TIMESTAMP_DEFAULTS),
+        config={**TIMESTAMP_DEFAULTS, "export-version": EXPORT_VERSION},
     )
     return res
 

@@ -81,6 +81,8 @@ pub fn submit(
         let result = (|| -> Result<Transcript, String> {
             let whisper = whisper(cache, &model)?;
             let vad = vad_model.as_ref().map(|v| vad(cache, v)).transpose()?;
+            let started = std::time::Instant::now();
+            let mut vad_seconds = 0.0;
             let mut mel = MelStream::new();
             let mut vad_stream = vad
                 .as_deref()
@@ -96,13 +98,23 @@ pub fn submit(
                     .mel_push(&mut mel, &chunk)
                     .map_err(|e| e.to_string())?;
                 if let Some(v) = vad_stream.as_mut() {
+                    let t = std::time::Instant::now();
                     v.push(&chunk).map_err(|e| e.to_string())?;
+                    vad_seconds += t.elapsed().as_secs_f64();
                 }
             }
             let samples = mel.samples();
             let mel = whisper.mel_finish(mel).map_err(|e| e.to_string())?;
             if let (Some(stream), Some(vad)) = (vad_stream, vad.as_ref()) {
+                let t = std::time::Instant::now();
                 let probs = stream.finish().map_err(|e| e.to_string())?;
+                vad_seconds += t.elapsed().as_secs_f64();
+                tracing::info!(
+                    vad_seconds,
+                    batched = vad.is_batched(),
+                    windows = probs.len(),
+                    "voice activity detected"
+                );
                 let speech = vad::speech_timestamps(&probs, samples, &vad.params);
                 // Batched mode packs the raw speech ranges into windows itself.
                 let gap = if options.batch_size > 1 {
@@ -140,6 +152,10 @@ pub fn submit(
             } else {
                 transcribe(&whisper, &mel, &options, &cancel, &mut on_event)
             };
+            tracing::info!(
+                seconds = started.elapsed().as_secs_f64(),
+                "transcription finished"
+            );
             result.map_err(|e| match e {
                 TranscribeError::Cancelled => "cancelled".to_string(),
                 other => other.to_string(),

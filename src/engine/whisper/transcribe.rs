@@ -147,9 +147,11 @@ pub fn transcribe(
         let window_end_time = ((seek + N_FRAMES) * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
         let segment_size = N_FRAMES.min(content_frames - seek).min(clip_end - seek);
         let segment_duration = (segment_size * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+        let clock = std::time::Instant::now();
         let window = mel_window(mel, seek, segment_size).unsqueeze(0);
         let features = model.encode(&window)?;
         let xkv = model.cross_kv(&features)?;
+        let encode_seconds = clock.elapsed().as_secs_f64();
 
         decode_opts.prompt = if opts.carry_initial_prompt {
             let ignored = initial_prompt_tokens
@@ -163,6 +165,16 @@ pub fn transcribe(
             all_tokens[prompt_reset_since.min(all_tokens.len())..].to_vec()
         };
         let result = decode_with_fallback(model, &xkv, &decode_opts, opts)?;
+        tracing::debug!(
+            seek,
+            frames = segment_size,
+            tokens = result.tokens.len(),
+            temperature = result.temperature,
+            no_speech_prob = result.no_speech_prob,
+            encode_seconds,
+            decode_seconds = clock.elapsed().as_secs_f64() - encode_seconds,
+            "window decoded"
+        );
 
         if let Some(threshold) = opts.no_speech_threshold {
             let mut skip = result.no_speech_prob > threshold;

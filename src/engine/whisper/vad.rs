@@ -25,10 +25,18 @@ impl Default for VadParams {
 }
 
 pub const WINDOW: usize = 512;
+/// Samples of the previous window that Silero looks at with each window.
+const CONTEXT: usize = 64;
+/// Windows per call of the batched module (about 33 s of audio).
+const BATCH_WINDOWS: usize = 1024;
 const SAMPLE_RATE: f64 = 16_000.0;
 
 pub struct Vad {
+    /// Silero's own module: one 512-sample window per call, state kept inside.
     module: CModule,
+    /// `silero_vad_batched.ts` (export version 2): many windows per call, the LSTM state
+    /// passed in and out. Models exported before it fall back to `module`.
+    batched: Option<CModule>,
     pub params: VadParams,
 }
 
@@ -44,6 +52,11 @@ impl Vad {
     pub fn load(model: &InstalledModel) -> Result<Self, VadError> {
         // Silero is small and stateful; it runs on the CPU whatever the Whisper device.
         let module = model.load_module("vad", Device::Cpu)?;
+        let batched = if model.manifest.files.contains_key("vad-batched") {
+            Some(model.load_module("vad-batched", Device::Cpu)?)
+        } else {
+            None
+        };
         let cfg = &model.manifest.config;
         let get = |k: &str, d: f64| {
             cfg.get(k)
@@ -58,7 +71,23 @@ impl Vad {
             min_silence_duration_ms: get("min-silence-duration-ms", d.min_silence_duration_ms),
             speech_pad_ms: get("speech-pad-ms", d.speech_pad_ms),
         };
-        Ok(Vad { module, params })
+        Ok(Vad {
+            module,
+            batched,
+            params,
+        })
+    }
+
+    /// Uses Silero's own per-window module even where the batched one was exported (what
+    /// models exported before it do).
+    pub fn per_window(mut self) -> Self {
+        self.batched = None;
+        self
+    }
+
+    /// Whether the batched module is in use.
+    pub fn is_batched(&self) -> bool {
+        self.batched.is_some()
     }
 
     /// Speech probability of each 512-sample window (the last one zero-padded).
@@ -70,14 +99,60 @@ impl Vad {
 
     /// Starts a new stream (Silero keeps its state between windows).
     pub fn stream(&self) -> Result<VadStream<'_>, VadError> {
-        self.module
-            .method_is::<IValue>("reset_states", &[])
-            .map_err(torch_err)?;
+        if self.batched.is_none() {
+            self.module
+                .method_is::<IValue>("reset_states", &[])
+                .map_err(torch_err)?;
+        }
         Ok(VadStream {
             vad: self,
             rest: Vec::new(),
             probs: Vec::new(),
+            context: vec![0.0; CONTEXT],
+            state: Tensor::zeros([2, 1, 128], (tch::Kind::Float, Device::Cpu)),
         })
+    }
+
+    /// Probabilities of consecutive whole windows through the batched module; `context`
+    /// holds the 64 samples before `samples` and is updated, as is the LSTM `state`.
+    fn batch(
+        &self,
+        module: &CModule,
+        samples: &[f32],
+        context: &mut [f32],
+        state: &mut Tensor,
+    ) -> Result<Vec<f32>, VadError> {
+        let n = samples.len() / WINDOW;
+        let mut rows = Vec::with_capacity(n * (CONTEXT + WINDOW));
+        for i in 0..n {
+            if i == 0 {
+                rows.extend_from_slice(context);
+            } else {
+                rows.extend_from_slice(&samples[i * WINDOW - CONTEXT..i * WINDOW]);
+            }
+            rows.extend_from_slice(&samples[i * WINDOW..(i + 1) * WINDOW]);
+        }
+        if n > 0 {
+            context.copy_from_slice(&samples[n * WINDOW - CONTEXT..n * WINDOW]);
+        }
+        let windows = Tensor::from_slice(&rows).view([n as i64, (CONTEXT + WINDOW) as i64]);
+        let out = tch::no_grad(|| {
+            module.forward_is(&[
+                IValue::Tensor(windows),
+                IValue::Tensor(state.shallow_clone()),
+            ])
+        })
+        .map_err(torch_err)?;
+        let IValue::Tuple(mut parts) = out else {
+            return Err(VadError::Torch("unexpected batched VAD output".into()));
+        };
+        match (parts.pop(), parts.pop()) {
+            (Some(IValue::Tensor(new_state)), Some(IValue::Tensor(probs))) => {
+                *state = new_state;
+                Vec::<f32>::try_from(probs.contiguous()).map_err(torch_err)
+            }
+            _ => Err(VadError::Torch("unexpected batched VAD output".into())),
+        }
     }
 
     fn window(&self, chunk: &[f32]) -> Result<f32, VadError> {
@@ -103,24 +178,52 @@ pub struct VadStream<'a> {
     vad: &'a Vad,
     rest: Vec<f32>,
     probs: Vec<f32>,
+    /// The batched module's context (last 64 samples seen) and LSTM state.
+    context: Vec<f32>,
+    state: Tensor,
 }
 
 impl VadStream<'_> {
     pub fn push(&mut self, samples: &[f32]) -> Result<(), VadError> {
         self.rest.extend_from_slice(samples);
-        let whole = self.rest.len() / WINDOW * WINDOW;
-        for chunk in self.rest[..whole].chunks(WINDOW) {
-            self.probs.push(self.vad.window(chunk)?);
-        }
+        // The batched module waits for a full batch, so a decoder's small pieces still make
+        // few calls; the per-window module takes each window as it comes.
+        let step = if self.vad.batched.is_some() {
+            BATCH_WINDOWS * WINDOW
+        } else {
+            WINDOW
+        };
+        let whole = self.rest.len() / step * step;
+        self.run(whole)?;
         self.rest.drain(..whole);
+        Ok(())
+    }
+
+    /// Runs the first `len` samples of `rest` (whole windows).
+    fn run(&mut self, len: usize) -> Result<(), VadError> {
+        match &self.vad.batched {
+            Some(module) => {
+                for piece in self.rest[..len].chunks(BATCH_WINDOWS * WINDOW) {
+                    let p = self
+                        .vad
+                        .batch(module, piece, &mut self.context, &mut self.state)?;
+                    self.probs.extend(p);
+                }
+            }
+            None => {
+                for chunk in self.rest[..len].chunks(WINDOW) {
+                    self.probs.push(self.vad.window(chunk)?);
+                }
+            }
+        }
         Ok(())
     }
 
     pub fn finish(mut self) -> Result<Vec<f32>, VadError> {
         if !self.rest.is_empty() {
-            self.rest.resize(WINDOW, 0.0);
-            let p = self.vad.window(&self.rest)?;
-            self.probs.push(p);
+            let len = self.rest.len().div_ceil(WINDOW) * WINDOW;
+            self.rest.resize(len, 0.0);
+            self.run(len)?;
         }
         Ok(self.probs)
     }
