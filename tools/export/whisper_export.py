@@ -42,7 +42,8 @@ def _whisper():
 # Bumped when the exported interface changes; older folders are re-exported by `demo`.
 # 2: decoder_step takes Tq tokens per row (prompt prefill in one call).
 # 3: cross_kv is [L, 2, B, H, ctx, D/H] with pre-scaled keys (no per-step rearrangement).
-EXPORT_VERSION = 3
+# 4: decoder_step takes cross_kv for N audios and B = N * G rows (beams share their audio).
+EXPORT_VERSION = 4
 
 
 class LogMel(nn.Module):
@@ -105,8 +106,10 @@ class DecoderStep(nn.Module):
     """Tq query tokens per row (Tq = 1 while sampling; the whole prompt at once when
     prefilling), against the cached self-attention keys/values of T earlier tokens.
 
-    forward(tokens i64 [B,Tq], positions i64 [Tq], cross_kv [L,2,B,H,1500,D/H], self_cache [L,2,B,T,D])
+    forward(tokens i64 [B,Tq], positions i64 [Tq], cross_kv [L,2,N,H,1500,D/H], self_cache [L,2,B,T,D])
       -> (logits f32 [B,Tq,V], new_cache [L,2,B,T+Tq,D], align_qk f32 [B,A,Tq,1500])
+
+    B is a multiple of N: rows b*G .. b*G+G-1 (G = B / N) attend to audio b.
 
     The causal mask is built from the positions with tensor ops only, so the trace stays
     valid for every Tq and T (a mask sliced with Python ints would be frozen by the trace).
@@ -145,6 +148,11 @@ class DecoderStep(nn.Module):
         cross_kv = cross_kv.to(device=dev, dtype=self.dtype)
         self_cache = self_cache.to(device=dev, dtype=self.dtype)
 
+        # Rows come in groups of G = B / N per audio (N = cross_kv's batch): row b attends to
+        # audio b // G. N = B is the plain case; N = 1 with B beams shares one audio.
+        batch, tq = tokens.shape[0], tokens.shape[1]
+        n_audio = cross_kv.shape[2]
+        group = batch // n_audio
         x = self.token_embedding(tokens) + self.positional_embedding.index_select(0, positions)
         x = x.to(self.dtype)
         # Key positions 0..T+Tq-1 (the cache always starts at position 0).
@@ -167,15 +175,20 @@ class DecoderStep(nn.Module):
 
             cross = block.cross_attn
             h = block.cross_attn_ln(x)
-            # openai's qkv_attention, with the keys pre-scaled and both split into heads
+            # openai's qkv_attention, with the keys pre-scaled and both split into heads. The
+            # rows of one audio (beams, best-of samples) are queries against the same keys:
+            # one [G*Tq, ctx] matrix product per head instead of G products of one row each
+            # against G copies of the audio's keys and values.
             q = cross.query(h)
-            scale = (q.shape[-1] // cross.n_head) ** -0.25
-            q = q.view(*q.shape[:2], cross.n_head, -1).permute(0, 2, 1, 3) * scale
-            qk = (q @ cross_kv[i, 0].transpose(-1, -2)).float()
+            n_head = cross.n_head
+            scale = (q.shape[-1] // n_head) ** -0.25
+            q = q.view(n_audio, group, tq, n_head, -1).permute(0, 3, 1, 2, 4)
+            q = q.reshape(n_audio, n_head, group * tq, -1) * scale
+            qk = (q @ cross_kv[i, 0].transpose(-1, -2)).float()  # [N, H, G*Tq, ctx], float32
             w = F.softmax(qk, dim=-1).to(q.dtype)
-            wv = (w @ cross_kv[i, 1]).permute(0, 2, 1, 3).flatten(start_dim=2)
-            x = x + cross.out(wv)
-            qks.append(qk)  # [B, H, Tq, 1500], float32
+            wv = (w @ cross_kv[i, 1]).view(n_audio, n_head, group, tq, -1).permute(0, 2, 3, 1, 4)
+            x = x + cross.out(wv.reshape(batch, tq, -1))
+            qks.append(qk.view(n_audio, n_head, group, tq, -1))
 
             x = x + block.mlp(block.mlp_ln(x))
         x = self.ln(x)
@@ -183,7 +196,7 @@ class DecoderStep(nn.Module):
             logits = self.logits_proj(x).float()
         else:
             logits = (x @ self.token_embedding.weight.to(x.dtype).t()).float()
-        align = torch.stack([qks[l][:, h] for l, h in self.alignment_heads], dim=1).float()
+        align = torch.stack([qks[l][:, h].reshape(batch, tq, -1) for l, h in self.alignment_heads], dim=1)
         return logits, torch.stack(new_cache), align
 
 
@@ -324,13 +337,15 @@ def _export_into(src, folder: Path, name, device, dtype, parity_ref, parity_audi
 
         # ---- decoder step: traced with a non-empty cache (T=3) and explicit positions
         g = torch.Generator().manual_seed(5)
-        def step_inputs(b, t, tq):
+        def step_inputs(b, t, tq, n):
             return (torch.randint(0, V, (b, tq), generator=g).to(tdev),
                     torch.arange(t, t + tq, dtype=torch.long, device=tdev),
-                    torch.randn(L, 2, b, H, dims["n_audio_ctx"], D // H, generator=g).to(tdev, tdt),
+                    torch.randn(L, 2, n, H, dims["n_audio_ctx"], D // H, generator=g).to(tdev, tdt),
                     torch.randn(L, 2, b, t, D, generator=g).to(tdev, tdt))
-        step_ts = trace_and_save(DecoderStep(model, heads, tdt), step_inputs(2, 3, 2), folder / "decoder_step.ts",
-                                 check_inputs=[step_inputs(1, 0, 1), step_inputs(3, 5, 4)])
+        # B = 4 rows on N = 2 audios, so neither the group nor the audio count is frozen at 1
+        step_ts = trace_and_save(DecoderStep(model, heads, tdt), step_inputs(4, 3, 2, 2), folder / "decoder_step.ts",
+                                 check_inputs=[step_inputs(1, 0, 1, 1), step_inputs(3, 5, 4, 3),
+                                               step_inputs(5, 2, 1, 1), step_inputs(6, 1, 3, 2)])
 
     # ---- tokenizer asset
     multilingual = V >= 51865
@@ -490,6 +505,16 @@ def verify_export(ref_model, src, mel_ts, enc_ts, ckv_ts, step_ts, tdev, tdt, pa
             tol = 0.5 if half else 2e-2
             if max(dl, dp) > tol:
                 raise ExportError(f"decoder_step.ts: logits differ from openai's by {dl:.3g} (B={B}); export is wrong")
+        # five rows (beams) sharing one audio's cross K/V vs openai with the audio repeated
+        rows = torch.tensor([prompt + text[b: b + 12] for b in range(5)], dtype=torch.long)
+        logits_ref = ref_model.decoder(rows, feats_ref[:1].expand(5, -1, -1))
+        ckv1 = ckv_ts(feats_ref[:1].to(tdev, tdt))
+        lg, _, _ = step_ts(rows.to(tdev), torch.arange(rows.shape[1], device=tdev), ckv1,
+                           torch.zeros(L, 2, 5, 0, D, device=tdev, dtype=tdt))
+        res["decoder_shared_audio_logits_max_abs_diff"] = ds = float((lg.cpu() - logits_ref).abs().max())
+        log(f"  decoder_step, 5 rows on one audio: logits max |diff| = {ds:.3g}")
+        if not quantized and ds > (0.5 if half else 2e-2):
+            raise ExportError(f"decoder_step.ts: rows sharing an audio differ from openai's by {ds:.3g}")
         if res["mel_max_abs_diff"] > 1e-3:
             raise ExportError(f"mel.ts: differs from openai's log_mel_spectrogram by {res['mel_max_abs_diff']:.3g}")
         enc_tol = 0.5 if half else (float("inf") if quantized else 2e-2)

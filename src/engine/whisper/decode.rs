@@ -314,7 +314,12 @@ pub fn decode(
     let n_group = beam.or(opts.best_of).unwrap_or(1).max(1);
     let expand = Tensor::zeros([n_group as i64], (Kind::Int64, cache.device()));
     cache = cache.index_select(2, &expand);
-    let cross = cross_kv.index_select(2, &expand.to_device(cross_kv.device()));
+    // Newer exports take the audio once for all rows; older ones one copy per row.
+    let cross = if model.shared_audio {
+        cross_kv.shallow_clone()
+    } else {
+        cross_kv.index_select(2, &expand.to_device(cross_kv.device()))
+    };
     let mut logits = out
         .logits
         .narrow(0, initial.len() as i64 - 1, 1)

@@ -24,6 +24,8 @@ pub struct WhisperModel {
     pub kind: Kind,
     /// The decoder takes several tokens per call (export version 2 and later).
     multi_token: bool,
+    /// Export version 4: decoder rows of one audio (beams, samples) share its cross K/V.
+    pub shared_audio: bool,
     mel: CModule,
     encoder: CModule,
     cross_kv: CModule,
@@ -130,6 +132,11 @@ impl WhisperModel {
                 .get("export-version")
                 .and_then(|v| v.as_integer())
                 .is_some_and(|v| v >= 2),
+            shared_audio: m
+                .config
+                .get("export-version")
+                .and_then(|v| v.as_integer())
+                .is_some_and(|v| v >= 4),
             mel: model.load_module("mel", device)?,
             encoder: model.load_module("encoder", device)?,
             cross_kv: model.load_module("cross_kv", device)?,
