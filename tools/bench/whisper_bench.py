@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tools.export.whisper_export import EXPORT_VERSION  # noqa: E402  (int8 exports older than this are redone)
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 PY = sys.executable
 
@@ -86,7 +88,7 @@ else:
     from faster_whisper import WhisperModel
     compute = which.split(":")[1]
     m = WhisperModel(model, device="cpu", compute_type=compute, cpu_threads=2)
-    segs, info = m.transcribe(path, beam_size=beam, best_of=5, vad_filter=False)
+    segs, info = m.transcribe(path, beam_size=beam, best_of=5, vad_filter=which.endswith(":vad"))
     print(json.dumps({"text": "".join(s.text for s in segs)}))
 '''
 
@@ -113,7 +115,8 @@ def main() -> None:
     rows = []
     for name in a.only:
         q = Path(a.int8_models) / f"{name}-int8"
-        if not (q / "manifest.toml").is_file():
+        current = f"export-version = {EXPORT_VERSION}\n"
+        if not (q / "manifest.toml").is_file() or current not in (q / "manifest.toml").read_text():
             subprocess.run([PY, "-m", "tools.export", "import-whisper", "--source", str(Path(a.converted) / f"{name}.pt"),
                             "--name", q.name, "--models", str(q.parent), "--quantize", "int8"],
                            cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -130,6 +133,8 @@ def main() -> None:
             ("openai-whisper", [PY, "-c", PEER, "openai", str(Path(a.converted) / f"{name}.pt"), str(audio), str(a.beam)]),
             ("faster-whisper float32", [PY, "-c", PEER, "faster:float32", str(ct2[name]), str(audio), str(a.beam)]),
             ("faster-whisper int8", [PY, "-c", PEER, "faster:int8", str(ct2[name]), str(audio), str(a.beam)]),
+            ("faster-whisper float32 vad_filter", [PY, "-c", PEER, "faster:float32:vad", str(ct2[name]), str(audio),
+                                                   str(a.beam)]),
         ]
         for label, cmd in runs:
             env = dict(os.environ, ATELIER_MODELS=a.int8_models if "int8" in label else a.models)

@@ -39,14 +39,15 @@ def greedy_transcribe(folder: str | Path, wav: str | Path, max_tokens: int = 120
         feats = enc_ts(mel[None].to(dev))
         ckv = ckv_ts(feats)
         L, D = dims["n_text_layer"], dims["n_text_state"]
-        cache = torch.zeros(L, 2, 1, 0, D, device=dev, dtype=ckv.dtype)
+        cache = torch.zeros(L, 2, 1, dims["n_text_ctx"], D, device=dev, dtype=ckv.dtype)
         seq = list(tok.sot_sequence_including_notimestamps)
         out: list[int] = []
         pos = 0
         t1 = time.time()
         for i in range(len(seq) + max_tokens):
             cur = seq[i] if i < len(seq) else out[-1]
-            logits, cache, align = step_ts(torch.tensor([[cur]], device=dev), torch.tensor([pos], device=dev), ckv, cache)
+            logits, align = step_ts(torch.tensor([[cur]], device=dev), torch.tensor([pos], device=dev), ckv, cache,
+                                    torch.zeros(pos, device=dev))
             pos += 1
             if i >= len(seq) - 1:
                 lg = logits[0, -1].float()

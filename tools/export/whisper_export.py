@@ -43,7 +43,8 @@ def _whisper():
 # 2: decoder_step takes Tq tokens per row (prompt prefill in one call).
 # 3: cross_kv is [L, 2, B, H, ctx, D/H] with pre-scaled keys (no per-step rearrangement).
 # 4: decoder_step takes cross_kv for N audios and B = N * G rows (beams share their audio).
-EXPORT_VERSION = 4
+# 5: decoder_step writes into a caller-owned cache buffer in place and returns (logits, align).
+EXPORT_VERSION = 5
 
 
 class LogMel(nn.Module):
@@ -106,10 +107,15 @@ class DecoderStep(nn.Module):
     """Tq query tokens per row (Tq = 1 while sampling; the whole prompt at once when
     prefilling), against the cached self-attention keys/values of T earlier tokens.
 
-    forward(tokens i64 [B,Tq], positions i64 [Tq], cross_kv [L,2,N,H,1500,D/H], self_cache [L,2,B,T,D])
-      -> (logits f32 [B,Tq,V], new_cache [L,2,B,T+Tq,D], align_qk f32 [B,A,Tq,1500])
+    forward(tokens i64 [B,Tq], positions i64 [Tq] = T..T+Tq-1, cross_kv [L,2,N,H,1500,D/H],
+            self_cache [L,2,B,C,D], past [T])
+      -> (logits f32 [B,Tq,V], align_qk f32 [B,A,Tq,1500])
 
     B is a multiple of N: rows b*G .. b*G+G-1 (G = B / N) attend to audio b.
+    self_cache is a buffer of C >= T + Tq slots (n_text_ctx) that the caller owns: slots
+    0..T-1 hold the earlier tokens' keys and values, and the call writes this step's into
+    slots T..T+Tq-1 in place. `past` only carries T in its shape (a traced int taken from a
+    tensor's values would be frozen), so the attention reads slots 0..T+Tq-1 of the buffer.
 
     The causal mask is built from the positions with tensor ops only, so the trace stays
     valid for every Tq and T (a mask sliced with Python ints would be frozen by the trace).
@@ -141,12 +147,13 @@ class DecoderStep(nn.Module):
         w = F.softmax(qk, dim=-1).to(q.dtype)
         return (w @ v).permute(0, 2, 1, 3).flatten(start_dim=2)
 
-    def forward(self, tokens, positions, cross_kv, self_cache):
+    def forward(self, tokens, positions, cross_kv, self_cache, past):
         dev = self.token_embedding.weight.device
         tokens = tokens.to(dev)
         positions = positions.to(dev)
         cross_kv = cross_kv.to(device=dev, dtype=self.dtype)
-        self_cache = self_cache.to(device=dev, dtype=self.dtype)
+        # self_cache is written in place: the caller allocates it on the device, in the
+        # model's dtype (a .to() that copied would lose the writes).
 
         # Rows come in groups of G = B / N per audio (N = cross_kv's batch): row b attends to
         # audio b // G. N = B is the plain case; N = 1 with B beams shares one audio.
@@ -155,22 +162,24 @@ class DecoderStep(nn.Module):
         group = batch // n_audio
         x = self.token_embedding(tokens) + self.positional_embedding.index_select(0, positions)
         x = x.to(self.dtype)
-        # Key positions 0..T+Tq-1 (the cache always starts at position 0).
-        past = self_cache[0, 0, 0, :, 0]
+        # Key positions 0..T+Tq-1 (the cache always starts at position 0); T = len(past).
+        n_keys = past.shape[0] + tq
         key_pos = torch.cat([torch.ones_like(past, dtype=torch.float32),
                              torch.ones_like(positions, dtype=torch.float32)]).cumsum(0) - 1.0
         q_pos = positions.to(torch.float32)
         future = key_pos.unsqueeze(0) > q_pos.unsqueeze(1)
         mask = torch.zeros_like(future, dtype=torch.float32).masked_fill(future, float("-inf"))
-        new_cache = []
         qks = []
         for i, block in enumerate(self.blocks):
             attn = block.attn
             h = block.attn_ln(x)
             q = attn.query(h)
-            k = torch.cat([self_cache[i, 0], attn.key(h)], dim=1)
-            v = torch.cat([self_cache[i, 1], attn.value(h)], dim=1)
-            new_cache.append(torch.stack([k, v]))
+            # This step's keys and values go into their slots; attention reads the first
+            # T + Tq slots in place (no copy of the cache per step).
+            self_cache[i, 0].index_copy_(1, positions, attn.key(h))
+            self_cache[i, 1].index_copy_(1, positions, attn.value(h))
+            k = self_cache[i, 0].narrow(1, 0, n_keys)
+            v = self_cache[i, 1].narrow(1, 0, n_keys)
             x = x + attn.out(self._self_attention(attn, q, k, v, mask))
 
             cross = block.cross_attn
@@ -197,7 +206,7 @@ class DecoderStep(nn.Module):
         else:
             logits = (x @ self.token_embedding.weight.to(x.dtype).t()).float()
         align = torch.stack([qks[l][:, h].reshape(batch, tq, -1) for l, h in self.alignment_heads], dim=1)
-        return logits, torch.stack(new_cache), align
+        return logits, align
 
 
 # --------------------------------------------------------------------------- helpers used by tests / Rust mirror
@@ -341,7 +350,8 @@ def _export_into(src, folder: Path, name, device, dtype, parity_ref, parity_audi
             return (torch.randint(0, V, (b, tq), generator=g).to(tdev),
                     torch.arange(t, t + tq, dtype=torch.long, device=tdev),
                     torch.randn(L, 2, n, H, dims["n_audio_ctx"], D // H, generator=g).to(tdev, tdt),
-                    torch.randn(L, 2, b, t, D, generator=g).to(tdev, tdt))
+                    torch.randn(L, 2, b, t + tq + 3, D, generator=g).to(tdev, tdt),
+                    torch.zeros(t, device=tdev))
         # B = 4 rows on N = 2 audios, so neither the group nor the audio count is frozen at 1
         step_ts = trace_and_save(DecoderStep(model, heads, tdt), step_inputs(4, 3, 2, 2), folder / "decoder_step.ts",
                                  check_inputs=[step_inputs(1, 0, 1, 1), step_inputs(3, 5, 4, 3),
@@ -464,23 +474,30 @@ def verify_export(ref_model, src, mel_ts, enc_ts, ckv_ts, step_ts, tdev, tdt, pa
             H = dims["n_text_head"]
             if tuple(ckv.shape) != (L, 2, B, H, dims["n_audio_ctx"], D // H):
                 raise ExportError(f"cross_kv.ts: shape {tuple(ckv.shape)}")
-            cache = torch.zeros(L, 2, B, 0, D, device=tdev, dtype=tdt)
+            C = dims["n_text_ctx"]
+            cache = torch.zeros(L, 2, B, C, D, device=tdev, dtype=tdt)
             dl, da = 0.0, 0.0
             for t in range(S):
-                lg, cache, aq = step_ts(tokens[:, t:t + 1].to(tdev), torch.tensor([t], device=tdev), ckv, cache)
+                lg, aq = step_ts(tokens[:, t:t + 1].to(tdev), torch.tensor([t], device=tdev), ckv, cache,
+                                 torch.zeros(t, device=tdev))
                 lg, aq = lg[:, 0], aq[:, :, 0]
                 if lg.dtype != torch.float32 or aq.dtype != torch.float32:
                     raise ExportError("decoder_step.ts: logits/align_qk must be float32")
-                if tuple(cache.shape) != (L, 2, B, t + 1, D):
-                    raise ExportError(f"decoder_step.ts: cache shape {tuple(cache.shape)} at step {t}")
                 dl = max(dl, float((lg.cpu() - logits_ref[:, t]).abs().max()))
                 da = max(da, float((aq.cpu() - align_ref[:, :, t]).abs().max()))
             # The whole sequence in one call (prompt prefill), then in two halves.
             half_s = S // 2
-            empty = torch.zeros(L, 2, B, 0, D, device=tdev, dtype=tdt)
-            lg_all, _, aq_all = step_ts(tokens.to(tdev), torch.arange(S, device=tdev), ckv, empty)
-            _, c1, _ = step_ts(tokens[:, :half_s].to(tdev), torch.arange(half_s, device=tdev), ckv, empty)
-            lg_2, _, _ = step_ts(tokens[:, half_s:].to(tdev), torch.arange(half_s, S, device=tdev), ckv, c1)
+            buf = torch.zeros(L, 2, B, C, D, device=tdev, dtype=tdt)
+            lg_all, aq_all = step_ts(tokens.to(tdev), torch.arange(S, device=tdev), ckv, buf, torch.zeros(0, device=tdev))
+            # (int8 exports quantize activations per call, so a prefill's keys differ a little
+            # from one step's; only where they are written is checked there)
+            slot_diff = float((buf[:, :, :, :S] - cache[:, :, :, :S]).abs().max())
+            if (slot_diff > 1e-4 and not quantized) or bool(buf[:, :, :, S:].any()) or not bool(buf[:, :, :, :S].any()):
+                raise ExportError(f"decoder_step.ts: the prefill wrote other cache slots than the steps did ({slot_diff:.3g})")
+            buf.zero_()
+            step_ts(tokens[:, :half_s].to(tdev), torch.arange(half_s, device=tdev), ckv, buf, torch.zeros(0, device=tdev))
+            lg_2, _ = step_ts(tokens[:, half_s:].to(tdev), torch.arange(half_s, S, device=tdev), ckv, buf,
+                              torch.zeros(half_s, device=tdev))
             dp = max(float((lg_all.cpu() - logits_ref).abs().max()),
                      float((lg_2.cpu() - logits_ref[:, half_s:]).abs().max()))
             dpa = float((aq_all.cpu() - align_ref).abs().max())
@@ -509,8 +526,8 @@ def verify_export(ref_model, src, mel_ts, enc_ts, ckv_ts, step_ts, tdev, tdt, pa
         rows = torch.tensor([prompt + text[b: b + 12] for b in range(5)], dtype=torch.long)
         logits_ref = ref_model.decoder(rows, feats_ref[:1].expand(5, -1, -1))
         ckv1 = ckv_ts(feats_ref[:1].to(tdev, tdt))
-        lg, _, _ = step_ts(rows.to(tdev), torch.arange(rows.shape[1], device=tdev), ckv1,
-                           torch.zeros(L, 2, 5, 0, D, device=tdev, dtype=tdt))
+        lg, _ = step_ts(rows.to(tdev), torch.arange(rows.shape[1], device=tdev), ckv1,
+                        torch.zeros(L, 2, 5, dims["n_text_ctx"], D, device=tdev, dtype=tdt), torch.zeros(0, device=tdev))
         res["decoder_shared_audio_logits_max_abs_diff"] = ds = float((lg.cpu() - logits_ref).abs().max())
         log(f"  decoder_step, 5 rows on one audio: logits max |diff| = {ds:.3g}")
         if not quantized and ds > (0.5 if half else 2e-2):

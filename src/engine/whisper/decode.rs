@@ -3,7 +3,7 @@
 use super::model::{ModelError, WhisperModel};
 use std::collections::HashMap;
 use std::io::Write;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 pub use super::tokenizer::Task;
 
@@ -76,7 +76,7 @@ pub fn detect_language(
     cross_kv: &Tensor,
 ) -> Result<(String, Vec<(String, f64)>), ModelError> {
     let tok = &model.tokenizer;
-    let out = model.step(&[tok.sot()], 0, cross_kv, &model.empty_cache(1))?;
+    let out = model.step(&[tok.sot()], 0, cross_kv, &mut model.empty_cache(1))?;
     let langs: Vec<(String, u32)> = tok
         .all_language_codes()
         .iter()
@@ -307,13 +307,13 @@ pub fn decode(
     let filters = Filters::new(model, opts, sample_begin);
 
     // Prefill the prompt with one row, in one call.
-    let out = model.prefill(&initial, 0, cross_kv, &model.empty_cache(1))?;
-    let mut cache = out.cache;
+    let mut cache = model.empty_cache(1);
+    let out = model.prefill(&initial, 0, cross_kv, &mut cache)?;
     let no_speech_prob = no_speech_prob(model, &out.logits, sot_index as i64)?;
     let beam = opts.beam_size.filter(|_| opts.temperature == 0.0);
     let n_group = beam.or(opts.best_of).unwrap_or(1).max(1);
-    let expand = Tensor::zeros([n_group as i64], (Kind::Int64, cache.device()));
-    cache = cache.index_select(2, &expand);
+    let expand = Tensor::zeros([n_group as i64], (Kind::Int64, Device::Cpu));
+    cache.select_rows(&vec![0; n_group]);
     // Newer exports take the audio once for all rows; older ones one copy per row.
     let cross = if model.shared_audio {
         cross_kv.shallow_clone()
@@ -341,7 +341,7 @@ pub fn decode(
             Some(state) => {
                 let sources = state.update(model, &mut seqs, &logprobs, &mut sum_logprobs, eot)?;
                 let idx: Vec<i64> = sources.iter().map(|&s| s as i64).collect();
-                cache = cache.index_select(2, &Tensor::from_slice(&idx).to_device(cache.device()));
+                cache.select_rows(&idx);
                 state.finished.len() >= state.max_candidates
             }
             None => greedy_update(
@@ -358,8 +358,7 @@ pub fn decode(
             break;
         }
         let last: Vec<u32> = seqs.iter().map(|s| s[s.len() - 1]).collect();
-        let out = model.step(&last, seqs[0].len() - 1, &cross, &cache)?;
-        cache = out.cache;
+        let out = model.step(&last, seqs[0].len() - 1, &cross, &mut cache)?;
         logits = out.logits;
     }
 
@@ -540,8 +539,8 @@ pub fn decode_batch(
     let filters = Filters::new(model, opts, sample_begin);
 
     let all: Vec<u32> = (0..rows).flat_map(|_| initial.iter().copied()).collect();
-    let out = model.forward(&all, rows, 0, cross_kv, &model.empty_cache(rows as i64))?;
-    let mut cache = out.cache;
+    let mut cache = model.empty_cache(rows as i64);
+    let out = model.forward(&all, rows, 0, cross_kv, &mut cache)?;
     let mut no_speech = Vec::with_capacity(rows);
     for r in 0..rows as i64 {
         no_speech.push(no_speech_prob(model, &out.logits.get(r), sot_index as i64)?);
@@ -556,8 +555,7 @@ pub fn decode_batch(
             break;
         }
         let last: Vec<u32> = seqs.iter().map(|s| s[s.len() - 1]).collect();
-        let out = model.step(&last, seqs[0].len() - 1, cross_kv, &cache)?;
-        cache = out.cache;
+        let out = model.step(&last, seqs[0].len() - 1, cross_kv, &mut cache)?;
         logits = out.logits;
     }
     Ok(seqs

@@ -26,6 +26,8 @@ pub struct WhisperModel {
     multi_token: bool,
     /// Export version 4: decoder rows of one audio (beams, samples) share its cross K/V.
     pub shared_audio: bool,
+    /// Export version 5: the decoder writes into a preallocated cache buffer in place.
+    in_place_cache: bool,
     mel: CModule,
     encoder: CModule,
     cross_kv: CModule,
@@ -50,12 +52,61 @@ pub enum ModelError {
 
 /// The outputs of a decoder call (shapes per method below).
 pub struct StepOutput {
-    /// float32 logits on the CPU.
+    /// float32 logits.
     pub logits: Tensor,
-    /// `[L, 2, B, T+Tq, D]` on the device.
-    pub cache: Tensor,
-    /// Raw cross-attention qk of the alignment heads, float32 on the CPU.
+    /// Raw cross-attention qk of the alignment heads, float32.
     pub align_qk: Tensor,
+}
+
+/// The decoder's self-attention keys and values of the tokens so far, for B rows.
+///
+/// Export version 5 keeps them in one buffer of `n_text_ctx` slots that the decoder writes
+/// into in place, so a step copies nothing (earlier exports returned a grown copy of the
+/// whole cache, three copies per step inside the module).
+pub struct KvCache {
+    /// `[L, 2, B, n_text_ctx, D]` with the first `len` slots in use (version 5), or
+    /// `[L, 2, B, len, D]` (earlier exports).
+    buf: Tensor,
+    len: usize,
+    in_place: bool,
+}
+
+impl KvCache {
+    /// Tokens cached per row.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn rows(&self) -> usize {
+        self.buf.size()[2] as usize
+    }
+
+    /// Row i becomes the old row `sources[i]` (beam search reordering, or one prompt row
+    /// expanded to several). The identity costs nothing.
+    pub fn select_rows(&mut self, sources: &[i64]) {
+        let identity =
+            sources.len() == self.rows() && sources.iter().enumerate().all(|(i, &s)| s == i as i64);
+        if identity {
+            return;
+        }
+        let index = Tensor::from_slice(sources).to_device(self.buf.device());
+        if !self.in_place {
+            self.buf = self.buf.index_select(2, &index);
+            return;
+        }
+        let used = self.len as i64;
+        let live = self.buf.narrow(3, 0, used).index_select(2, &index);
+        if sources.len() != self.rows() {
+            let mut size = self.buf.size();
+            size[2] = sources.len() as i64;
+            self.buf = Tensor::zeros(size.as_slice(), (self.buf.kind(), self.buf.device()));
+        }
+        self.buf.narrow(3, 0, used).copy_(&live);
+    }
 }
 
 impl WhisperModel {
@@ -137,6 +188,11 @@ impl WhisperModel {
                 .get("export-version")
                 .and_then(|v| v.as_integer())
                 .is_some_and(|v| v >= 4),
+            in_place_cache: m
+                .config
+                .get("export-version")
+                .and_then(|v| v.as_integer())
+                .is_some_and(|v| v >= 5),
             mel: model.load_module("mel", device)?,
             encoder: model.load_module("encoder", device)?,
             cross_kv: model.load_module("cross_kv", device)?,
@@ -185,11 +241,26 @@ impl WhisperModel {
             .map_err(|e| self.torch_err(e))
     }
 
-    pub fn empty_cache(&self, rows: i64) -> Tensor {
-        Tensor::zeros(
-            [self.dims.n_text_layer, 2, rows, 0, self.dims.n_text_state],
-            (self.kind, self.device),
-        )
+    pub fn empty_cache(&self, rows: i64) -> KvCache {
+        let slots = if self.in_place_cache {
+            self.dims.n_text_ctx
+        } else {
+            0
+        };
+        KvCache {
+            buf: Tensor::zeros(
+                [
+                    self.dims.n_text_layer,
+                    2,
+                    rows,
+                    slots,
+                    self.dims.n_text_state,
+                ],
+                (self.kind, self.device),
+            ),
+            len: 0,
+            in_place: self.in_place_cache,
+        }
     }
 
     /// One token per row at `position`, attending to `cache` and the audio.
@@ -199,12 +270,11 @@ impl WhisperModel {
         tokens: &[u32],
         position: usize,
         cross_kv: &Tensor,
-        cache: &Tensor,
+        cache: &mut KvCache,
     ) -> Result<StepOutput, ModelError> {
         let out = self.forward(tokens, tokens.len(), position, cross_kv, cache)?;
         Ok(StepOutput {
             logits: out.logits.select(1, 0),
-            cache: out.cache,
             align_qk: out.align_qk.select(2, 0),
         })
     }
@@ -216,7 +286,7 @@ impl WhisperModel {
         tokens: &[u32],
         position: usize,
         cross_kv: &Tensor,
-        cache: &Tensor,
+        cache: &mut KvCache,
     ) -> Result<StepOutput, ModelError> {
         if tokens.is_empty() {
             return Err(ModelError::Torch {
@@ -228,22 +298,18 @@ impl WhisperModel {
             let out = self.forward(tokens, 1, position, cross_kv, cache)?;
             return Ok(StepOutput {
                 logits: out.logits.select(0, 0),
-                cache: out.cache,
                 align_qk: out.align_qk.select(0, 0),
             });
         }
         // Older exports take one token per call.
-        let mut cache = cache.shallow_clone();
         let (mut logits, mut align) = (Vec::new(), Vec::new());
         for (i, &t) in tokens.iter().enumerate() {
-            let out = self.step(&[t], position + i, cross_kv, &cache)?;
-            cache = out.cache;
+            let out = self.step(&[t], position + i, cross_kv, cache)?;
             logits.push(out.logits.select(0, 0));
             align.push(out.align_qk.select(0, 0));
         }
         Ok(StepOutput {
             logits: Tensor::stack(&logits, 0),
-            cache,
             align_qk: Tensor::stack(&align, 1),
         })
     }
@@ -256,28 +322,56 @@ impl WhisperModel {
         rows: usize,
         position: usize,
         cross_kv: &Tensor,
-        cache: &Tensor,
+        cache: &mut KvCache,
     ) -> Result<StepOutput, ModelError> {
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
         let per_row = (tokens.len() / rows.max(1)) as i64;
+        if position != cache.len || cache.rows() != rows {
+            return Err(ModelError::Torch {
+                model: self.name.clone(),
+                message: format!(
+                    "decoder called at position {position} for {rows} rows with a cache of {} tokens and {} rows",
+                    cache.len,
+                    cache.rows()
+                ),
+            });
+        }
+        if cache.in_place && position as i64 + per_row > cache.buf.size()[3] {
+            return Err(ModelError::Torch {
+                model: self.name.clone(),
+                message: format!(
+                    "{} tokens exceed the text context of {}",
+                    position as i64 + per_row,
+                    cache.buf.size()[3]
+                ),
+            });
+        }
         let tokens = Tensor::from_slice(&ids)
             .view([rows as i64, per_row])
             .to_device(self.device);
         let start = position as i64;
         let positions = Tensor::arange_start(start, start + per_row, (Kind::Int64, self.device));
+        let mut inputs = vec![
+            IValue::Tensor(tokens),
+            IValue::Tensor(positions),
+            IValue::Tensor(cross_kv.shallow_clone()),
+            IValue::Tensor(cache.buf.shallow_clone()),
+        ];
+        if cache.in_place {
+            // Only its length matters: the number of cached tokens.
+            inputs.push(IValue::Tensor(Tensor::zeros(
+                [start],
+                (Kind::Float, self.device),
+            )));
+        }
         let out = self
             .step
-            .forward_is(&[
-                IValue::Tensor(tokens),
-                IValue::Tensor(positions),
-                IValue::Tensor(cross_kv.shallow_clone()),
-                IValue::Tensor(cache.shallow_clone()),
-            ])
+            .forward_is(&inputs)
             .map_err(|e| self.torch_err(e))?;
         let IValue::Tuple(mut v) = out else {
             return Err(self.bad_output());
         };
-        if v.len() != 3 {
+        if v.len() != if cache.in_place { 2 } else { 3 } {
             return Err(self.bad_output());
         }
         let take = |v: Option<IValue>| match v {
@@ -285,11 +379,17 @@ impl WhisperModel {
             _ => None,
         };
         let align = take(v.pop());
-        let cache = take(v.pop());
+        if !cache.in_place {
+            let Some(grown) = take(v.pop()) else {
+                return Err(self.bad_output());
+            };
+            cache.buf = grown;
+        }
         let logits = take(v.pop());
-        let (Some(mut logits), Some(cache), Some(mut align_qk)) = (logits, cache, align) else {
+        let (Some(mut logits), Some(mut align_qk)) = (logits, align) else {
             return Err(self.bad_output());
         };
+        cache.len += per_row as usize;
         if logits.dim() == 2 {
             // Version 1 exports return [B, V] and [B, A, ctx] for their single token.
             logits = logits.unsqueeze(1);
@@ -298,7 +398,6 @@ impl WhisperModel {
         Ok(StepOutput {
             // Logits stay on the device: the decoders filter and rank them there.
             logits: logits.to_kind(Kind::Float),
-            cache,
             align_qk: align_qk.to_kind(Kind::Float),
         })
     }
@@ -306,7 +405,7 @@ impl WhisperModel {
     fn bad_output(&self) -> ModelError {
         ModelError::Torch {
             model: self.name.clone(),
-            message: "decoder_step did not return (logits, cache, align_qk): re-export the model"
+            message: "decoder_step did not return (logits[, cache], align_qk): re-export the model"
                 .into(),
         }
     }

@@ -203,7 +203,7 @@ pub fn find_alignment(
     let mut token_probs = Vec::with_capacity(text_tokens.len());
     let s = sot_sequence.len();
     // The whole sequence in one decoder call (older exports fall back to one per token).
-    let out = model.prefill(&tokens, 0, input.cross_kv, &model.empty_cache(1))?;
+    let out = model.prefill(&tokens, 0, input.cross_kv, &mut model.empty_cache(1))?;
     let all_logits = out
         .logits
         .f_to_device(tch::Device::Cpu)
