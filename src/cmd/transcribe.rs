@@ -103,6 +103,7 @@ pub fn options(args: &TranscribeArgs, config_beam: u32) -> Result<TranscribeOpti
         initial_prompt: args.initial_prompt.clone(),
         carry_initial_prompt: args.carry_initial_prompt,
         clips: parse_clips(&args.clip_timestamps)?,
+        pad_clips_with_silence: false,
         batch_size: args.batch_size.max(1),
         word_timestamps: args.word_timestamps.unwrap_or(false),
         prepend_punctuations: args.prepend_punctuations.clone(),

@@ -143,12 +143,23 @@ pub fn log_mel_spectrogram(
 /// Slices `[n_mels, frames]` to `len` frames from `start`, zero-padding past the end
 /// (openai's `pad_or_trim` on a segment).
 pub fn mel_window(mel: &Tensor, start: usize, len: usize) -> Tensor {
+    mel_window_padded(mel, start, len, 0.0)
+}
+
+/// `mel_window`, padded with `pad` instead of zeros.
+pub fn mel_window_padded(mel: &Tensor, start: usize, len: usize, pad: f64) -> Tensor {
     let total = mel.size()[1] as usize;
     let take = len.min(total.saturating_sub(start));
     let seg = mel.narrow(1, start as i64, take as i64);
     if take < N_FRAMES {
-        seg.constant_pad_nd([0, (N_FRAMES - take) as i64])
+        seg.pad([0, (N_FRAMES - take) as i64], "constant", Some(pad))
     } else {
         seg
     }
+}
+
+/// The log-mel value of digital silence in `mel`: its minimum, the `max - 8` floor, which
+/// every file reaches in the 30 s of zeros appended before the transform.
+pub fn silence_level(mel: &Tensor) -> f64 {
+    mel.min().double_value(&[])
 }

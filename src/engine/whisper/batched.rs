@@ -1,7 +1,7 @@
 //! faster-whisper's batched mode: VAD speech packed into chunks of at most 30 s, decoded
 //! independently (no prompt conditioning) several at a time, greedily; a chunk that fails
 //! the fallback thresholds is redone alone with the temperature fallback.
-use super::audio::{mel_window, HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
+use super::audio::{mel_window_padded, silence_level, HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use super::decode::decode_batch;
 use super::model::WhisperModel;
 use super::timing::{self, AlignmentInput};
@@ -29,14 +29,15 @@ impl Chunk {
         self.parts.iter().map(|(s, e)| e - s).sum()
     }
 
-    /// The chunk's window: its parts' mel frames side by side, zero-padded to 30 s.
-    fn mel(&self, mel: &Tensor) -> Tensor {
+    /// The chunk's window: its parts' mel frames side by side, padded to 30 s with `pad`
+    /// (silence: faster-whisper pads each chunk's audio with zero samples).
+    fn mel(&self, mel: &Tensor, pad: f64) -> Tensor {
         let pieces: Vec<Tensor> = self
             .parts
             .iter()
             .map(|&(s, e)| mel.narrow(1, s as i64, (e - s) as i64))
             .collect();
-        mel_window(&Tensor::cat(&pieces, 1), 0, self.frames())
+        mel_window_padded(&Tensor::cat(&pieces, 1), 0, self.frames(), pad)
     }
 
     /// Maps seconds on the chunk's timeline back to seconds in the file.
@@ -151,6 +152,7 @@ pub fn transcribe_batched(
             .filter(|(s, e)| s < e)
             .collect()
     };
+    let silence = silence_level(mel);
     let mut queue: VecDeque<Chunk> = pack_chunks(&speech).into();
     tracing::debug!(?speech, chunks = queue.len(), "batched mode");
     let mut segments: Vec<Segment> = Vec::new();
@@ -164,7 +166,7 @@ pub fn transcribe_batched(
         let take = batch_size.max(1).min(queue.len());
         let batch: Vec<Chunk> = queue.drain(..take).collect();
         let mut remainders = Vec::new();
-        let windows: Vec<Tensor> = batch.iter().map(|c| c.mel(mel)).collect();
+        let windows: Vec<Tensor> = batch.iter().map(|c| c.mel(mel, silence)).collect();
         let features = model.encode(&Tensor::stack(&windows, 0))?;
         let xkv = model.cross_kv(&features)?;
         let results = decode_batch(model, &xkv, &decode_opts)?;

@@ -135,6 +135,7 @@ pub fn submit(
                     });
                 }
                 options.clips = clips;
+                options.pad_clips_with_silence = true;
             }
             let mut on_event = |e: Event| {
                 let _ = tx.send(JobMsg::Event(e));
