@@ -341,6 +341,57 @@ fn bad_files_fail_alone_with_their_names() {
     assert!(txt.contains("amiable himself"), "{txt}");
 }
 
+/// A model exported before the decoder's current interface fails with a message naming its
+/// manifest and what to do, and writes nothing.
+#[test]
+fn outdated_export_is_refused_with_its_manifest_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::test_models().join("whisper-tiny.en");
+    let models = tmp.path().join("models");
+    let dir = models.join("whisper-tiny.en");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        if name == "manifest.toml" {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let old = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("export-version") {
+                        "export-version = 3"
+                    } else {
+                        l
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert_ne!(old, text.trim_end(), "the test model has no export-version");
+            std::fs::write(dir.join(&name), old).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&path, dir.join(&name)).unwrap();
+        }
+    }
+    let out_dir = tmp.path().join("out");
+    let out = common::atelier_with_models(tmp.path())
+        .env("ATELIER_MODELS", &models)
+        .args(["transcribe", "--no-vad", "--model", "whisper-tiny.en", "-o"])
+        .arg(&out_dir)
+        .arg(&common::librivox_clips()[0])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&dir.join("manifest.toml").display().to_string())
+            && err.contains("export-version 3")
+            && err.contains("atelier models import whisper"),
+        "{err}"
+    );
+    let written = std::fs::read_dir(&out_dir).map_or(0, |d| d.count());
+    assert_eq!(written, 0, "outputs were written");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let tmp = tempfile::tempdir().unwrap();

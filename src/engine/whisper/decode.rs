@@ -312,14 +312,9 @@ pub fn decode(
     let no_speech_prob = no_speech_prob(model, &out.logits, sot_index as i64)?;
     let beam = opts.beam_size.filter(|_| opts.temperature == 0.0);
     let n_group = beam.or(opts.best_of).unwrap_or(1).max(1);
-    let expand = Tensor::zeros([n_group as i64], (Kind::Int64, Device::Cpu));
     cache.select_rows(&vec![0; n_group]);
-    // Newer exports take the audio once for all rows; older ones one copy per row.
-    let cross = if model.shared_audio {
-        cross_kv.shallow_clone()
-    } else {
-        cross_kv.index_select(2, &expand.to_device(cross_kv.device()))
-    };
+    // The rows share the window's cross K/V (one audio, n_group rows).
+    let expand = Tensor::zeros([n_group as i64], (Kind::Int64, Device::Cpu));
     let mut logits = out
         .logits
         .narrow(0, initial.len() as i64 - 1, 1)
@@ -358,7 +353,7 @@ pub fn decode(
             break;
         }
         let last: Vec<u32> = seqs.iter().map(|s| s[s.len() - 1]).collect();
-        let out = model.step(&last, seqs[0].len() - 1, &cross, &mut cache)?;
+        let out = model.step(&last, seqs[0].len() - 1, cross_kv, &mut cache)?;
         logits = out.logits;
     }
 

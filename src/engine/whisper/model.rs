@@ -2,6 +2,7 @@
 use super::audio::MelStream;
 use super::tokenizer::Tokenizer;
 use crate::engine::store::{InstalledModel, StoreError};
+use std::path::PathBuf;
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 #[derive(Debug, Clone, Copy)]
@@ -22,12 +23,6 @@ pub struct WhisperModel {
     pub alignment_heads: Vec<(i64, i64)>,
     pub device: Device,
     pub kind: Kind,
-    /// The decoder takes several tokens per call (export version 2 and later).
-    multi_token: bool,
-    /// Export version 4: decoder rows of one audio (beams, samples) share its cross K/V.
-    pub shared_audio: bool,
-    /// Export version 5: the decoder writes into a preallocated cache buffer in place.
-    in_place_cache: bool,
     mel: CModule,
     encoder: CModule,
     cross_kv: CModule,
@@ -48,7 +43,17 @@ pub enum ModelError {
     },
     #[error("{model}: {message}")]
     Torch { model: String, message: String },
+    #[error("{manifest}: exported with export-version {found}; this atelier needs {EXPORT_VERSION}: import the model again (`atelier models import whisper SOURCE`)")]
+    Outdated { manifest: PathBuf, found: i64 },
 }
+
+/// The exported interface this engine runs (tools/export/whisper_export.py EXPORT_VERSION):
+/// 2 several tokens per decoder call, 3 cross K/V split into heads, 4 beams share their
+/// audio's cross K/V, 5 the decoder writes into the caller's cache buffer in place, 6 the
+/// encoder's attention through SDPA (same interface as 5).
+pub const EXPORT_VERSION: i64 = 6;
+/// The oldest export whose interface is `EXPORT_VERSION`'s.
+const OLDEST_COMPATIBLE: i64 = 5;
 
 /// The outputs of a decoder call (shapes per method below).
 pub struct StepOutput {
@@ -60,27 +65,16 @@ pub struct StepOutput {
 
 /// The decoder's self-attention keys and values of the tokens so far, for B rows.
 ///
-/// Export version 5 keeps them in one buffer of `n_text_ctx` slots that the decoder writes
-/// into in place, so a step copies nothing (earlier exports returned a grown copy of the
-/// whole cache, three copies per step inside the module).
+/// One buffer of `n_text_ctx` slots that the decoder writes into in place, so a step copies
+/// nothing (exports before version 5 returned a grown copy of the whole cache, three copies
+/// per step inside the module).
 pub struct KvCache {
-    /// `[L, 2, B, n_text_ctx, D]` with the first `len` slots in use (version 5), or
-    /// `[L, 2, B, len, D]` (earlier exports).
+    /// `[L, 2, B, n_text_ctx, D]`, the first `len` slots in use.
     buf: Tensor,
     len: usize,
-    in_place: bool,
 }
 
 impl KvCache {
-    /// Tokens cached per row.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn rows(&self) -> usize {
         self.buf.size()[2] as usize
     }
@@ -94,10 +88,6 @@ impl KvCache {
             return;
         }
         let index = Tensor::from_slice(sources).to_device(self.buf.device());
-        if !self.in_place {
-            self.buf = self.buf.index_select(2, &index);
-            return;
-        }
         let used = self.len as i64;
         let live = self.buf.narrow(3, 0, used).index_select(2, &index);
         if sources.len() != self.rows() {
@@ -165,6 +155,17 @@ impl WhisperModel {
                     message: format!("{}: {e}", tokenizer_path.display()),
                 }
             })?;
+        let version = m
+            .config
+            .get("export-version")
+            .and_then(|v| v.as_integer())
+            .unwrap_or(1);
+        if version < OLDEST_COMPATIBLE {
+            return Err(ModelError::Outdated {
+                manifest: model.manifest_path(),
+                found: version,
+            });
+        }
         let kind = if m.dtype == "float16" {
             Kind::Half
         } else {
@@ -178,21 +179,6 @@ impl WhisperModel {
             alignment_heads,
             device,
             kind,
-            multi_token: m
-                .config
-                .get("export-version")
-                .and_then(|v| v.as_integer())
-                .is_some_and(|v| v >= 2),
-            shared_audio: m
-                .config
-                .get("export-version")
-                .and_then(|v| v.as_integer())
-                .is_some_and(|v| v >= 4),
-            in_place_cache: m
-                .config
-                .get("export-version")
-                .and_then(|v| v.as_integer())
-                .is_some_and(|v| v >= 5),
             mel: model.load_module("mel", device)?,
             encoder: model.load_module("encoder", device)?,
             cross_kv: model.load_module("cross_kv", device)?,
@@ -242,24 +228,18 @@ impl WhisperModel {
     }
 
     pub fn empty_cache(&self, rows: i64) -> KvCache {
-        let slots = if self.in_place_cache {
-            self.dims.n_text_ctx
-        } else {
-            0
-        };
         KvCache {
             buf: Tensor::zeros(
                 [
                     self.dims.n_text_layer,
                     2,
                     rows,
-                    slots,
+                    self.dims.n_text_ctx,
                     self.dims.n_text_state,
                 ],
                 (self.kind, self.device),
             ),
             len: 0,
-            in_place: self.in_place_cache,
         }
     }
 
@@ -279,8 +259,8 @@ impl WhisperModel {
         })
     }
 
-    /// `tokens` (one row, from `position`) in one call when the export supports it:
-    /// logits `[Tq, V]`, align_qk `[A, Tq, ctx]`.
+    /// `tokens` (one row, from `position`) in one call: logits `[Tq, V]`, align_qk
+    /// `[A, Tq, ctx]`.
     pub fn prefill(
         &self,
         tokens: &[u32],
@@ -294,23 +274,10 @@ impl WhisperModel {
                 message: "prefill of no tokens".into(),
             });
         }
-        if self.multi_token {
-            let out = self.forward(tokens, 1, position, cross_kv, cache)?;
-            return Ok(StepOutput {
-                logits: out.logits.select(0, 0),
-                align_qk: out.align_qk.select(0, 0),
-            });
-        }
-        // Older exports take one token per call.
-        let (mut logits, mut align) = (Vec::new(), Vec::new());
-        for (i, &t) in tokens.iter().enumerate() {
-            let out = self.step(&[t], position + i, cross_kv, cache)?;
-            logits.push(out.logits.select(0, 0));
-            align.push(out.align_qk.select(0, 0));
-        }
+        let out = self.forward(tokens, 1, position, cross_kv, cache)?;
         Ok(StepOutput {
-            logits: Tensor::stack(&logits, 0),
-            align_qk: Tensor::stack(&align, 1),
+            logits: out.logits.select(0, 0),
+            align_qk: out.align_qk.select(0, 0),
         })
     }
 
@@ -336,7 +303,7 @@ impl WhisperModel {
                 ),
             });
         }
-        if cache.in_place && position as i64 + per_row > cache.buf.size()[3] {
+        if position as i64 + per_row > cache.buf.size()[3] {
             return Err(ModelError::Torch {
                 model: self.name.clone(),
                 message: format!(
@@ -351,50 +318,26 @@ impl WhisperModel {
             .to_device(self.device);
         let start = position as i64;
         let positions = Tensor::arange_start(start, start + per_row, (Kind::Int64, self.device));
-        let mut inputs = vec![
-            IValue::Tensor(tokens),
-            IValue::Tensor(positions),
-            IValue::Tensor(cross_kv.shallow_clone()),
-            IValue::Tensor(cache.buf.shallow_clone()),
-        ];
-        if cache.in_place {
-            // Only its length matters: the number of cached tokens.
-            inputs.push(IValue::Tensor(Tensor::zeros(
-                [start],
-                (Kind::Float, self.device),
-            )));
-        }
+        // `past` carries only its length: the number of cached tokens.
+        let past = Tensor::zeros([start], (Kind::Float, self.device));
         let out = self
             .step
-            .forward_is(&inputs)
+            .forward_is(&[
+                IValue::Tensor(tokens),
+                IValue::Tensor(positions),
+                IValue::Tensor(cross_kv.shallow_clone()),
+                IValue::Tensor(cache.buf.shallow_clone()),
+                IValue::Tensor(past),
+            ])
             .map_err(|e| self.torch_err(e))?;
-        let IValue::Tuple(mut v) = out else {
-            return Err(self.bad_output());
-        };
-        if v.len() != if cache.in_place { 2 } else { 3 } {
-            return Err(self.bad_output());
-        }
-        let take = |v: Option<IValue>| match v {
-            Some(IValue::Tensor(t)) => Some(t),
-            _ => None,
-        };
-        let align = take(v.pop());
-        if !cache.in_place {
-            let Some(grown) = take(v.pop()) else {
-                return Err(self.bad_output());
-            };
-            cache.buf = grown;
-        }
-        let logits = take(v.pop());
-        let (Some(mut logits), Some(mut align_qk)) = (logits, align) else {
-            return Err(self.bad_output());
+        let (logits, align_qk) = match out {
+            IValue::Tuple(v) => match <[IValue; 2]>::try_from(v) {
+                Ok([IValue::Tensor(l), IValue::Tensor(a)]) => (l, a),
+                _ => return Err(self.bad_output()),
+            },
+            _ => return Err(self.bad_output()),
         };
         cache.len += per_row as usize;
-        if logits.dim() == 2 {
-            // Version 1 exports return [B, V] and [B, A, ctx] for their single token.
-            logits = logits.unsqueeze(1);
-            align_qk = align_qk.unsqueeze(2);
-        }
         Ok(StepOutput {
             // Logits stay on the device: the decoders filter and rank them there.
             logits: logits.to_kind(Kind::Float),
@@ -405,8 +348,7 @@ impl WhisperModel {
     fn bad_output(&self) -> ModelError {
         ModelError::Torch {
             model: self.name.clone(),
-            message: "decoder_step did not return (logits[, cache], align_qk): re-export the model"
-                .into(),
+            message: "decoder_step did not return (logits, align_qk): re-export the model".into(),
         }
     }
 }

@@ -202,7 +202,7 @@ pub fn find_alignment(
 
     let mut token_probs = Vec::with_capacity(text_tokens.len());
     let s = sot_sequence.len();
-    // The whole sequence in one decoder call (older exports fall back to one per token).
+    // The whole sequence in one decoder call.
     let out = model.prefill(&tokens, 0, input.cross_kv, &mut model.empty_cache(1))?;
     let all_logits = out
         .logits
