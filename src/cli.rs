@@ -6,9 +6,10 @@ use std::path::PathBuf;
 #[command(
     name = "atelier",
     version,
-    about = "A terminal media workstation: Whisper, CLIP and Stable Diffusion on libtorch",
-    args_conflicts_with_subcommands = true
+    about = "A terminal media workstation: Whisper, CLIP and Stable Diffusion on libtorch"
 )]
+// Global flags go before or after the subcommand (`atelier --device cuda doctor`); a first
+// word that is not a subcommand opens the TUI on that folder.
 pub struct Cli {
     /// Device: auto, cpu, cuda or cuda:N (overrides `device` in config.toml)
     #[arg(long, global = true, value_name = "DEVICE")]

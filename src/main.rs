@@ -6,6 +6,11 @@ use clap::{CommandFactory, Parser};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `atelier doctor | head`: a closed pipe ends the process quietly, as for other tools.
+    // SAFETY: restoring a signal's default action before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     atelier::engine::runtime::keep_freed_memory();
     let cli = Cli::parse();
     let loaded = config::load(cli.config.as_deref(), cli.theme.as_deref());
@@ -23,6 +28,13 @@ fn main() -> ExitCode {
             return cmd::exit(cmd::EXIT_USAGE);
         }
     };
+    // `cuda:N` hides the other GPUs before CUDA starts (doctor lists them all).
+    if !matches!(cli.command, Some(Command::Doctor)) {
+        if let Err(e) = runtime::pin_gpu(device) {
+            eprintln!("error: --device {device}: {e}");
+            return cmd::exit(cmd::EXIT_USAGE);
+        }
+    }
     runtime::init();
     let models_dir = store::models_dir(&loaded.config.models_dir);
 

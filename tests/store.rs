@@ -35,8 +35,10 @@ fn make_model(root: &Path, name: &str) -> InstalledModel {
         dtype: "float32".into(),
         random_init: true,
         source: "tests/store.rs".into(),
-        exported_with: "torch 2.13.0".into(),
+        // The libtorch in use, whichever it is (2.13, or 2.11 through tools/dev.sh --torch).
+        exported_with: format!("torch {}", atelier::engine::runtime::libtorch().version),
         created: String::new(),
+        import_command: String::new(),
         files,
         dims: BTreeMap::from([("window".to_string(), 512)]),
         config: toml::Table::new(),

@@ -1,3 +1,4 @@
+use super::export_tools;
 use crate::app::terminal::detect_image_protocol;
 use crate::config::{self, DeviceChoice};
 use crate::engine::{runtime, store};
@@ -13,9 +14,30 @@ pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
     let mut failures = 0;
     println!("atelier {}", env!("CARGO_PKG_VERSION"));
     println!();
+    let torch = runtime::libtorch();
     println!("libtorch");
-    println!("  version        {}", runtime::LIBTORCH_VERSION);
-    println!("  library        {}", runtime::LIBTORCH_LIB);
+    println!(
+        "  in use         {} ({})",
+        torch.version,
+        torch.lib_dir.display()
+    );
+    println!("  found by       {}", torch.found_by());
+    let built_series = runtime::series(runtime::LIBTORCH_VERSION);
+    if built_series == torch.series() {
+        println!(
+            "  built against  {} ({}): matches",
+            runtime::LIBTORCH_VERSION,
+            runtime::LIBTORCH_LIB
+        );
+    } else {
+        failures += 1;
+        println!(
+            "  built against  {} ({}): MISMATCH, rebuild with tools/dev.sh install --torch {}",
+            runtime::LIBTORCH_VERSION,
+            runtime::LIBTORCH_LIB,
+            torch.lib_dir.parent().unwrap_or(&torch.lib_dir).display()
+        );
+    }
     match runtime::init() {
         runtime::CudaBackend::Loaded(path) => {
             println!("  cuda backend   loaded ({})", path.display())
@@ -23,24 +45,48 @@ pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
         runtime::CudaBackend::Unavailable(why) => println!("  cuda backend   not loaded: {why}"),
     }
     println!();
+    println!("export tools");
+    match export_tools::tools_root() {
+        Ok(root) => println!("  tools          {}", root.join("tools/export").display()),
+        Err(e) => println!("  tools          {e}"),
+    }
+    match export_tools::python() {
+        Ok(py) => println!(
+            "  python         {} (torch {}): matches",
+            py.path.display(),
+            py.torch.as_deref().unwrap_or("?")
+        ),
+        Err(e) => println!("  python         {e}"),
+    }
+    println!();
     println!("devices");
-    match runtime::cuda_unavailable_reason() {
-        None => {
-            let gpus = runtime::gpus();
-            println!("  cuda           {} GPU(s)", runtime::cuda_device_count());
-            for gpu in gpus {
+    match runtime::gpus() {
+        Ok(report) => {
+            println!(
+                "  driver         NVIDIA {} (CUDA {})",
+                report.driver_version.as_deref().unwrap_or("?"),
+                report.cuda_driver_version.as_deref().unwrap_or("?")
+            );
+            for gpu in report.gpus {
                 let free = gpu
                     .free_bytes
                     .map(|f| format!(", {} free", gib(f)))
                     .unwrap_or_default();
                 println!(
-                    "  cuda:{}         {} ({}{free})",
+                    "  gpu {}          {} ({}{free})",
                     gpu.index,
                     gpu.name,
                     gib(gpu.total_bytes)
                 );
             }
         }
+        Err(why) => println!("  gpus           none listed: {why}"),
+    }
+    match runtime::cuda_unavailable_reason() {
+        None => println!(
+            "  cuda           {} GPU(s) usable",
+            runtime::cuda_device_count()
+        ),
         Some(why) => println!("  cuda           absent: {why}; running on CPU"),
     }
     println!("  cpu threads    {}", runtime::cpu_threads());
@@ -69,12 +115,17 @@ pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
                 };
                 if problems.is_empty() {
                     println!(
-                        "  ok    {:<24} {} {} {}/{}{marker}",
+                        "  ok    {:<24} {} {} {}/{} ({}){marker}",
                         m.name(),
                         m.manifest.family,
                         m.manifest.variant,
                         m.manifest.device,
-                        m.manifest.dtype
+                        m.manifest.dtype,
+                        if m.manifest.exported_with.is_empty() {
+                            "exported with an unrecorded torch"
+                        } else {
+                            &m.manifest.exported_with
+                        }
                     );
                 } else {
                     failures += 1;

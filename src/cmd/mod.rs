@@ -2,6 +2,7 @@
 pub mod clip;
 pub mod config;
 pub mod doctor;
+pub mod export_tools;
 pub mod generate;
 pub mod models;
 pub mod queue;

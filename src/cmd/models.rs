@@ -1,6 +1,7 @@
+use super::export_tools;
 use crate::cli::{ImportArgs, ImportFamily};
 use crate::engine::store;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 
 pub fn list(dir: &Path, json: bool) -> ExitCode {
@@ -96,26 +97,6 @@ pub fn verify(dir: &Path, names: &[String]) -> ExitCode {
     }
 }
 
-/// The repository that holds tools/export (ATELIER_TOOLS, else where this binary was built).
-pub fn tools_root() -> PathBuf {
-    std::env::var_os("ATELIER_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-/// The Python that runs the export tools: ATELIER_PYTHON, else the project venv.
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("ATELIER_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = tools_root().join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
-
 pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
     if !args.source.exists() {
         eprintln!("error: {}: no such file or folder", args.source.display());
@@ -126,11 +107,34 @@ pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
         return super::exit(super::EXIT_USAGE);
     }
     let source = std::fs::canonicalize(&args.source).unwrap_or_else(|_| args.source.clone());
-    let mut cmd = Command::new(python());
-    cmd.current_dir(tools_root()).args(["-m", "tools.export"]);
+    let (root, python) =
+        match export_tools::tools_root().and_then(|r| Ok((r, export_tools::python()?))) {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return super::exit(super::EXIT_FAILURE);
+            }
+        };
+    let mut cmd = Command::new(&python.path);
+    cmd.current_dir(&root).args(["-m", "tools.export"]);
+    // What the manifest records as the command that made it (the re-import hint).
+    let family = match args.family {
+        ImportFamily::Whisper => "whisper",
+        ImportFamily::Clip => "clip",
+        ImportFamily::Vad => "vad",
+    };
+    let mut recorded: Vec<String> = ["atelier", "models", "import", family]
+        .into_iter()
+        .map(String::from)
+        .chain([source.display().to_string()])
+        .collect();
     match args.family {
         ImportFamily::Whisper => {
             let name = args.name.clone().unwrap_or_else(|| default_name(&source));
+            recorded.extend(["--name".into(), name.clone()]);
+            if let Some(q) = &args.quantize {
+                recorded.extend(["--quantize".into(), q.clone()]);
+            }
             cmd.arg("import-whisper")
                 .arg("--source")
                 .arg(&source)
@@ -159,16 +163,20 @@ pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
                     format!("clip-{stem}")
                 }
             });
+            recorded.extend(["--name".into(), name.clone()]);
             cmd.arg("import-clip").arg("--source").arg(&source).args([
                 "--format",
                 &args.format,
                 "--device",
                 device,
+                "--dtype",
+                &args.dtype,
                 "--name",
                 &name,
             ]);
             if let Some(arch) = &args.arch {
                 cmd.args(["--arch", arch]);
+                recorded.extend(["--arch".into(), arch.clone()]);
             }
         }
         ImportFamily::Vad => {
@@ -179,9 +187,17 @@ pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
                 .arg(std::env::temp_dir().join("atelier-export"));
             if let Some(name) = &args.name {
                 cmd.args(["--name", name]);
+                recorded.extend(["--name".into(), name.clone()]);
             }
         }
     }
+    if args.format != "auto" {
+        recorded.extend(["--format".into(), args.format.clone()]);
+    }
+    cmd.env(
+        "ATELIER_IMPORT_COMMAND",
+        shlex::try_join(recorded.iter().map(String::as_str)).unwrap_or_default(),
+    );
     cmd.arg("--models").arg(dir);
     match cmd.status() {
         Ok(s) if s.success() => ExitCode::SUCCESS,
@@ -195,7 +211,7 @@ pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "error: cannot run the export tool with {}: {e} (run tools/dev.sh setup, or set ATELIER_PYTHON)",
-                python().display()
+                python.path.display()
             );
             super::exit(super::EXIT_FAILURE)
         }

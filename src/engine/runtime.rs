@@ -10,6 +10,82 @@ use std::sync::{mpsc, Arc, OnceLock};
 pub const LIBTORCH_LIB: &str = env!("ATELIER_LIBTORCH_LIB");
 pub const LIBTORCH_VERSION: &str = env!("ATELIER_LIBTORCH_VERSION");
 
+/// The libtorch this process runs on: the one the dynamic loader found at start (the rpath,
+/// or `LD_LIBRARY_PATH` as the installed launcher sets it from `ATELIER_TORCH` or python3).
+#[derive(Debug, Clone)]
+pub struct Libtorch {
+    /// The folder holding libtorch_cpu.so.
+    pub lib_dir: PathBuf,
+    /// e.g. "2.11.0+cu130"; the build's version when the folder does not say.
+    pub version: String,
+}
+
+impl Libtorch {
+    /// Major.minor, the part TorchScript archives and tch's bindings depend on.
+    pub fn series(&self) -> &str {
+        series(&self.version)
+    }
+
+    /// How the loader came to this folder, for `doctor`.
+    pub fn found_by(&self) -> String {
+        if let Ok(via) = std::env::var("ATELIER_TORCH_VIA") {
+            return via;
+        }
+        let built = std::fs::canonicalize(LIBTORCH_LIB).ok();
+        if built.as_deref() == Some(self.lib_dir.as_path()) {
+            "the rpath (the libtorch this binary was built against)".into()
+        } else {
+            "LD_LIBRARY_PATH".into()
+        }
+    }
+}
+
+/// "2.11.0+cu130" -> "2.11".
+pub fn series(version: &str) -> &str {
+    let v = version.split('+').next().unwrap_or(version);
+    match v.match_indices('.').nth(1) {
+        Some((i, _)) => &v[..i],
+        None => v,
+    }
+}
+
+/// The version a torch folder (the parent of lib/) declares: version.py of a torch package,
+/// build-version of a libtorch zip.
+pub fn torch_folder_version(root: &std::path::Path) -> Option<String> {
+    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
+        return text
+            .lines()
+            .find_map(|l| l.strip_prefix("__version__ = "))
+            .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_string());
+    }
+    std::fs::read_to_string(root.join("build-version"))
+        .ok()
+        .map(|v| v.trim().to_string())
+}
+
+/// The libtorch in use, read once from the process's own mappings.
+pub fn libtorch() -> &'static Libtorch {
+    static LIBTORCH: OnceLock<Libtorch> = OnceLock::new();
+    LIBTORCH.get_or_init(|| {
+        let mapped = std::fs::read_to_string("/proc/self/maps")
+            .ok()
+            .and_then(|maps| {
+                maps.lines()
+                    .filter_map(|l| l.split_whitespace().nth(5))
+                    .find(|p| p.ends_with("/libtorch_cpu.so"))
+                    .map(PathBuf::from)
+            })
+            .and_then(|so| std::fs::canonicalize(so).ok())
+            .and_then(|so| so.parent().map(PathBuf::from));
+        let lib_dir = mapped.unwrap_or_else(|| PathBuf::from(LIBTORCH_LIB));
+        let version = lib_dir
+            .parent()
+            .and_then(torch_folder_version)
+            .unwrap_or_else(|| LIBTORCH_VERSION.to_string());
+        Libtorch { lib_dir, version }
+    })
+}
+
 /// Whether libtorch's CUDA backend could be loaded, and why not.
 #[derive(Debug, Clone)]
 pub enum CudaBackend {
@@ -24,10 +100,11 @@ static CUDA_BACKEND: OnceLock<CudaBackend> = OnceLock::new();
 pub fn init() -> &'static CudaBackend {
     CUDA_BACKEND.get_or_init(|| {
         configure_jit();
+        configure_cudnn();
         let candidates: Vec<PathBuf> = [
             std::env::var_os("ATELIER_LIBTORCH_CUDA").map(PathBuf::from),
-            (!LIBTORCH_LIB.is_empty())
-                .then(|| PathBuf::from(LIBTORCH_LIB).join("libtorch_cuda.so")),
+            // The one beside the libtorch_cpu.so in use: never mix two libtorch builds.
+            Some(libtorch().lib_dir.join("libtorch_cuda.so")),
             Some(PathBuf::from("libtorch_cuda.so")),
         ]
         .into_iter()
@@ -57,6 +134,14 @@ pub fn init() -> &'static CudaBackend {
         }
         CudaBackend::Unavailable(last_error)
     })
+}
+
+/// `ATELIER_CUDNN=0` turns cuDNN off (convolutions then run on CUDA's own kernels, with no
+/// TF32): for checking whether a CUDA float32 difference comes from cuDNN.
+fn configure_cudnn() {
+    if std::env::var("ATELIER_CUDNN").as_deref() == Ok("0") {
+        tch::Cuda::set_user_enabled_cudnn(false);
+    }
 }
 
 /// The profiling executor re-specialises a traced graph for new input shapes; the decoder's
@@ -95,6 +180,42 @@ pub enum DeviceError {
     NoSuchGpu { index: usize, count: usize },
 }
 
+/// The GPU `pin_gpu` left visible: (the index asked for, its `CUDA_VISIBLE_DEVICES` entry).
+static PINNED_GPU: OnceLock<(usize, String)> = OnceLock::new();
+
+/// `--device cuda:N`: makes GPU N the only one this process can see, before anything starts
+/// CUDA, so nothing creates a context or allocates memory on the other GPUs. libtorch then
+/// numbers it cuda:0 (`resolve_device` maps N to it). N counts the GPUs an existing
+/// `CUDA_VISIBLE_DEVICES` leaves, else every GPU NVML lists. Call once, early in `main`.
+pub fn pin_gpu(choice: DeviceChoice) -> Result<(), DeviceError> {
+    let DeviceChoice::Cuda(index) = choice else {
+        return Ok(());
+    };
+    let entries: Vec<String> = match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(list) => list
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect(),
+        // NVML counts the GPUs without starting CUDA (cuInit would fix the visible set).
+        Err(_) => match nvml_wrapper::Nvml::init().and_then(|n| n.device_count()) {
+            Ok(count) => (0..count).map(|i| i.to_string()).collect(),
+            // No driver: resolve_device reports why CUDA is unavailable.
+            Err(_) => return Ok(()),
+        },
+    };
+    let Some(entry) = entries.get(index) else {
+        return Err(DeviceError::NoSuchGpu {
+            index,
+            count: entries.len(),
+        });
+    };
+    // Racy only if another thread reads the environment: main calls this before starting any.
+    std::env::set_var("CUDA_VISIBLE_DEVICES", entry);
+    let _ = PINNED_GPU.set((index, entry.clone()));
+    Ok(())
+}
+
 /// Resolves `auto|cpu|cuda[:N]` to a tch device. `auto` takes cuda:0 when present.
 pub fn resolve_device(choice: DeviceChoice) -> Result<tch::Device, DeviceError> {
     match choice {
@@ -107,6 +228,11 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<tch::Device, DeviceError> 
             if let Some(reason) = cuda_unavailable_reason() {
                 return Err(DeviceError::NoCuda { choice, reason });
             }
+            // After pin_gpu the asked-for GPU is the only one libtorch sees.
+            let index = match PINNED_GPU.get() {
+                Some((pinned, _)) if *pinned == index => 0,
+                _ => index,
+            };
             let count = tch::Cuda::device_count() as usize;
             if index >= count {
                 return Err(DeviceError::NoSuchGpu { index, count });
@@ -116,7 +242,7 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<tch::Device, DeviceError> 
     }
 }
 
-/// A GPU as `doctor` and the status bar show it.
+/// A GPU as `doctor` shows it.
 #[derive(Debug, Clone)]
 pub struct GpuInfo {
     pub index: usize,
@@ -125,13 +251,16 @@ pub struct GpuInfo {
     pub free_bytes: Option<u64>,
 }
 
+/// The NVIDIA driver and the GPUs it has, as NVML reports them.
+#[derive(Debug, Clone, Default)]
+pub struct GpuReport {
+    pub driver_version: Option<String>,
+    /// The newest CUDA the driver supports, e.g. "13.0".
+    pub cuda_driver_version: Option<String>,
+    pub gpus: Vec<GpuInfo>,
+}
+
 type CuInit = unsafe extern "C" fn(u32) -> i32;
-type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;
-type CuDeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
-type CuDeviceGetName = unsafe extern "C" fn(*mut std::ffi::c_char, i32, i32) -> i32;
-type CuDeviceTotalMem = unsafe extern "C" fn(*mut usize, i32) -> i32;
-type CudaSetDevice = unsafe extern "C" fn(i32) -> i32;
-type CudaMemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
 
 fn driver() -> Result<libloading::Library, String> {
     // SAFETY: the NVIDIA driver library has no initialisers with preconditions.
@@ -154,61 +283,73 @@ fn driver_problem() -> Option<String> {
     (rc != 0).then(|| format!("cuInit failed with CUDA error {rc}"))
 }
 
-/// Lists the GPUs through the driver API (names and memory, which tch does not expose).
-pub fn gpus() -> Vec<GpuInfo> {
-    let Ok(lib) = driver() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    // SAFETY: each symbol is called with the documented C signature and valid pointers.
-    unsafe {
-        let (Ok(init), Ok(count), Ok(get), Ok(name), Ok(total)) = (
-            lib.get::<CuInit>(b"cuInit\0"),
-            lib.get::<CuDeviceGetCount>(b"cuDeviceGetCount\0"),
-            lib.get::<CuDeviceGet>(b"cuDeviceGet\0"),
-            lib.get::<CuDeviceGetName>(b"cuDeviceGetName\0"),
-            lib.get::<CuDeviceTotalMem>(b"cuDeviceTotalMem_v2\0"),
-        ) else {
-            return out;
-        };
-        if init(0) != 0 {
-            return out;
+/// The driver and every GPU on the machine (NVML numbering; `CUDA_VISIBLE_DEVICES` does not
+/// apply). NVML reads names and memory without creating a CUDA context on any GPU.
+pub fn gpus() -> Result<GpuReport, String> {
+    let nvml = nvml_wrapper::Nvml::init().map_err(|e| match e {
+        nvml_wrapper::error::NvmlError::LibloadingError(_) => {
+            "no NVIDIA driver (libnvidia-ml.so.1 is not installed)".to_string()
         }
-        let mut n = 0i32;
-        if count(&mut n) != 0 {
-            return out;
-        }
-        let cudart = libloading::Library::new("libcudart.so.13").ok();
-        for i in 0..n {
-            let mut dev = 0i32;
-            if get(&mut dev, i) != 0 {
-                continue;
-            }
-            let mut buf = [0 as std::ffi::c_char; 256];
-            let gpu_name = if name(buf.as_mut_ptr(), buf.len() as i32, dev) == 0 {
-                std::ffi::CStr::from_ptr(buf.as_ptr())
-                    .to_string_lossy()
-                    .into_owned()
-            } else {
-                "unknown GPU".into()
-            };
-            let mut bytes = 0usize;
-            total(&mut bytes, dev);
-            let free_bytes = cudart.as_ref().and_then(|rt| {
-                let set = rt.get::<CudaSetDevice>(b"cudaSetDevice\0").ok()?;
-                let info = rt.get::<CudaMemGetInfo>(b"cudaMemGetInfo\0").ok()?;
-                let (mut free, mut tot) = (0usize, 0usize);
-                (set(i) == 0 && info(&mut free, &mut tot) == 0).then_some(free as u64)
-            });
-            out.push(GpuInfo {
+        e => format!("NVML: {e}"),
+    })?;
+    let count = nvml.device_count().map_err(|e| format!("NVML: {e}"))?;
+    let cuda = nvml
+        .sys_cuda_driver_version()
+        .ok()
+        .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10));
+    let gpus = (0..count)
+        .filter_map(|i| {
+            let d = nvml.device_by_index(i).ok()?;
+            let memory = d.memory_info().ok();
+            Some(GpuInfo {
                 index: i as usize,
-                name: gpu_name,
-                total_bytes: bytes as u64,
-                free_bytes,
-            });
-        }
+                name: d.name().unwrap_or_else(|_| "unknown GPU".into()),
+                total_bytes: memory.as_ref().map_or(0, |m| m.total),
+                free_bytes: memory.map(|m| m.free),
+            })
+        })
+        .collect();
+    Ok(GpuReport {
+        driver_version: nvml.sys_driver_version().ok(),
+        cuda_driver_version: cuda,
+        gpus,
+    })
+}
+
+/// The NVML device behind CUDA device `index`: CUDA numbers only the visible devices, NVML
+/// all of them, so `CUDA_VISIBLE_DEVICES` (indices or UUIDs) maps one onto the other.
+pub fn nvml_device(nvml: &nvml_wrapper::Nvml, index: usize) -> Option<nvml_wrapper::Device<'_>> {
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let entry = visible
+        .as_deref()
+        .and_then(|v| v.split(',').nth(index).map(|s| s.trim().to_string()));
+    match entry {
+        Some(e) if e.starts_with("GPU-") || e.starts_with("MIG-") => nvml.device_by_uuid(e),
+        Some(e) => nvml.device_by_index(e.parse().ok()?),
+        None => nvml.device_by_index(index as u32),
     }
-    out
+    .ok()
+}
+
+/// GPU memory this process holds on CUDA device `index` (context, caching allocator and
+/// all), as nvidia-smi shows it; the whole GPU's used memory where NVML does not list the
+/// process (a container's PID namespace).
+pub fn gpu_memory_in_use(index: usize) -> Option<u64> {
+    static NVML: OnceLock<Option<nvml_wrapper::Nvml>> = OnceLock::new();
+    let nvml = NVML
+        .get_or_init(|| nvml_wrapper::Nvml::init().ok())
+        .as_ref()?;
+    let device = nvml_device(nvml, index)?;
+    let pid = std::process::id();
+    let own = device.running_compute_processes().ok().and_then(|ps| {
+        ps.into_iter()
+            .find(|p| p.pid == pid)
+            .and_then(|p| match p.used_gpu_memory {
+                nvml_wrapper::enums::device::UsedGpuMemory::Used(bytes) => Some(bytes),
+                nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
+            })
+    });
+    own.or_else(|| device.memory_info().ok().map(|m| m.used))
 }
 
 /// Set by the UI or a signal handler; checked by engines between windows and steps.

@@ -42,6 +42,13 @@ pub enum StoreError {
     },
     #[error("model '{name}' is not installed in {dir} (see `atelier models list`)")]
     NotInstalled { name: String, dir: PathBuf },
+    #[error("{manifest}: exported {exported}, but this atelier runs {running}: import it again for this runtime: {command}")]
+    WrongRuntime {
+        manifest: PathBuf,
+        exported: String,
+        running: String,
+        command: String,
+    },
     #[error("model '{name}' is a {actual} model, not a {expected} model")]
     WrongFamily {
         name: String,
@@ -82,6 +89,9 @@ pub struct Manifest {
     pub exported_with: String,
     #[serde(default)]
     pub created: String,
+    /// The command that made this folder, less `--device`/`--dtype` (the re-import hint).
+    #[serde(default)]
+    pub import_command: String,
     pub files: BTreeMap<String, FileEntry>,
     #[serde(default)]
     pub dims: BTreeMap<String, i64>,
@@ -176,8 +186,62 @@ impl InstalledModel {
         Ok(path)
     }
 
+    /// Refuses a model exported for another libtorch series, device or dtype than the ones it
+    /// would run on here: a TorchScript archive from a newer torch may not load in an older
+    /// libtorch, and a trace keeps the device and dtype it was made on.
+    pub fn check_runtime(&self, device: tch::Device) -> Result<(), StoreError> {
+        let m = &self.manifest;
+        let torch = crate::engine::runtime::libtorch();
+        let want_device = if device.is_cuda() { "cuda" } else { "cpu" };
+        let torch_ok = self.torch_matches();
+        let device_ok = m.device == want_device;
+        let dtype_ok = device.is_cuda() || m.dtype != "float16";
+        if torch_ok && device_ok && dtype_ok {
+            return Ok(());
+        }
+        let dtype = if dtype_ok {
+            m.dtype.as_str()
+        } else {
+            "float32"
+        };
+        Err(StoreError::WrongRuntime {
+            manifest: self.manifest_path(),
+            exported: format!("with {} for {}/{}", m.exported_with, m.device, m.dtype),
+            running: format!("libtorch {} on {want_device}", torch.version),
+            command: self.reimport_command(want_device, dtype),
+        })
+    }
+
+    /// Whether the libtorch in use is of the series (major.minor) this model was exported
+    /// with (manifests that do not say are taken as matching).
+    pub fn torch_matches(&self) -> bool {
+        let exported = self.manifest.exported_with.strip_prefix("torch ");
+        exported.is_none_or(|v| {
+            crate::engine::runtime::series(v) == crate::engine::runtime::libtorch().series()
+        })
+    }
+
+    /// The command that exports this model again for `device`/`dtype`.
+    pub fn reimport_command(&self, device: &str, dtype: &str) -> String {
+        let m = &self.manifest;
+        let base = if m.import_command.is_empty() {
+            format!(
+                "atelier models import {} SOURCE --name {}",
+                m.family, m.name
+            )
+        } else {
+            m.import_command.clone()
+        };
+        if let Some(rest) = base.strip_prefix("atelier ") {
+            format!("atelier --device {device} {rest} --dtype {dtype}")
+        } else {
+            format!("{base} --device {device} --dtype {dtype}")
+        }
+    }
+
     /// Loads a TorchScript role onto `device`, in eval mode.
     pub fn load_module(&self, role: &str, device: tch::Device) -> Result<tch::CModule, StoreError> {
+        self.check_runtime(device)?;
         let path = self.file(role)?;
         let mut module =
             tch::CModule::load_on_device(&path, device).map_err(|e| StoreError::LoadFailed {
@@ -191,6 +255,22 @@ impl InstalledModel {
     /// Re-hashes every file and loads every TorchScript file. Returns every problem found.
     pub fn verify(&self, load: bool) -> Vec<StoreError> {
         let mut problems = Vec::new();
+        // An export of another torch series is not loaded: it may not load, and it is
+        // refused at run time anyway.
+        let load = load && {
+            let device = if self.manifest.device == "cuda" {
+                tch::Device::Cuda(0)
+            } else {
+                tch::Device::Cpu
+            };
+            match self.check_runtime(device) {
+                Err(e @ StoreError::WrongRuntime { .. }) if !self.torch_matches() => {
+                    problems.push(e);
+                    false
+                }
+                _ => true,
+            }
+        };
         for (role, entry) in &self.manifest.files {
             let path = match self.file(role) {
                 Ok(p) => p,

@@ -63,7 +63,8 @@ def _cmd_clip(a) -> int:
 
     src = load_clip(a.source, a.format, a.arch, a.random_init, a.seed)
     print(f"{a.source or a.random_init}: {src.variant}, image {src.image_size}, logit scale {src.logit_scale:.4f}")
-    rep = export_clip(src, Path(a.models), a.name, device=a.device, save_checkpoint=a.save_checkpoint)
+    rep = export_clip(src, Path(a.models), a.name, device=a.device, save_checkpoint=a.save_checkpoint,
+                      dtype=a.dtype)
     print(f"{a.name}: exported to {Path(a.models) / a.name} in {rep['total_s']} s "
           f"(traced vs eager cosine: image {rep['min_cos_image']}, text {rep['min_cos_text']})")
     if a.json:
@@ -192,6 +193,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", required=True, help="model name = folder name, e.g. clip-vit-b-32")
     p.add_argument("--models", required=True, help="models folder")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to trace on (baked into the trace)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="float16 needs --device cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of --random-init")
     p.add_argument("--save-checkpoint", help="also save the open_clip state dict here (parity references)")
     p.add_argument("--json", action="store_true")

