@@ -3,6 +3,7 @@
 #
 #   tools/dev.sh demo      set everything up, then run the main job (the demo)
 #   tools/dev.sh test      set everything up, then run the whole test suite
+#                          (tools/dev.sh test -- --test NAME: cargo test's own arguments)
 #   tools/dev.sh setup     set everything up and build, run nothing
 #   tools/dev.sh build     set up the venv and build (no models)
 #   tools/dev.sh install   set up and build, then put `atelier` on the PATH
@@ -51,9 +52,24 @@ while [ $# -gt 0 ]; do
         --torch=*) TORCH_DIR=${1#--torch=}; shift ;;
         --prefix) [ $# -ge 2 ] || die "--prefix needs a folder"; PREFIX=$2; shift 2 ;;
         --prefix=*) PREFIX=${1#--prefix=}; shift ;;
+        --) shift; break ;;
         *) die "unknown option $1 (see tools/dev.sh without arguments)" ;;
     esac
 done
+
+# The Python that owns TORCH_DIR (PREFIX/lib/pythonX.Y/site-packages/torch -> PREFIX/bin), if
+# it imports exactly that torch.
+owner_python() {
+    local bin
+    bin=$(cd "$TORCH_DIR/../../../.." 2>/dev/null && pwd -P)/bin
+    for py in "$bin/python3" "$bin/python"; do
+        [ -x "$py" ] || continue
+        local found
+        found=$("$py" -c 'import os, torch; print(os.path.realpath(os.path.dirname(torch.__file__)))' 2>/dev/null) || continue
+        [ "$found" = "$TORCH_DIR" ] && { echo "$py"; return 0; }
+    done
+    return 1
+}
 
 # The torch build in use: the default pinned one, or the one at TORCH_DIR.
 if [ -z "$TORCH_DIR" ]; then
@@ -75,6 +91,9 @@ else
     esac
     TORCH_MINOR=$(echo "$TORCH_BASE" | cut -d. -f2)
     KEY=torch-$TORCH_BASE
+    # A bare torch folder (no Python of its own) gets its own build and venv: the venv then
+    # holds a torch from PyPI, and the two must not take turns rebuilding each other.
+    owner_python >/dev/null || KEY=$KEY-bare
     VENV=$CACHE/$KEY/venv
     TARGET=$ROOT/target/$KEY
     MODELS=$CACHE/$KEY/models
@@ -125,20 +144,6 @@ step_venv() {
     torch_dir=$(ls -d "$ROOT"/.venv/lib/python3*/site-packages/torch | head -n 1)
     ln -sfn "$torch_dir" .venv/torch
     echo "$want" > .venv/.atelier-stamp
-}
-
-# The Python that owns TORCH_DIR (PREFIX/lib/pythonX.Y/site-packages/torch -> PREFIX/bin), if
-# it imports exactly that torch.
-owner_python() {
-    local bin
-    bin=$(cd "$TORCH_DIR/../../../.." 2>/dev/null && pwd -P)/bin
-    for py in "$bin/python3" "$bin/python"; do
-        [ -x "$py" ] || continue
-        local found
-        found=$("$py" -c 'import os, torch; print(os.path.realpath(os.path.dirname(torch.__file__)))' 2>/dev/null) || continue
-        [ "$found" = "$TORCH_DIR" ] && { echo "$py"; return 0; }
-    done
-    return 1
 }
 
 # The export tools on top of TORCH_DIR's own Python (its torch is kept: pip sees it installed),
@@ -263,6 +268,8 @@ case "$CMD" in
         step_apt; step_env; step_build; step_models demo ;;
     build)
         step_apt; step_env; step_build ;;
+    paths)  # for scripts (tools/gpu/prepare.sh): where this torch's build, venv and models are
+        printf 'TARGET=%q\nVENV=%q\nMODELS=%q\nCONVERTED=%q\n' "$TARGET" "$VENV" "$MODELS" "$CONVERTED" ;;
     install)
         step_apt; step_env; step_build; step_install ;;
     demo)
@@ -287,8 +294,8 @@ case "$CMD" in
         fi ;;
     test)
         step_apt; step_env; step_models test
-        run_tests ;;
+        run_tests "$@" ;;
     *)
-        sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
         exit 2 ;;
 esac
