@@ -50,14 +50,6 @@ fn signal() -> Vec<f32> {
     [round.clone(), round.clone(), round.clone(), round, third].concat()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "window counts differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn probabilities_and_speech_ranges_match_silero() {
     let tmp = tempfile::tempdir().unwrap();
@@ -121,14 +113,36 @@ fn probabilities_and_speech_ranges_match_silero() {
         ref_probs.len()
     );
 
-    // Tolerance: the batched LSTM sums in another order than LSTMCell (about 1e-6 seen).
+    // Tolerance, from what the reference itself varies by: every float32 computation of this
+    // network (Silero's own loop, ours batched or per window) is some way from the float64
+    // answer, and ours may be up to 4 times as far as Silero's loop is, on whatever CPU runs
+    // this (4.2e-6 seen for Silero's loop on an AMD EPYC; a lost context or state carry is
+    // off by 0.1).
+    let exact: Vec<f64> = reference["exact"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(exact.len(), ref_probs.len());
+    let from_exact = |got: &[f32]| {
+        got.iter()
+            .zip(&exact)
+            .map(|(x, e)| (*x as f64 - e).abs())
+            .fold(0.0, f64::max)
+    };
+    let bound = 4.0 * from_exact(&ref_probs).max(2f64.powi(-20));
     for (name, got) in [
         ("batched", &probs),
         ("streamed", &streamed),
         ("per window", &single),
     ] {
-        let d = max_diff(got, &ref_probs);
-        assert!(d <= 1e-4, "{name}: max abs diff {d} from silero");
+        assert_eq!(got.len(), exact.len(), "{name}: window count");
+        let d = from_exact(got);
+        assert!(
+            d <= bound,
+            "{name}: {d} from the float64 answer, more than {bound} (4x silero's own loop)"
+        );
         let ranges = speech_timestamps(got, audio.len(), &batched.params);
         assert_eq!(
             ranges, ref_ranges,

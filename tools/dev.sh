@@ -127,6 +127,19 @@ step_apt() {
 
 PIP_NET=(--retries 10 --timeout 60 --resume-retries 20)
 
+# torch and its CUDA wheels take about 7 GB installed, and as much again in pip's cache. Say
+# so before pip fails half-way with ENOSPC, and skip the cache when space is short.
+pip_space() {
+    local need_gb=$1 avail_gb
+    avail_gb=$(( $(df -Pk "$ROOT" | awk 'NR == 2 {print $4}') / 1048576 ))
+    [ "$avail_gb" -ge "$need_gb" ] ||
+        die "$ROOT: $avail_gb GB free; the venv needs about $need_gb GB, and the build about 4 GB more"
+    if [ "$avail_gb" -lt 20 ]; then
+        say "$avail_gb GB free in $ROOT: installing without pip's cache"
+        PIP_NET+=(--no-cache-dir)
+    fi
+}
+
 step_venv() {
     local want
     want=$(cat tools/export/requirements.txt tools/export/constraints.txt | sha256sum | cut -c1-16)
@@ -135,6 +148,7 @@ step_venv() {
     fi
     say "creating .venv (torch 2.13.0 and the export tools; the first time takes a few minutes)"
     [ -x .venv/bin/python ] || python3 -m venv .venv
+    pip_space 8
     retry .venv/bin/pip install -q --upgrade pip
     # Large CUDA wheels: resume interrupted downloads, and retry the whole install
     # (pip keeps finished wheels in its cache, so a retry only fetches what is missing).
@@ -172,6 +186,7 @@ step_torch_venv() {
     echo "torchvision==0.$((TORCH_MINOR + 15)).0" >> "$cons"
     local req=$CACHE/$KEY/requirements.txt
     sed -E 's/^(torch|torchvision)==.*/\1/' tools/export/requirements.txt > "$req"
+    if [ -n "$owner" ]; then pip_space 2; else pip_space 8; fi
     retry "$VENV/bin/pip" install -q --upgrade pip
     retry "$VENV/bin/pip" install -q "${PIP_NET[@]}" -r "$req" -c "$cons"
     local got
@@ -187,7 +202,7 @@ torch_deps() {
     for so in $(ldd "$TORCH_DIR/lib/libtorch_cpu.so" | awk '/not found/ {print $1}'); do
         dir=$(find "$VENV"/lib/python3*/site-packages/nvidia -name "$so" -print -quit 2>/dev/null)
         [ -n "$dir" ] || die "$TORCH_DIR/lib/libtorch_cpu.so needs $so, which neither it nor $VENV has"
-        dirs="$dirs:$(dirname "$dir")"
+        case ":$dirs:" in *":$(dirname "$dir"):"*) ;; *) dirs="$dirs:$(dirname "$dir")" ;; esac
     done
     if [ -n "$dirs" ]; then
         export ATELIER_TORCH_DEPS=${dirs#:}

@@ -16,7 +16,13 @@ the sequence, holding the LSTMCell's weights). Calling convention:
     (probs: Tensor[N], state: Tensor[2, 1, 128])``; row i is the 64 samples before window i
     (zeros before the first) followed by its 512 samples; the state starts at zeros and is
     passed from call to call.
-The export checks it against the per-window loop (max abs diff <= 1e-5).
+The export checks it against the exact answer: the same network in float64 (``exact_probs``).
+Both Silero's per-window loop and the batched module are float32 and round differently (the
+batched module sums in another order, and the LSTM carries each rounding on); the batched module
+passes when it is as close to the float64 answer as Silero's own float32 loop is, within a factor
+``BATCHED_FACTOR``. The bound so comes from what the reference itself varies by on the machine at
+hand (4.2e-6 on an AMD EPYC), not from one machine's run; a real fault (a lost context carry, a
+wrong state) is off by 1e-2 or more.
 """
 from __future__ import annotations
 
@@ -33,7 +39,11 @@ from .common import ExportError, atomic_copy, staged_folder, load_wav_16k_mono, 
 SILERO_VERSION = "6.2.3"
 # 2: adds silero_vad_batched.ts
 EXPORT_VERSION = 2
-BATCHED_TOLERANCE = 1e-5
+# The batched module's distance from the float64 answer may be this many times the per-window
+# loop's, and at least BATCHED_FLOOR (a few float32 steps at 1.0, for a loop that happens to be
+# exact on a short clip).
+BATCHED_FACTOR = 4.0
+BATCHED_FLOOR = 2.0 ** -20
 SAMPLE_RATE, WINDOW, CONTEXT = 16000, 512, 64
 # get_speech_timestamps defaults (silero-vad 6.2.3)
 TIMESTAMP_DEFAULTS = {
@@ -70,6 +80,37 @@ class SileroBatched(torch.nn.Module):
         h, (hn, cn) = self.lstm(x, (state[0:1], state[1:2]))
         y = self.head(h.squeeze(1).unsqueeze(-1))  # [N, 1, 1]
         return y.reshape(-1), torch.stack([hn[0], cn[0]])
+
+
+class _Exact(torch.nn.Module):
+    """SileroBatched's network with its STFT in Python, so that all of it runs in float64
+    (Silero's scripted STFT casts its output to float32)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        b = SileroBatched(inner)
+        self.register_buffer("basis", inner.stft.forward_basis_buffer.detach().clone())
+        self.cut = int(inner.stft.filter_length) // 2 + 1
+        self.hop = int(inner.stft.hop_length)
+        self.encoder, self.head, self.lstm = b.encoder, b.head, b.lstm
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.pad(windows, (0, CONTEXT), mode="reflect").unsqueeze(1)
+        f = torch.nn.functional.conv1d(x, self.basis, None, self.hop)
+        mag = (f[:, :self.cut] ** 2 + f[:, self.cut:] ** 2).sqrt()
+        x = self.encoder(mag).squeeze(-1).unsqueeze(1)
+        h, _ = self.lstm(x)
+        return self.head(h.squeeze(1).unsqueeze(-1)).reshape(-1)
+
+
+def exact_probs(jit: Path, audio: torch.Tensor) -> torch.Tensor:
+    """The speech probabilities of every window in float64: the exact answer both float32
+    computations are compared with. Loads its own copy of the model (``.double()`` converts
+    modules in place)."""
+    inner = torch.jit.load(str(jit), map_location="cpu").eval()._model
+    exact = _Exact(inner).double().eval()
+    with torch.no_grad():
+        return exact(batched_windows(audio.double()))
 
 
 def batched_windows(audio: torch.Tensor) -> torch.Tensor:
@@ -183,11 +224,20 @@ def _export_into(jit: Path, root: Path, folder: Path, name: str, parity_ref, sou
     try:
         res.update(_reference(model, utils, jit, parity_ref, log))
         audio, _ = reference_clip()
-        diff = float((batched_probs(batched, audio, chunk=97) - speech_probs(model, audio)).abs().max())
-        res["batched_max_abs_diff"] = diff
-        log(f"  vad: batched module vs per-window loop: max abs diff {diff:.2e}")
-        if not diff <= BATCHED_TOLERANCE:
-            raise ExportError(f"{jit}: the batched VAD differs from the per-window loop by {diff}")
+        fast = batched_probs(batched, audio, chunk=97)
+        loop = speech_probs(model, audio)
+        exact = exact_probs(folder / "silero_vad.jit", audio)
+        diff = float((fast - loop).abs().max())
+        e_loop = float((loop.double() - exact).abs().max())
+        e_fast = float((fast.double() - exact).abs().max())
+        bound = BATCHED_FACTOR * max(e_loop, BATCHED_FLOOR)
+        res.update(batched_max_abs_diff=diff, loop_vs_float64=e_loop, batched_vs_float64=e_fast,
+                   batched_bound=bound)
+        log(f"  vad: batched module vs per-window loop: max abs diff {diff:.2e}; from float64: "
+            f"loop {e_loop:.2e}, batched {e_fast:.2e} (bound {bound:.2e})")
+        if not e_fast <= bound:
+            raise ExportError(f"{jit}: the batched VAD is {e_fast:.3g} from the float64 answer, more than "
+                              f"{BATCHED_FACTOR:g} times Silero's own float32 loop ({e_loop:.3g})")
     finally:
         torch.set_num_threads(threads)
 

@@ -10,7 +10,9 @@ utils_vad.py is imported as is. WAV is 16 kHz mono 16-bit PCM.
 OUT holds {"probs": the speech probability of every 512-sample window, as the model's own
 audio_forward computes it (reset_states, then one forward call per window, the last one
 zero-padded), "timestamps": [[start, end], ...] from utils_vad.get_speech_timestamps(audio,
-model, sampling_rate=16000) with its defaults, in samples}.
+model, sampling_rate=16000) with its defaults, in samples, "exact": the same probabilities in
+float64 (tools/export/vad_export.exact_probs: the network with every step in float64), the
+answer both float32 computations are measured against}.
 """
 
 import importlib.util
@@ -21,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from tools.export.vad_export import exact_probs  # noqa: E402
 
 
 def main() -> None:
@@ -39,6 +44,7 @@ def main() -> None:
     out.write_text(json.dumps({
         "probs": probs.tolist(),
         "timestamps": [[d["start"], d["end"]] for d in ts],
+        "exact": exact_probs(model_dir / "silero_vad.jit", audio).tolist(),
     }))
 
 
