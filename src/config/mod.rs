@@ -9,6 +9,8 @@ pub use keymap::{parse_key, KeyBinding, Keymap};
 pub use merge::merge_toml;
 pub use theme::{Theme, THEME_PRESETS};
 
+pub use crate::domain::DeviceChoice;
+use crate::domain::JobKind;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -164,40 +166,6 @@ pub struct DiffusionConfig {
     pub output_dir: String,
 }
 
-/// What `--device` and `device =` accept. Parsed here (no tch) and resolved by the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceChoice {
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
-
-impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "auto" | "" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" => Ok(DeviceChoice::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceChoice::Cuda)
-                .ok_or_else(|| format!("unknown device '{other}': use auto, cpu, cuda or cuda:N")),
-        }
-    }
-}
-
-impl std::fmt::Display for DeviceChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeviceChoice::Auto => write!(f, "auto"),
-            DeviceChoice::Cpu => write!(f, "cpu"),
-            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
-
 impl Config {
     /// Checks the values serde cannot: names that must parse.
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -219,7 +187,7 @@ impl Config {
             if w.path.is_empty() {
                 return Err(at("path is required".into()));
             }
-            if !w.kind.is_empty() && crate::jobs::JobKind::parse(&w.kind).is_none() {
+            if !w.kind.is_empty() && JobKind::parse(&w.kind).is_none() {
                 return Err(at(format!("unknown kind '{}'", w.kind)));
             }
             if !ON_DONE.contains(&w.on_done.as_str()) {

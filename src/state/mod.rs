@@ -14,7 +14,7 @@ pub use library::{Item, JobState, JobUpdate, Library, MediaKind};
 pub use tags::{TagItem, TagsPane};
 pub use transcript::{Doc, TranscriptPane};
 
-use crate::jobs::{JobId, JobKind};
+use crate::domain::{JobId, JobKind};
 use crate::transcript::{Segment, Transcript};
 use std::path::PathBuf;
 

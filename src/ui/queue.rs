@@ -1,7 +1,7 @@
 //! The library / queue pane.
 use super::{bar, duration, file_name, fit, list_area, pane_block};
 use crate::config::Theme;
-use crate::jobs::JobKind;
+use crate::domain::JobKind;
 use crate::state::{list_offset, AppState, JobState, MediaKind, Pane};
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
