@@ -229,3 +229,62 @@ fn theme_inheritance_loops_are_errors() {
     let err = Theme::load("a", Some(dir.path())).unwrap_err().to_string();
     assert!(err.contains("loop"), "{err}");
 }
+
+/// Runs `cmd` to its end; a process that is still running after a minute (a headless command
+/// that ignored the broken config and started working) is killed and reported.
+fn finish(mut cmd: std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    panic!(
+        "still running on a broken config:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn headless_commands_refuse_a_broken_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[queue]\nretry-backoff-ms = 99999999999\n").unwrap();
+    let data = dir.path().join("data");
+    let journal = data.join("atelier/queue.sqlite");
+    for args in [
+        vec!["watch", inbox.to_str().unwrap()],
+        vec!["queue", "list"],
+        vec!["models", "list"],
+    ] {
+        let mut cmd = atelier(dir.path());
+        cmd.env("XDG_DATA_HOME", &data)
+            .arg("--config")
+            .arg(&bad)
+            .args(&args);
+        let out = finish(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("bad.toml") && stderr.contains("queue.retry-backoff-ms"),
+            "{args:?}: the error does not name the file and the key:\n{stderr}"
+        );
+    }
+    assert!(!journal.exists(), "a command ran on the presets");
+    // `config print` still shows what the presets would be, with a warning.
+    let mut cmd = atelier(dir.path());
+    cmd.arg("--config").arg(&bad).args(["config", "print"]);
+    let out = finish(cmd);
+    assert_eq!(out.status.code(), Some(0));
+}
