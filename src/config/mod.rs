@@ -5,9 +5,9 @@ mod keymap;
 mod merge;
 mod theme;
 
-pub use keymap::{parse_key, KeyBinding, Keymap};
+pub use keymap::{parse_key, KeyBinding, KeySection, Keymap};
 pub use merge::merge_toml;
-pub use theme::{Theme, THEME_PRESETS};
+pub use theme::{StyleName, Theme, THEME_PRESETS};
 
 pub use crate::domain::DeviceChoice;
 use crate::domain::JobKind;

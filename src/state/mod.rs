@@ -36,17 +36,6 @@ impl Pane {
         Pane::Preview,
     ];
 
-    /// The keymap section of the pane (looked up before `list` and `global`).
-    pub fn section(self) -> &'static str {
-        match self {
-            Pane::Queue => "queue",
-            Pane::Transcript => "transcript",
-            Pane::Tags => "tags",
-            Pane::Generate => "generate",
-            Pane::Preview => "preview",
-        }
-    }
-
     pub fn title(self) -> &'static str {
         match self {
             Pane::Queue => "Library",
