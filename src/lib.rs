@@ -3,6 +3,7 @@ pub mod app;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod domain;
 pub mod engine;
 pub mod jobs;
 pub mod logging;

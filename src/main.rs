@@ -16,6 +16,18 @@ fn main() -> ExitCode {
     let loaded = config::load(cli.config.as_deref(), cli.theme.as_deref());
     let _log = logging::init(&loaded.config.log_level);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "start");
+    // A headless command does not run on the presets behind a broken config.toml: `watch` would
+    // silently watch other folders with other settings. The TUI shows the error and goes on;
+    // doctor and `config check|print` report it themselves.
+    let reports_itself = matches!(
+        cli.command,
+        None | Some(Command::Doctor) | Some(Command::Config(_)) | Some(Command::Completions { .. })
+    );
+    if let (Some(e), false) = (&loaded.config_error, reports_itself) {
+        eprintln!("error: {e}");
+        eprintln!("(fix the file; `atelier config check` lists every problem)");
+        return cmd::exit(cmd::EXIT_USAGE);
+    }
 
     let device_text = cli
         .device

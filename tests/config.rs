@@ -1,5 +1,5 @@
 //! Config layering, the invalid-config corpus, keymaps and themes.
-use atelier::config::{self, parse_key, Keymap, Theme, THEME_PRESETS};
+use atelier::config::{self, parse_key, KeySection, Keymap, StyleName, Theme, THEME_PRESETS};
 use crossterm::event::{KeyCode, KeyModifiers};
 use std::path::{Path, PathBuf};
 
@@ -178,18 +178,33 @@ fn keys_parse() {
 fn user_keymap_overrides_and_unbinds() {
     let user = "[global]\n\"x\" = \"quit\"\n\"q\" = \"none\"\n";
     let k = Keymap::with_user(Path::new("keymap.toml"), user).unwrap();
-    assert_eq!(k.action("global", parse_key("x").unwrap()), Some("quit"));
-    assert_eq!(k.action("global", parse_key("q").unwrap()), None);
+    assert_eq!(
+        k.action(KeySection::Global, parse_key("x").unwrap()),
+        Some("quit")
+    );
+    assert_eq!(k.action(KeySection::Global, parse_key("q").unwrap()), None);
     // Preset keys the user did not touch remain, and sections fall back to global.
-    assert_eq!(k.action("list", parse_key("?").unwrap()), Some("help"));
-    assert_eq!(k.action("list", parse_key("j").unwrap()), Some("down"));
+    assert_eq!(
+        k.action(KeySection::List, parse_key("?").unwrap()),
+        Some("help")
+    );
+    assert_eq!(
+        k.action(KeySection::List, parse_key("j").unwrap()),
+        Some("down")
+    );
 }
 
 #[test]
 fn every_preset_theme_loads_and_defines_the_core_styles() {
     for (name, _) in THEME_PRESETS {
         let theme = Theme::load(name, None).unwrap();
-        for key in ["text", "border.focused", "selection", "error", "status"] {
+        for key in [
+            StyleName::Text,
+            StyleName::BorderFocused,
+            StyleName::Selection,
+            StyleName::Error,
+            StyleName::Status,
+        ] {
             assert_ne!(theme.get(key), Default::default(), "{name}: {key}");
         }
     }
@@ -201,11 +216,14 @@ fn theme_inheritance_and_fallback() {
     let dark = Theme::load("dark", None).unwrap();
     let light = Theme::load("light", None).unwrap();
     // light overrides the palette, so styles it inherits from dark use light's colours.
-    assert_eq!(light.get("error").fg, Some(Color::Rgb(0xcf, 0x22, 0x2e)));
-    assert_eq!(dark.get("error").fg, Some(Color::Rgb(0xf4, 0x70, 0x67)));
-    // A dotted name falls back to its parent, then to "text".
-    assert_eq!(dark.get("border.focused.extra"), dark.get("border.focused"));
-    assert_eq!(dark.get("no-such-style"), dark.get("text"));
+    assert_eq!(
+        light.get(StyleName::Error).fg,
+        Some(Color::Rgb(0xcf, 0x22, 0x2e))
+    );
+    assert_eq!(
+        dark.get(StyleName::Error).fg,
+        Some(Color::Rgb(0xf4, 0x70, 0x67))
+    );
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -214,10 +232,48 @@ fn theme_inheritance_and_fallback() {
     )
     .unwrap();
     let mine = Theme::load("mine", Some(dir.path())).unwrap();
-    assert_eq!(mine.get("error").fg, Some(Color::Rgb(1, 2, 3)));
+    assert_eq!(mine.get(StyleName::Error).fg, Some(Color::Rgb(1, 2, 3)));
     assert_eq!(
-        mine.get("selection"),
-        Theme::load("high-contrast", None).unwrap().get("selection")
+        mine.get(StyleName::Selection),
+        Theme::load("high-contrast", None)
+            .unwrap()
+            .get(StyleName::Selection)
+    );
+}
+
+#[test]
+fn a_style_the_theme_does_not_set_falls_back_to_its_parent_then_text() {
+    use ratatui::style::Color;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bare.toml"),
+        "[styles]\ntext = { fg = \"#010101\" }\nborder = { fg = \"#020202\" }\n",
+    )
+    .unwrap();
+    let bare = Theme::load("bare", Some(dir.path())).unwrap();
+    assert_eq!(
+        bare.get(StyleName::BorderFocused).fg,
+        Some(Color::Rgb(2, 2, 2))
+    );
+    assert_eq!(bare.get(StyleName::StatusKey).fg, Some(Color::Rgb(1, 1, 1)));
+    assert_eq!(bare.get(StyleName::Muted).fg, Some(Color::Rgb(1, 1, 1)));
+    // Every name the enum has is one the preset themes can set.
+    for name in StyleName::ALL {
+        assert_eq!(StyleName::parse(name.name()), Some(name));
+    }
+}
+
+#[test]
+fn keymap_sections_are_the_panes_and_list_and_global() {
+    let preset = Keymap::preset();
+    let sections: Vec<KeySection> = preset.sections.keys().copied().collect();
+    assert_eq!(sections, KeySection::ALL.to_vec());
+    let err = Keymap::with_user(Path::new("keymap.toml"), "[tag]\n\"x\" = \"quit\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("keymap.toml") && err.contains("unknown section [tag]"),
+        "{err}"
     );
 }
 
@@ -228,4 +284,63 @@ fn theme_inheritance_loops_are_errors() {
     std::fs::write(dir.path().join("b.toml"), "inherits = \"a\"\n").unwrap();
     let err = Theme::load("a", Some(dir.path())).unwrap_err().to_string();
     assert!(err.contains("loop"), "{err}");
+}
+
+/// Runs `cmd` to its end; a process that is still running after a minute (a headless command
+/// that ignored the broken config and started working) is killed and reported.
+fn finish(mut cmd: std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    panic!(
+        "still running on a broken config:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn headless_commands_refuse_a_broken_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[queue]\nretry-backoff-ms = 99999999999\n").unwrap();
+    let data = dir.path().join("data");
+    let journal = data.join("atelier/queue.sqlite");
+    for args in [
+        vec!["watch", inbox.to_str().unwrap()],
+        vec!["queue", "list"],
+        vec!["models", "list"],
+    ] {
+        let mut cmd = atelier(dir.path());
+        cmd.env("XDG_DATA_HOME", &data)
+            .arg("--config")
+            .arg(&bad)
+            .args(&args);
+        let out = finish(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("bad.toml") && stderr.contains("queue.retry-backoff-ms"),
+            "{args:?}: the error does not name the file and the key:\n{stderr}"
+        );
+    }
+    assert!(!journal.exists(), "a command ran on the presets");
+    // `config print` still shows what the presets would be, with a warning.
+    let mut cmd = atelier(dir.path());
+    cmd.arg("--config").arg(&bad).args(["config", "print"]);
+    let out = finish(cmd);
+    assert_eq!(out.status.code(), Some(0));
 }

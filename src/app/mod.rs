@@ -5,7 +5,7 @@ pub mod generate;
 pub mod terminal;
 pub mod workers;
 
-use crate::config::{self, DeviceChoice, ImageProtocol, KeyBinding, Keymap, Theme};
+use crate::config::{self, DeviceChoice, ImageProtocol, KeyBinding, KeySection, Keymap, Theme};
 use crate::engine::store;
 use crate::state::{self, Action, AppState, Effect, Event, GenerateRequest, Pane, TextKey};
 use crate::ui::{self, Ctx, PreviewImage};
@@ -89,17 +89,17 @@ pub fn key_action(state: &AppState, keymap: &Keymap, key: KeyEvent) -> Option<Ac
         code: key.code,
         modifiers,
     };
-    let pane = state.focus.section();
-    let sections: &[&str] = if state.focus == Pane::Preview {
+    let pane = KeySection::of(state.focus);
+    let sections: &[KeySection] = if state.focus == Pane::Preview {
         &[pane]
     } else {
-        &[pane, "list"]
+        &[pane, KeySection::List]
     };
     let name = sections
         .iter()
-        .find_map(|s| keymap.sections.get(*s).and_then(|m| m.get(&binding)))
+        .find_map(|s| keymap.sections.get(s).and_then(|m| m.get(&binding)))
         .map(String::as_str)
-        .or_else(|| keymap.action("global", binding))?;
+        .or_else(|| keymap.action(KeySection::Global, binding))?;
     state::Cmd::from_name(name).map(Action::Cmd)
 }
 

@@ -1,5 +1,5 @@
 use super::{merge_toml, ConfigError, PRESET_KEYMAP};
-use crate::state::action_description;
+use crate::state::{action_description, Pane};
 use crossterm::event::{KeyCode, KeyModifiers};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -102,16 +102,81 @@ impl std::fmt::Display for KeyBinding {
     }
 }
 
-/// Sections ("global", "list", …) mapping keys to action names.
+/// The sections of keymap.toml: a misspelt `[section]` is an error, not a section no pane
+/// reads. Declared in alphabetical order, the order help and `config print` list them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeySection {
+    Generate,
+    Global,
+    List,
+    Preview,
+    Queue,
+    Tags,
+    Transcript,
+}
+
+impl KeySection {
+    pub const ALL: [KeySection; 7] = [
+        KeySection::Generate,
+        KeySection::Global,
+        KeySection::List,
+        KeySection::Preview,
+        KeySection::Queue,
+        KeySection::Tags,
+        KeySection::Transcript,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KeySection::Generate => "generate",
+            KeySection::Global => "global",
+            KeySection::List => "list",
+            KeySection::Preview => "preview",
+            KeySection::Queue => "queue",
+            KeySection::Tags => "tags",
+            KeySection::Transcript => "transcript",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The section of a pane (looked up before `list` and `global`).
+    pub fn of(pane: Pane) -> Self {
+        match pane {
+            Pane::Queue => KeySection::Queue,
+            Pane::Transcript => KeySection::Transcript,
+            Pane::Tags => KeySection::Tags,
+            Pane::Generate => KeySection::Generate,
+            Pane::Preview => KeySection::Preview,
+        }
+    }
+}
+
+impl std::fmt::Display for KeySection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Sections mapping keys to action names.
 #[derive(Debug, Clone, Default)]
 pub struct Keymap {
-    pub sections: BTreeMap<String, BTreeMap<KeyBinding, String>>,
+    pub sections: BTreeMap<KeySection, BTreeMap<KeyBinding, String>>,
 }
 
 impl Keymap {
     fn from_table(path: &Path, table: &toml::Table) -> Result<Self, ConfigError> {
         let mut sections = BTreeMap::new();
-        for (section, value) in table {
+        for (name, value) in table {
+            let Some(section) = KeySection::parse(name) else {
+                let names: Vec<&str> = KeySection::ALL.iter().map(|s| s.name()).collect();
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("unknown section [{name}]: use {}", names.join(", ")),
+                ));
+            };
             let toml::Value::Table(keys) = value else {
                 return Err(ConfigError::invalid(
                     path,
@@ -136,7 +201,7 @@ impl Keymap {
                 }
                 map.insert(binding, action.to_string());
             }
-            sections.insert(section.clone(), map);
+            sections.insert(section, map);
         }
         Ok(Keymap { sections })
     }
@@ -161,10 +226,10 @@ impl Keymap {
     }
 
     /// The action bound to a key in `section`, falling back to `global`.
-    pub fn action(&self, section: &str, key: KeyBinding) -> Option<&str> {
-        [section, "global"]
+    pub fn action(&self, section: KeySection, key: KeyBinding) -> Option<&str> {
+        [section, KeySection::Global]
             .iter()
-            .filter_map(|s| self.sections.get(*s))
+            .filter_map(|s| self.sections.get(s))
             .find_map(|m| m.get(&key))
             .map(String::as_str)
     }

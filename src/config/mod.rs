@@ -5,10 +5,12 @@ mod keymap;
 mod merge;
 mod theme;
 
-pub use keymap::{parse_key, KeyBinding, Keymap};
+pub use keymap::{parse_key, KeyBinding, KeySection, Keymap};
 pub use merge::merge_toml;
-pub use theme::{Theme, THEME_PRESETS};
+pub use theme::{StyleName, Theme, THEME_PRESETS};
 
+pub use crate::domain::DeviceChoice;
+use crate::domain::JobKind;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -164,41 +166,87 @@ pub struct DiffusionConfig {
     pub output_dir: String,
 }
 
-/// What `--device` and `device =` accept. Parsed here (no tch) and resolved by the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceChoice {
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
-
-impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "auto" | "" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" => Ok(DeviceChoice::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceChoice::Cuda)
-                .ok_or_else(|| format!("unknown device '{other}': use auto, cpu, cuda or cuda:N")),
-        }
-    }
-}
-
-impl std::fmt::Display for DeviceChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeviceChoice::Auto => write!(f, "auto"),
-            DeviceChoice::Cpu => write!(f, "cpu"),
-            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
+/// The range each numeric key accepts: a value outside it is refused at load, naming the
+/// file, the key and the limit (a huge backoff or batch would stall or exhaust the process).
+struct Bound {
+    key: &'static str,
+    value: f64,
+    min: f64,
+    max: f64,
 }
 
 impl Config {
+    fn bounds(&self) -> Vec<Bound> {
+        let b = |key, value: f64, min, max| Bound {
+            key,
+            value,
+            min,
+            max,
+        };
+        let q = &self.queue;
+        let d = &self.diffusion;
+        vec![
+            b("ui.max-fps", self.ui.max_fps.into(), 1.0, 240.0),
+            b(
+                "whisper.beam-size",
+                self.whisper.beam_size.into(),
+                0.0,
+                32.0,
+            ),
+            b("clip.batch-size", self.clip.batch_size.into(), 0.0, 1024.0),
+            b("queue.workers-cpu", q.workers_cpu.into(), 0.0, 64.0),
+            b("queue.workers-cuda", q.workers_cuda.into(), 0.0, 64.0),
+            b("queue.max-attempts", q.max_attempts.into(), 0.0, 100.0),
+            // The retry wait is capped at 1 h anyway: a larger first wait is a typo.
+            b(
+                "queue.retry-backoff-ms",
+                q.retry_backoff_ms as f64,
+                0.0,
+                3_600_000.0,
+            ),
+            b("queue.stable-ms", q.stable_ms as f64, 0.0, 3_600_000.0),
+            b(
+                "queue.poll-interval-ms",
+                q.poll_interval_ms as f64,
+                0.0,
+                3_600_000.0,
+            ),
+            b("diffusion.steps", d.steps.into(), 0.0, 1000.0),
+            b("diffusion.guidance", d.guidance, 0.0, 100.0),
+            b("diffusion.width", d.width.into(), 0.0, 8192.0),
+            b("diffusion.height", d.height.into(), 0.0, 8192.0),
+        ]
+    }
+
+    /// Numbers in their range and sizes that SD takes: checked on the merged configuration
+    /// (a key the user did not set keeps its preset value).
+    fn check_bounds(&self, path: &Path) -> Result<(), ConfigError> {
+        for b in self.bounds() {
+            // NaN is outside every range.
+            if !(b.min..=b.max).contains(&b.value) {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!(
+                        "{} = {}: out of range, the limit is {} to {}",
+                        b.key, b.value, b.min, b.max
+                    ),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("diffusion.width", self.diffusion.width),
+            ("diffusion.height", self.diffusion.height),
+        ] {
+            if v % 8 != 0 {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("{key} = {v}: must be a multiple of 8 (0: the model's native size)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the values serde cannot: names that must parse.
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         self.device
@@ -219,7 +267,7 @@ impl Config {
             if w.path.is_empty() {
                 return Err(at("path is required".into()));
             }
-            if !w.kind.is_empty() && crate::jobs::JobKind::parse(&w.kind).is_none() {
+            if !w.kind.is_empty() && JobKind::parse(&w.kind).is_none() {
                 return Err(at(format!("unknown kind '{}'", w.kind)));
             }
             if !ON_DONE.contains(&w.on_done.as_str()) {
@@ -266,6 +314,10 @@ pub struct Loaded {
     pub sources: Vec<PathBuf>,
     /// Problems found; each one made Atelier fall back to the presets for that file.
     pub errors: Vec<ConfigError>,
+    /// The problem with config.toml itself, if any (also in `errors`). The TUI shows it and
+    /// runs on the presets; a headless command refuses to run (exit 2), since a daemon on the
+    /// presets would silently do other work than the file says.
+    pub config_error: Option<String>,
 }
 
 /// Parses and validates one user config text on its own, so errors carry its own line numbers.
@@ -285,6 +337,7 @@ pub fn config_from_user(path: &Path, text: &str) -> Result<Config, ConfigError> 
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::invalid(path, e))?;
     config.validate(path)?;
+    config.check_bounds(path)?;
     Ok(config)
 }
 
@@ -314,6 +367,7 @@ pub fn load(config_file: Option<&Path>, theme_override: Option<&str>) -> Loaded 
         .map(Path::to_path_buf)
         .or_else(|| dir.as_ref().map(|d| d.join("config.toml")));
     let mut config = preset_config();
+    let mut config_error = None;
     if let Some(path) = &config_path {
         match read_optional(path) {
             Ok(Some(text)) => match config_from_user(path, &text) {
@@ -330,6 +384,7 @@ pub fn load(config_file: Option<&Path>, theme_override: Option<&str>) -> Loaded 
             Ok(None) => {}
             Err(e) => errors.push(e),
         }
+        config_error = errors.first().map(ToString::to_string);
     }
 
     let mut keymap = Keymap::preset();
@@ -362,6 +417,7 @@ pub fn load(config_file: Option<&Path>, theme_override: Option<&str>) -> Loaded 
         theme,
         sources,
         errors,
+        config_error,
     }
 }
 

@@ -14,11 +14,93 @@ pub const THEME_PRESETS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Semantic styles by name. `get("border.focused")` falls back to "border", then "text".
+/// The semantic style names a theme's `[styles]` may set: a misspelt name is an error, not
+/// a style no pane asks for. A dotted name falls back to its parent, then to `text`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StyleName {
+    Text,
+    Muted,
+    Title,
+    Border,
+    BorderFocused,
+    Selection,
+    Mark,
+    Status,
+    StatusKey,
+    Progress,
+    Success,
+    Warning,
+    Error,
+    Timestamp,
+    Highlight,
+}
+
+impl StyleName {
+    pub const ALL: [StyleName; 15] = [
+        StyleName::Text,
+        StyleName::Muted,
+        StyleName::Title,
+        StyleName::Border,
+        StyleName::BorderFocused,
+        StyleName::Selection,
+        StyleName::Mark,
+        StyleName::Status,
+        StyleName::StatusKey,
+        StyleName::Progress,
+        StyleName::Success,
+        StyleName::Warning,
+        StyleName::Error,
+        StyleName::Timestamp,
+        StyleName::Highlight,
+    ];
+
+    /// The name as theme files write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StyleName::Text => "text",
+            StyleName::Muted => "muted",
+            StyleName::Title => "title",
+            StyleName::Border => "border",
+            StyleName::BorderFocused => "border.focused",
+            StyleName::Selection => "selection",
+            StyleName::Mark => "mark",
+            StyleName::Status => "status",
+            StyleName::StatusKey => "status.key",
+            StyleName::Progress => "progress",
+            StyleName::Success => "success",
+            StyleName::Warning => "warning",
+            StyleName::Error => "error",
+            StyleName::Timestamp => "timestamp",
+            StyleName::Highlight => "highlight",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The style used when a theme does not set this one (`text` has none: the default).
+    pub fn parent(self) -> Option<Self> {
+        match self {
+            StyleName::Text => None,
+            StyleName::BorderFocused => Some(StyleName::Border),
+            StyleName::StatusKey => Some(StyleName::Status),
+            _ => Some(StyleName::Text),
+        }
+    }
+}
+
+impl std::fmt::Display for StyleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Semantic styles by name: `get(BorderFocused)` falls back to `border`, then `text`.
 #[derive(Debug, Clone, Default)]
 pub struct Theme {
     pub name: String,
-    styles: HashMap<String, Style>,
+    styles: HashMap<StyleName, Style>,
 }
 
 #[derive(serde::Deserialize)]
@@ -42,17 +124,15 @@ struct ThemeFile {
 const MAX_INHERIT_DEPTH: usize = 16;
 
 impl Theme {
-    pub fn get(&self, name: &str) -> Style {
-        let mut key = name;
-        loop {
-            if let Some(style) = self.styles.get(key) {
+    pub fn get(&self, name: StyleName) -> Style {
+        let mut key = Some(name);
+        while let Some(k) = key {
+            if let Some(style) = self.styles.get(&k) {
                 return *style;
             }
-            match key.rfind('.') {
-                Some(i) => key = &key[..i],
-                None => return self.styles.get("text").copied().unwrap_or_default(),
-            }
+            key = k.parent();
         }
+        Style::default()
     }
 
     pub fn preset_default() -> Self {
@@ -109,10 +189,20 @@ impl Theme {
                 None => {}
             }
             // Check each file on its own so an error names the file that has it.
-            let _: ThemeFile = table
+            let file: ThemeFile = table
                 .clone()
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::invalid(&path, e))?;
+            if let Some(key) = file.styles.keys().find(|k| StyleName::parse(k).is_none()) {
+                let names: Vec<&str> = StyleName::ALL.iter().map(|s| s.name()).collect();
+                return Err(ConfigError::invalid(
+                    &path,
+                    format!(
+                        "styles.\"{key}\": unknown style name: use {}",
+                        names.join(", ")
+                    ),
+                ));
+            }
             chain.push((path, table));
         }
         let mut merged = toml::Table::new();
@@ -127,7 +217,10 @@ impl Theme {
         for (key, spec) in &file.styles {
             let style = resolve_style(spec, &file.palette)
                 .map_err(|e| ConfigError::invalid(&top, format!("styles.\"{key}\": {e}")))?;
-            styles.insert(key.clone(), style);
+            // Every file's names were checked above.
+            if let Some(name) = StyleName::parse(key) {
+                styles.insert(name, style);
+            }
         }
         Ok(Theme {
             name: name.to_string(),

@@ -1,5 +1,5 @@
 //! The generate pane: prompt iteration for Stable Diffusion, with a seed lock and a history.
-use crate::engine::diffusion::scheduler::SchedulerKind;
+use crate::domain::SchedulerKind;
 use std::path::PathBuf;
 
 /// Scheduler names the pane offers, from the SD engine's scheduler table (names only: nothing

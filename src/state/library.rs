@@ -1,7 +1,7 @@
 //! The library / queue pane: files from the opened folders and the job journal, each with
 //! its newest job.
-use crate::jobs::{JobId, JobKind};
-pub use crate::media::MediaKind;
+pub use crate::domain::MediaKind;
+use crate::domain::{JobId, JobKind};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,8 +41,8 @@ impl JobState {
     }
 
     /// The pane's state of a journal state.
-    pub fn of(state: crate::jobs::JobState) -> JobState {
-        use crate::jobs::JobState as J;
+    pub fn of(state: crate::domain::JobState) -> JobState {
+        use crate::domain::JobState as J;
         match state {
             J::Queued => JobState::Queued,
             J::Running => JobState::Running,

@@ -14,7 +14,7 @@ pub use library::{Item, JobState, JobUpdate, Library, MediaKind};
 pub use tags::{TagItem, TagsPane};
 pub use transcript::{Doc, TranscriptPane};
 
-use crate::jobs::{JobId, JobKind};
+use crate::domain::{JobId, JobKind};
 use crate::transcript::{Segment, Transcript};
 use std::path::PathBuf;
 
@@ -35,17 +35,6 @@ impl Pane {
         Pane::Generate,
         Pane::Preview,
     ];
-
-    /// The keymap section of the pane (looked up before `list` and `global`).
-    pub fn section(self) -> &'static str {
-        match self {
-            Pane::Queue => "queue",
-            Pane::Transcript => "transcript",
-            Pane::Tags => "tags",
-            Pane::Generate => "generate",
-            Pane::Preview => "preview",
-        }
-    }
 
     pub fn title(self) -> &'static str {
         match self {

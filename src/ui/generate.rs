@@ -1,6 +1,6 @@
 //! The generate pane: the parameters, the seed lock and the history strip.
 use super::{fit, list_area, pane_block};
-use crate::config::Theme;
+use crate::config::{StyleName, Theme};
 use crate::state::{list_offset, AppState, Field, GenStatus, Pane};
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -32,14 +32,14 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
             value = "—".into();
         }
         let mut line = Line::from(vec![
-            Span::styled(label, theme.get("muted")),
+            Span::styled(label, theme.get(StyleName::Muted)),
             Span::raw(fit(&value, width.saturating_sub(14))),
         ]);
         if i == g.field {
             line = line.style(theme.get(if state.focus == Pane::Generate {
-                "selection"
+                StyleName::Selection
             } else {
-                "muted"
+                StyleName::Muted
             }));
         }
         lines.push(line);
@@ -51,21 +51,24 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
         height: inner.bottom().saturating_sub(list.bottom()),
         ..inner
     };
-    let mut spans = vec![Span::styled("history ", theme.get("muted"))];
+    let mut spans = vec![Span::styled("history ", theme.get(StyleName::Muted))];
     if g.history.is_empty() {
-        spans.push(Span::styled("none yet (r generates)", theme.get("muted")));
+        spans.push(Span::styled(
+            "none yet (r generates)",
+            theme.get(StyleName::Muted),
+        ));
     }
     for (i, h) in g.history.iter().enumerate() {
         let (mark, style) = match &h.status {
             GenStatus::Running { step, total } => {
-                (format!("{step}/{total}"), theme.get("progress"))
+                (format!("{step}/{total}"), theme.get(StyleName::Progress))
             }
-            GenStatus::Done(_) => ("✓".to_string(), theme.get("success")),
-            GenStatus::Failed(_) => ("✗".to_string(), theme.get("error")),
-            GenStatus::Cancelled => ("⊘".to_string(), theme.get("muted")),
+            GenStatus::Done(_) => ("✓".to_string(), theme.get(StyleName::Success)),
+            GenStatus::Failed(_) => ("✗".to_string(), theme.get(StyleName::Error)),
+            GenStatus::Cancelled => ("⊘".to_string(), theme.get(StyleName::Muted)),
         };
         let style = if i == g.history_cursor {
-            style.patch(theme.get("highlight"))
+            style.patch(theme.get(StyleName::Highlight))
         } else {
             style
         };
@@ -85,7 +88,7 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
     f.render_widget(
         Paragraph::new(vec![
             Line::from(spans),
-            Line::from(Span::styled(status, theme.get("muted"))),
+            Line::from(Span::styled(status, theme.get(StyleName::Muted))),
         ]),
         foot,
     );

@@ -5,7 +5,7 @@ mod queue;
 mod tags;
 mod transcript;
 
-use crate::config::{Keymap, Theme};
+use crate::config::{KeySection, Keymap, StyleName, Theme};
 use crate::state::{AppState, Cmd, JobState, Mode, Pane};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
@@ -101,13 +101,20 @@ pub(crate) fn pane_block<'a>(
         .iter()
         .position(|&p| p == pane)
         .map_or(0, |i| i + 1);
-    let border = if focused { "border.focused" } else { "border" };
+    let border = if focused {
+        StyleName::BorderFocused
+    } else {
+        StyleName::Border
+    };
     let mut title = vec![Span::styled(
         format!(" {n} {} ", pane.title()),
-        theme.get("title"),
+        theme.get(StyleName::Title),
     )];
     if !extra.is_empty() {
-        title.push(Span::styled(format!("{extra} "), theme.get("muted")));
+        title.push(Span::styled(
+            format!("{extra} "),
+            theme.get(StyleName::Muted),
+        ));
     }
     Block::default()
         .borders(Borders::ALL)
@@ -160,10 +167,13 @@ pub(crate) fn fit(text: &str, width: usize) -> String {
 pub fn render(state: &AppState, ctx: &mut Ctx, f: &mut Frame) {
     let theme = ctx.theme;
     let area = f.area();
-    f.render_widget(Block::default().style(theme.get("text")), area);
+    f.render_widget(Block::default().style(theme.get(StyleName::Text)), area);
     if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
         let msg = vec![
-            Line::from(Span::styled("Terminal too small", theme.get("warning"))),
+            Line::from(Span::styled(
+                "Terminal too small",
+                theme.get(StyleName::Warning),
+            )),
             Line::from(format!(
                 "{}x{}: Atelier needs at least {}x{}. Enlarge the window (q quits).",
                 area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
@@ -206,15 +216,15 @@ pub fn render(state: &AppState, ctx: &mut Ctx, f: &mut Frame) {
             f.render_widget(Clear, popup);
             let block = Block::default()
                 .borders(Borders::ALL)
-                .border_style(theme.get("border.focused"))
+                .border_style(theme.get(StyleName::BorderFocused))
                 .title(Span::styled(
                     format!(" {} ", kind.title()),
-                    theme.get("title"),
+                    theme.get(StyleName::Title),
                 ));
             let inner = block.inner(popup);
             f.render_widget(
                 Paragraph::new(edit.text.as_str())
-                    .style(theme.get("text"))
+                    .style(theme.get(StyleName::Text))
                     .wrap(Wrap { trim: false })
                     .block(block),
                 popup,
@@ -237,12 +247,12 @@ pub fn render(state: &AppState, ctx: &mut Ctx, f: &mut Frame) {
             f.render_widget(Clear, popup);
             f.render_widget(
                 Paragraph::new(text)
-                    .style(theme.get("error"))
+                    .style(theme.get(StyleName::Error))
                     .wrap(Wrap { trim: false })
                     .block(
                         Block::default()
                             .borders(Borders::ALL)
-                            .border_style(theme.get("border.focused"))
+                            .border_style(theme.get(StyleName::BorderFocused))
                             .title(" Last error (any key closes) "),
                     ),
                 popup,
@@ -259,7 +269,7 @@ fn status_bar(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
     };
     let mut spans = vec![Span::styled(
         format!(" {} {memory}", state.device),
-        theme.get("status.key"),
+        theme.get(StyleName::StatusKey),
     )];
     let models = if state.models.is_empty() {
         "no model loaded".to_string()
@@ -274,7 +284,10 @@ fn status_bar(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
             .collect();
         names.join(" ")
     };
-    spans.push(Span::styled(format!(" {models} "), theme.get("status")));
+    spans.push(Span::styled(
+        format!(" {models} "),
+        theme.get(StyleName::Status),
+    ));
     let counts: Vec<String> = state
         .library
         .counts()
@@ -285,14 +298,14 @@ fn status_bar(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
     if !counts.is_empty() {
         spans.push(Span::styled(
             format!("│ {} ", counts.join(" ")),
-            theme.get("status"),
+            theme.get(StyleName::Status),
         ));
     }
     if let Some(st) = &state.status {
         let style = if st.error {
-            theme.get("error")
+            theme.get(StyleName::Error)
         } else {
-            theme.get("status")
+            theme.get(StyleName::Status)
         };
         let mut text = st.text.lines().next().unwrap_or_default().to_string();
         if st.error {
@@ -305,18 +318,24 @@ fn status_bar(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
     let room = (area.width as usize).saturating_sub(right.chars().count());
     let mut line = Line::from(spans);
     if used < room {
+        line.spans.push(Span::styled(
+            " ".repeat(room - used),
+            theme.get(StyleName::Status),
+        ));
         line.spans
-            .push(Span::styled(" ".repeat(room - used), theme.get("status")));
-        line.spans.push(Span::styled(right, theme.get("muted")));
+            .push(Span::styled(right, theme.get(StyleName::Muted)));
     }
-    f.render_widget(Paragraph::new(line).style(theme.get("status")), area);
+    f.render_widget(
+        Paragraph::new(line).style(theme.get(StyleName::Status)),
+        area,
+    );
 }
 
 /// Every binding of every section, from the live keymap.
 /// A help row: (key, action, description).
 pub type HelpRow = (String, String, &'static str);
 
-pub fn help_lines(keymap: &Keymap) -> Vec<(String, Vec<HelpRow>)> {
+pub fn help_lines(keymap: &Keymap) -> Vec<(KeySection, Vec<HelpRow>)> {
     keymap
         .sections
         .iter()
@@ -328,28 +347,34 @@ pub fn help_lines(keymap: &Keymap) -> Vec<(String, Vec<HelpRow>)> {
                     (key.to_string(), action.clone(), desc)
                 })
                 .collect();
-            (section.clone(), rows)
+            (*section, rows)
         })
         .collect()
 }
 
 fn help(state: &AppState, ctx: &Ctx, f: &mut Frame, area: Rect, scroll: usize) {
     let theme = ctx.theme;
-    let focus = state.focus.section();
+    let focus = KeySection::of(state.focus);
     let mut lines: Vec<Line> = Vec::new();
     let mut sections = help_lines(ctx.keymap);
     // The focused pane's keys first.
-    sections.sort_by_key(|(s, _)| (s != focus, s != "list", s != "global"));
+    sections.sort_by_key(|(s, _)| {
+        (
+            *s != focus,
+            *s != KeySection::List,
+            *s != KeySection::Global,
+        )
+    });
     for (section, rows) in sections {
         lines.push(Line::from(Span::styled(
             format!("[{section}]"),
-            theme.get("title"),
+            theme.get(StyleName::Title),
         )));
         for (key, action, desc) in rows {
             lines.push(Line::from(vec![
-                Span::styled(format!("  {key:<12}"), theme.get("timestamp")),
+                Span::styled(format!("  {key:<12}"), theme.get(StyleName::Timestamp)),
                 Span::raw(format!("{action:<18} ")),
-                Span::styled(desc.to_string(), theme.get("muted")),
+                Span::styled(desc.to_string(), theme.get(StyleName::Muted)),
             ]));
         }
     }
@@ -360,11 +385,11 @@ fn help(state: &AppState, ctx: &Ctx, f: &mut Frame, area: Rect, scroll: usize) {
     f.render_widget(
         Paragraph::new(lines)
             .scroll((scroll as u16, 0))
-            .style(theme.get("text"))
+            .style(theme.get(StyleName::Text))
             .block(
                 Block::default()
                     .borders(Borders::ALL)
-                    .border_style(theme.get("border.focused"))
+                    .border_style(theme.get(StyleName::BorderFocused))
                     .title(" Keys: j/k scroll, any other key closes "),
             ),
         popup,
@@ -379,28 +404,34 @@ fn palette(theme: &Theme, f: &mut Frame, area: Rect, filter: &str, cursor: usize
     f.render_widget(Clear, popup);
     let block = Block::default()
         .borders(Borders::ALL)
-        .border_style(theme.get("border.focused"))
+        .border_style(theme.get(StyleName::BorderFocused))
         .title(" Command palette ");
     let inner = block.inner(popup);
     f.render_widget(block, popup);
     let rows = inner.height.saturating_sub(1) as usize;
     let offset = crate::state::list_offset(selected, rows);
     let mut lines = vec![Line::from(vec![
-        Span::styled(": ", theme.get("title")),
+        Span::styled(": ", theme.get(StyleName::Title)),
         Span::raw(filter.to_string()),
     ])];
     for (i, cmd) in matches.iter().enumerate().skip(offset).take(rows) {
         let style = if i == selected {
-            theme.get("selection")
+            theme.get(StyleName::Selection)
         } else {
             Style::default()
         };
         lines.push(Line::from(vec![
             Span::styled(format!("{:<18}", cmd.name()), style),
-            Span::styled(format!(" {}", cmd.description()), theme.get("muted")),
+            Span::styled(
+                format!(" {}", cmd.description()),
+                theme.get(StyleName::Muted),
+            ),
         ]));
     }
-    f.render_widget(Paragraph::new(lines).style(theme.get("text")), inner);
+    f.render_widget(
+        Paragraph::new(lines).style(theme.get(StyleName::Text)),
+        inner,
+    );
     f.set_cursor_position((inner.x + 2 + cursor as u16, inner.y));
 }
 

@@ -1,7 +1,7 @@
 //! The preview pane: the selected image through ratatui-image (resized off the render thread).
 use super::Ctx;
 use super::{file_name, fit, pane_block};
-use crate::config::Theme;
+use crate::config::{StyleName, Theme};
 use crate::state::{AppState, GenStatus, Generation, Pane};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -31,7 +31,7 @@ pub fn render(state: &AppState, ctx: &mut Ctx, f: &mut Frame, area: Rect) {
         (None, _) => f.render_widget(
             Paragraph::new(Span::styled(
                 "no image selected (tags, library images and generations show here)",
-                theme.get("muted"),
+                theme.get(StyleName::Muted),
             ))
             .wrap(Wrap { trim: true }),
             inner,
@@ -57,7 +57,7 @@ fn image_or_loading(
         _ => f.render_widget(
             Paragraph::new(Span::styled(
                 fit(&format!("loading {}", file_name(path)), area.width as usize),
-                theme.get("muted"),
+                theme.get(StyleName::Muted),
             )),
             area,
         ),
@@ -94,17 +94,20 @@ fn compare(state: &AppState, ctx: &mut Ctx, f: &mut Frame, area: Rect, pair: [us
         let mut lines = vec![
             Line::from(Span::styled(
                 format!("#{} {status}", i + 1),
-                theme.get("title"),
+                theme.get(StyleName::Title),
             )),
             Line::from(r.prompt.clone()),
-            Line::from(Span::styled(format!("seed {}", r.seed), theme.get("muted"))),
+            Line::from(Span::styled(
+                format!("seed {}", r.seed),
+                theme.get(StyleName::Muted),
+            )),
             Line::from(Span::styled(
                 format!("{} steps, cfg {:.1}", r.steps, r.guidance),
-                theme.get("muted"),
+                theme.get(StyleName::Muted),
             )),
             Line::from(Span::styled(
                 format!("{} {}x{}", r.scheduler, r.width, r.height),
-                theme.get("muted"),
+                theme.get(StyleName::Muted),
             )),
         ];
         if !r.negative.is_empty() {
@@ -112,7 +115,7 @@ fn compare(state: &AppState, ctx: &mut Ctx, f: &mut Frame, area: Rect, pair: [us
                 2,
                 Line::from(Span::styled(
                     format!("not: {}", r.negative),
-                    theme.get("muted"),
+                    theme.get(StyleName::Muted),
                 )),
             );
         }
@@ -123,7 +126,7 @@ fn compare(state: &AppState, ctx: &mut Ctx, f: &mut Frame, area: Rect, pair: [us
         match shown(h) {
             Some(p) => image_or_loading(f, theme, pic, p, ctx.compare[slot].as_deref_mut()),
             None => f.render_widget(
-                Paragraph::new(Span::styled("no image", theme.get("muted"))),
+                Paragraph::new(Span::styled("no image", theme.get(StyleName::Muted))),
                 pic,
             ),
         }

@@ -1,7 +1,7 @@
 //! The library / queue pane.
 use super::{bar, duration, file_name, fit, list_area, pane_block};
-use crate::config::Theme;
-use crate::jobs::JobKind;
+use crate::config::{StyleName, Theme};
+use crate::domain::JobKind;
 use crate::state::{list_offset, AppState, JobState, MediaKind, Pane};
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -60,15 +60,15 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
                 .unwrap_or_default();
             let w = width.saturating_sub(6 + eta.len()).min(30);
             Line::from(vec![
-                Span::styled(bar(p, w), theme.get("progress")),
+                Span::styled(bar(p, w), theme.get(StyleName::Progress)),
                 Span::raw(format!(" {:>3.0}%{eta}", p * 100.0)),
             ])
         }
         None if lib.items.is_empty() => Line::from(Span::styled(
             "no files: atelier DIR… opens folders",
-            theme.get("muted"),
+            theme.get(StyleName::Muted),
         )),
-        None => Line::from(Span::styled("no jobs yet", theme.get("muted"))),
+        None => Line::from(Span::styled("no jobs yet", theme.get(StyleName::Muted))),
     };
     f.render_widget(Paragraph::new(header), Rect { height: 1, ..inner });
     let list = list_area(Pane::Queue, area);
@@ -97,13 +97,13 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
         let name_w = width.saturating_sub(4 + tail.chars().count());
         let name = format!("{:<name_w$}", fit(&file_name(&it.path), name_w));
         let state_style = match it.state {
-            JobState::Failed => theme.get("error"),
-            JobState::Done => theme.get("success"),
-            JobState::Running => theme.get("progress"),
-            _ => theme.get("muted"),
+            JobState::Failed => theme.get(StyleName::Error),
+            JobState::Done => theme.get(StyleName::Success),
+            JobState::Running => theme.get(StyleName::Progress),
+            _ => theme.get(StyleName::Muted),
         };
         let mut line = Line::from(vec![
-            Span::styled(if marked { "●" } else { " " }, theme.get("mark")),
+            Span::styled(if marked { "●" } else { " " }, theme.get(StyleName::Mark)),
             Span::styled(format!("{} ", icon(it.state)), state_style),
             Span::raw(match it.kind {
                 MediaKind::Audio => "♪",
@@ -116,9 +116,9 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
         ]);
         if pos == lib.cursor {
             line = line.style(theme.get(if state.focus == Pane::Queue {
-                "selection"
+                StyleName::Selection
             } else {
-                "muted"
+                StyleName::Muted
             }));
         }
         lines.push(line);

@@ -1,6 +1,6 @@
 //! The tags pane: images with their CLIP tags, the selection and the tag cursor.
 use super::{file_name, fit, list_area, pane_block};
-use crate::config::Theme;
+use crate::config::{StyleName, Theme};
 use crate::state::{list_offset, AppState, Pane};
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -26,7 +26,7 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
         header.push_str(" · scoring…");
     }
     f.render_widget(
-        Paragraph::new(Span::styled(header, theme.get("muted"))),
+        Paragraph::new(Span::styled(header, theme.get(StyleName::Muted))),
         Rect { height: 1, ..inner },
     );
     let list = list_area(Pane::Tags, area);
@@ -59,18 +59,22 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
         let head = format!("{score}{name:<18}{pending}");
         let rest = width.saturating_sub(head.chars().count() + 2);
         let mut line = Line::from(vec![
-            Span::styled(if sel { "● " } else { "  " }, theme.get("mark")),
+            Span::styled(if sel { "● " } else { "  " }, theme.get(StyleName::Mark)),
             Span::raw(head),
             Span::styled(
                 fit(&tags, rest),
-                theme.get(if it.error.is_some() { "error" } else { "muted" }),
+                theme.get(if it.error.is_some() {
+                    StyleName::Error
+                } else {
+                    StyleName::Muted
+                }),
             ),
         ]);
         if pos == tg.cursor {
             line = line.style(theme.get(if state.focus == Pane::Tags {
-                "selection"
+                StyleName::Selection
             } else {
-                "muted"
+                StyleName::Muted
             }));
         }
         lines.push(line);
@@ -97,11 +101,11 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
                 .map(|s| format!(" {s:.2}"))
                 .unwrap_or_default();
             let style = if k == tg.tag_cursor && state.focus == Pane::Tags {
-                theme.get("highlight")
+                theme.get(StyleName::Highlight)
             } else if it.rejected.contains(label) {
-                theme.get("muted")
+                theme.get(StyleName::Muted)
             } else {
-                theme.get("text")
+                theme.get(StyleName::Text)
             };
             spans.push(Span::styled(format!("{mark}{label}{score}"), style));
             spans.push(Span::raw("  "));

@@ -1,6 +1,6 @@
 //! The transcript pane: segments with timestamps, the cursor, search matches and playback.
 use super::{file_name, fit, list_area, pane_block};
-use crate::config::Theme;
+use crate::config::{StyleName, Theme};
 use crate::output::writers::format_timestamp;
 use crate::state::{list_offset, AppState, JobState, Pane};
 use ratatui::layout::Rect;
@@ -52,7 +52,7 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
         }
     };
     f.render_widget(
-        Paragraph::new(Span::styled(header, theme.get("muted"))),
+        Paragraph::new(Span::styled(header, theme.get(StyleName::Muted))),
         Rect { height: 1, ..inner },
     );
     let list = list_area(Pane::Transcript, area);
@@ -65,7 +65,7 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
     let mut lines = Vec::with_capacity(rows);
     for (i, seg) in t.segments().iter().enumerate().skip(offset).take(rows) {
         let stamp = format!("{} ", format_timestamp(seg.start, false, "."));
-        let mut spans = vec![Span::styled(stamp.clone(), theme.get("timestamp"))];
+        let mut spans = vec![Span::styled(stamp.clone(), theme.get(StyleName::Timestamp))];
         let text_w = (list.width as usize).saturating_sub(stamp.len());
         let is_match = t.matches.contains(&i);
         let play_here = playing.filter(|(_, s, _)| *s == i);
@@ -80,18 +80,18 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
                     }
                     used += n;
                     let style = if *pos >= w.start && *pos < w.end {
-                        theme.get("highlight")
+                        theme.get(StyleName::Highlight)
                     } else {
-                        theme.get("text")
+                        theme.get(StyleName::Text)
                     };
                     spans.push(Span::styled(w.word.clone(), style));
                 }
             }
             _ => {
                 let style = if play_here.is_some() || is_match {
-                    theme.get("highlight")
+                    theme.get(StyleName::Highlight)
                 } else {
-                    theme.get("text")
+                    theme.get(StyleName::Text)
                 };
                 spans.push(Span::styled(fit(seg.text.trim(), text_w), style));
             }
@@ -99,9 +99,9 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
         let mut line = Line::from(spans);
         if i == t.cursor {
             line = line.style(theme.get(if state.focus == Pane::Transcript {
-                "selection"
+                StyleName::Selection
             } else {
-                "muted"
+                StyleName::Muted
             }));
         }
         lines.push(line);
