@@ -83,6 +83,9 @@ fn bytes_path(b: Vec<u8>) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(b))
 }
 
+/// A running job as `requeue_orphans` reads it: id, owner, input, crashes, cancel requested.
+type OrphanRow = (i64, Option<u32>, Vec<u8>, u32, bool);
+
 /// A row as read, before its text columns are checked.
 struct RawJob {
     job: Job,
@@ -534,7 +537,7 @@ impl JobStore for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
-        let orphans: Vec<(i64, Option<u32>, Vec<u8>, u32, bool)> = {
+        let orphans: Vec<OrphanRow> = {
             let mut stmt = tx
                 .prepare(
                     "SELECT id, owner, input, crashes, cancel_requested FROM jobs \
