@@ -51,6 +51,7 @@ fn settings(backoff_ms: u64, attempts: u32) -> QueueSettings {
         max_attempts: attempts,
         retry_backoff: Duration::from_millis(backoff_ms),
         poll: Duration::from_millis(50),
+        max_crashes: 2,
     }
 }
 
@@ -332,6 +333,7 @@ fn a_job_left_running_by_a_crash_is_rerun_and_its_temp_files_removed() {
     let job = queue.get(job.id).unwrap().unwrap();
     assert_eq!(job.state, JobState::Done);
     assert_eq!(job.attempts, 1, "a crash does not use up an attempt");
+    assert_eq!(job.crashes, 1, "but it counts as a crash");
     assert!(!temp.exists());
     assert!(other.exists());
     let sha = std::fs::read_to_string(out_dir.join("a.sha256")).unwrap();
@@ -374,4 +376,210 @@ fn a_kind_without_a_runner_fails_clearly() {
         "{error}"
     );
     queue.shutdown();
+}
+
+/// A journal at `journal` with one job for `input` claimed by a process that died (pid 0 is
+/// never an atelier), `crashes` times over; the job's id.
+fn orphan(journal: &Path, input: &Path, crashes: u32, cancel: bool) -> atelier::jobs::JobId {
+    let mut store = SqliteStore::open(journal).unwrap();
+    let job = store
+        .insert(&NewJob {
+            kind: JobKind::Checksum,
+            input: input.to_path_buf(),
+            options: JobOptions::default(),
+            priority: Priority::BATCH,
+            max_attempts: 3,
+            input_size: None,
+            input_mtime_ns: None,
+        })
+        .unwrap();
+    for n in 0..crashes {
+        let claimed = store.claim_next(atelier::jobs::now_ms(), 0).unwrap();
+        assert_eq!(claimed.map(|j| j.id), Some(job.id));
+        if cancel {
+            store.cancel(job.id, atelier::jobs::now_ms()).unwrap();
+        }
+        if n + 1 < crashes {
+            let back = store.requeue_orphans(&|_| false, 99).unwrap();
+            assert_eq!(back.len(), 1);
+            assert_eq!(back[0].crashes, n + 1);
+        }
+    }
+    job.id
+}
+
+#[test]
+fn a_job_whose_process_dies_twice_fails_naming_the_crashes_and_the_queue_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("q.sqlite");
+    let poison = touch(dir.path(), "poison.bin");
+    let good = touch(dir.path(), "good.bin");
+    let id = orphan(&journal, &poison, 2, false);
+    let mut runners = Runners::new();
+    runners.insert(
+        JobKind::Checksum,
+        Arc::new(atelier::jobs::runners::ChecksumRunner),
+    );
+    let queue = Queue::open(
+        Box::new(SqliteStore::open(&journal).unwrap()),
+        runners,
+        settings(10, 3),
+    )
+    .unwrap();
+    let rx = queue.subscribe();
+    let job = queue.get(id).unwrap().unwrap();
+    assert_eq!((job.state, job.crashes), (JobState::Failed, 2));
+    assert_eq!(
+        job.error.as_deref(),
+        Some(
+            format!(
+                "{}: the process died while running this job (2 times)",
+                poison.display()
+            )
+            .as_str()
+        )
+    );
+    let next = queue
+        .enqueue(
+            JobKind::Checksum,
+            &good,
+            JobOptions::default(),
+            Priority::BATCH,
+        )
+        .unwrap();
+    collect(&rx, |e| finished(e, 1));
+    assert_eq!(queue.get(next).unwrap().unwrap().state, JobState::Done);
+    // A retry starts the crash count afresh.
+    assert!(queue.retry(id).unwrap());
+    collect(&rx, |e| finished(e, 1));
+    let job = queue.get(id).unwrap().unwrap();
+    assert_eq!((job.state, job.crashes), (JobState::Done, 0));
+    queue.shutdown();
+}
+
+#[test]
+fn max_crashes_is_configurable_and_a_cancelled_orphan_ends_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("q.sqlite");
+    let a = orphan(&journal, &touch(dir.path(), "a.bin"), 2, false);
+    let mut store = SqliteStore::open(&journal).unwrap();
+    // With three crashes allowed, the second is requeued.
+    let back = store.requeue_orphans(&|_| false, 3).unwrap();
+    assert_eq!(
+        back.iter()
+            .map(|j| (j.id, j.state, j.crashes))
+            .collect::<Vec<_>>(),
+        [(a, JobState::Queued, 2)]
+    );
+    // A live owner's job is not an orphan.
+    store.claim_next(atelier::jobs::now_ms(), 7).unwrap();
+    assert!(store
+        .requeue_orphans(&|pid| pid == 7, 3)
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.get(a).unwrap().unwrap().state, JobState::Running);
+    let back = store.requeue_orphans(&|_| false, 3).unwrap();
+    assert_eq!(back[0].state, JobState::Failed);
+    drop(store);
+
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("q.sqlite");
+    let b = orphan(&journal, &touch(dir.path(), "b.bin"), 1, true);
+    let mut store = SqliteStore::open(&journal).unwrap();
+    let back = store.requeue_orphans(&|_| false, 2).unwrap();
+    assert_eq!(
+        back.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>(),
+        [(b, JobState::Cancelled)]
+    );
+}
+
+#[test]
+fn a_clean_shutdown_requeues_a_running_job_without_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("q.sqlite");
+    let open = Arc::new(AtomicBool::new(false));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut runners = Runners::new();
+    runners.insert(
+        JobKind::Checksum,
+        Arc::new(Gate {
+            open: open.clone(),
+            order: order.clone(),
+        }),
+    );
+    let queue = Queue::open(
+        Box::new(SqliteStore::open(&journal).unwrap()),
+        runners,
+        settings(10, 3),
+    )
+    .unwrap();
+    let rx = queue.subscribe();
+    let id = queue
+        .enqueue(
+            JobKind::Checksum,
+            &touch(dir.path(), "a.bin"),
+            JobOptions::default(),
+            Priority::BATCH,
+        )
+        .unwrap();
+    collect(&rx, |e| {
+        e.iter().any(|e| matches!(e, JobEvent::Started { .. }))
+    });
+    queue.shutdown();
+    let job = SqliteStore::open(&journal)
+        .unwrap()
+        .get(id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (job.state, job.attempts, job.crashes),
+        (JobState::Queued, 0, 0)
+    );
+}
+
+#[test]
+fn an_old_journal_gains_the_crash_count_and_a_newer_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("q.sqlite");
+    {
+        // The schema before crash counts (version 0), with one job running.
+        let conn = rusqlite::Connection::open(&journal).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, \
+             input BLOB NOT NULL, options TEXT NOT NULL, state TEXT NOT NULL, \
+             priority INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, \
+             max_attempts INTEGER NOT NULL, error TEXT, created_at INTEGER NOT NULL, \
+             started_at INTEGER, finished_at INTEGER, not_before INTEGER NOT NULL DEFAULT 0, \
+             input_size INTEGER, input_mtime_ns INTEGER, \
+             cancel_requested INTEGER NOT NULL DEFAULT 0, owner INTEGER);
+             INSERT INTO jobs (kind, input, options, state, priority, attempts, max_attempts, \
+             created_at, owner) VALUES ('checksum', X'2F612E62696E', '{}', 'running', 0, 1, 3, 1, 0);",
+        )
+        .unwrap();
+    }
+    let mut store = SqliteStore::open(&journal).unwrap();
+    let back = store.requeue_orphans(&|_| false, 2).unwrap();
+    assert_eq!(
+        back.iter()
+            .map(|j| (j.input.clone(), j.state, j.crashes))
+            .collect::<Vec<_>>(),
+        [(PathBuf::from("/a.bin"), JobState::Queued, 1)]
+    );
+    drop(store);
+    let conn = rusqlite::Connection::open(&journal).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&journal).err().unwrap().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: job journal: schema version 99 was written by a newer atelier (this one reads \
+             up to 1)",
+            journal.display()
+        )
+    );
 }

@@ -105,6 +105,8 @@ pub struct QueueConfig {
     pub workers_cuda: u32,
     /// Runs before a failing job lands in `failed`.
     pub max_attempts: u32,
+    /// Times the process may die while running a job before the job lands in `failed`.
+    pub max_crashes: u32,
     /// The first retry's wait; each further retry waits twice as long.
     pub retry_backoff_ms: u64,
     /// How long a file's size and mtime must stay the same before it is taken.

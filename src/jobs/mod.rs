@@ -16,7 +16,8 @@
 //!
 //! Outputs are exactly-once: each is written to `.NAME.atelier-jobID.tmp` in its final folder,
 //! fsynced and renamed, and only then is the job marked done, in the same transaction as its
-//! output records. A job found `running` at start-up is re-run; its temp files are removed.
+//! output records. A job found `running` at start-up (its process died) counts a crash and
+//! is re-run, until `max_crashes` crashes fail it; its temp files are removed.
 mod queue;
 mod runner;
 pub mod runners;
@@ -109,6 +110,8 @@ pub struct Job {
     /// The input's size and mtime (ns) when it was queued.
     pub input_size: Option<u64>,
     pub input_mtime_ns: Option<i64>,
+    /// Times the process died while running this job (see [`QueueSettings::max_crashes`]).
+    pub crashes: u32,
     #[serde(serialize_with = "lossy_paths")]
     pub outputs: Vec<PathBuf>,
 }

@@ -3,7 +3,9 @@
 use super::runner::{remove_temp_files, RunContext, RunError, Runners};
 use super::store::{CancelOutcome, JobStore, NewJob};
 use super::QueueError;
-use super::{now_ms, Job, JobEvent, JobFilter, JobId, JobKind, JobOptions, OnDone, Priority};
+use super::{
+    now_ms, Job, JobEvent, JobFilter, JobId, JobKind, JobOptions, JobState, OnDone, Priority,
+};
 use crate::engine::CancelToken;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ pub struct QueueSettings {
     pub retry_backoff: Duration,
     /// How often workers look for jobs added by other processes and for cancel requests.
     pub poll: Duration,
+    /// Times the process may die while running a job before the job is failed (at least 1).
+    pub max_crashes: u32,
 }
 
 impl Default for QueueSettings {
@@ -31,6 +35,7 @@ impl Default for QueueSettings {
             max_attempts: 3,
             retry_backoff: Duration::from_secs(5),
             poll: Duration::from_millis(500),
+            max_crashes: 2,
         }
     }
 }
@@ -46,6 +51,7 @@ impl QueueSettings {
             } as usize,
             max_attempts: config.max_attempts.max(1),
             retry_backoff: Duration::from_millis(config.retry_backoff_ms),
+            max_crashes: config.max_crashes.max(1),
             ..QueueSettings::default()
         }
     }
@@ -102,18 +108,34 @@ impl Queue {
         runners: Runners,
         settings: QueueSettings,
     ) -> Result<Queue, QueueError> {
-        for job in store.requeue_orphans(&owner_alive)? {
+        for job in store.requeue_orphans(&owner_alive, settings.max_crashes)? {
             let removed = remove_temp_files(job.id, &job.output_dir());
-            tracing::info!(
-                "job {} ({}) was running when its process stopped: queued again{}",
-                job.id,
-                job.input.display(),
-                if removed > 0 {
-                    format!(", {removed} temp file(s) removed")
-                } else {
-                    String::new()
-                }
-            );
+            let removed = if removed > 0 {
+                format!(" ({removed} temp file(s) removed)")
+            } else {
+                String::new()
+            };
+            match job.state {
+                JobState::Failed => tracing::error!(
+                    "job {} failed: {}{removed}",
+                    job.id,
+                    job.error.as_deref().unwrap_or_default()
+                ),
+                JobState::Cancelled => tracing::info!(
+                    "job {} ({}) was running when its process died, with a cancel requested: \
+                     cancelled{removed}",
+                    job.id,
+                    job.input.display()
+                ),
+                _ => tracing::warn!(
+                    "job {} ({}) was running when its process died ({} of {} crashes): \
+                     queued again{removed}",
+                    job.id,
+                    job.input.display(),
+                    job.crashes,
+                    settings.max_crashes.max(1)
+                ),
+            }
         }
         let queue = Queue {
             inner: Arc::new(Inner {
@@ -378,6 +400,21 @@ fn check_input(path: &Path) -> Result<(), RunError> {
     }
 }
 
+/// For tests of crash recovery only: `ATELIER_TEST_ABORT_ON` names input file names
+/// (comma-separated) on which the process aborts as a job starts, like an input that kills
+/// a decoder. Unset in normal use, it costs one environment lookup per job.
+fn abort_if_poisoned(input: &Path) {
+    let Some(names) = std::env::var_os("ATELIER_TEST_ABORT_ON") else {
+        return;
+    };
+    let name = input.file_name().map(|n| n.to_string_lossy().into_owned());
+    let names = names.to_string_lossy().into_owned();
+    if name.is_some_and(|n| names.split(',').any(|p| p == n)) {
+        eprintln!("ATELIER_TEST_ABORT_ON: aborting on {}", input.display());
+        std::process::abort();
+    }
+}
+
 fn backoff(settings: &QueueSettings, attempts: u32) -> Duration {
     let factor = 1u32 << attempts.saturating_sub(1).min(16);
     (settings.retry_backoff * factor).min(Duration::from_secs(3600))
@@ -390,12 +427,17 @@ fn run_one(inner: &Arc<Inner>, job: Job) {
             tracing::warn!("job {id}: {e}");
         }
     }
+    let token = CancelToken::new();
+    lock(&inner.running).insert(id, token.clone());
+    // A shutdown that began before the token was listed did not see it.
+    if inner.stopping() {
+        token.cancel();
+    }
     inner.emit(JobEvent::Started {
         id,
         attempt: job.attempts,
     });
-    let token = CancelToken::new();
-    lock(&inner.running).insert(id, token.clone());
+    abort_if_poisoned(&job.input);
     let emitter = Arc::clone(inner);
     let ctx = RunContext::new(id, token, Box::new(move |e| emitter.emit(e)));
     let result = check_input(&job.input).and_then(|()| match inner.runners.get(job.kind) {

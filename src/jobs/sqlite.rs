@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     input_size INTEGER,
     input_mtime_ns INTEGER,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    owner INTEGER
+    owner INTEGER,
+    crashes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, priority DESC, id);
 CREATE INDEX IF NOT EXISTS jobs_input ON jobs (input, kind);
@@ -66,8 +67,11 @@ CREATE TABLE IF NOT EXISTS outputs (
 CREATE INDEX IF NOT EXISTS outputs_path ON outputs (path);
 ";
 
+/// The schema version this build writes (`PRAGMA user_version`). 0: before crash counts.
+pub const SCHEMA_VERSION: i64 = 1;
+
 const COLUMNS: &str = "id, kind, input, options, state, priority, attempts, max_attempts, error, \
-     created_at, started_at, finished_at, not_before, input_size, input_mtime_ns";
+     created_at, started_at, finished_at, not_before, input_size, input_mtime_ns, crashes";
 
 fn path_bytes(p: &Path) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
@@ -78,6 +82,9 @@ fn bytes_path(b: Vec<u8>) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
     PathBuf::from(std::ffi::OsString::from_vec(b))
 }
+
+/// A running job as `requeue_orphans` reads it: id, owner, input, crashes, cancel requested.
+type OrphanRow = (i64, Option<u32>, Vec<u8>, u32, bool);
 
 /// A row as read, before its text columns are checked.
 struct RawJob {
@@ -105,12 +112,66 @@ fn raw_job(row: &Row) -> rusqlite::Result<RawJob> {
             not_before: row.get(12)?,
             input_size: row.get::<_, Option<i64>>(13)?.map(|s| s as u64),
             input_mtime_ns: row.get(14)?,
+            crashes: row.get(15)?,
             outputs: Vec::new(),
         },
         kind: row.get(1)?,
         state: row.get(4)?,
         options: row.get(3)?,
     })
+}
+
+/// Creates the tables, or brings an older journal up to [`SCHEMA_VERSION`], in one
+/// immediate transaction (two processes opening one journal at once migrate it once).
+/// A journal from a newer build is refused rather than misread.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: format!(
+                "schema version {version} was written by a newer atelier (this one reads up to \
+                 {SCHEMA_VERSION})"
+            ),
+        });
+    }
+    let has_jobs: bool = tx
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+        > 0;
+    if has_jobs {
+        let has_crashes: bool = tx
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'crashes'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if !has_crashes {
+            tx.execute_batch("ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0")
+                .map_err(err)?;
+        }
+    }
+    tx.execute_batch(SCHEMA).map_err(err)?;
+    if version < SCHEMA_VERSION {
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(err)?;
+    }
+    tx.commit().map_err(err)
 }
 
 impl SqliteStore {
@@ -126,7 +187,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(err)?;
+        let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -137,7 +198,7 @@ impl SqliteStore {
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&mut conn, path)?;
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -442,8 +503,8 @@ impl JobStore for SqliteStore {
     fn retry(&mut self, id: JobId, now: i64) -> Result<bool, StoreError> {
         self.conn
             .execute(
-                "UPDATE jobs SET state = 'queued', attempts = 0, error = NULL, not_before = ?2, \
-                 finished_at = NULL WHERE id = ?1 AND state IN ('failed', 'cancelled')",
+                "UPDATE jobs SET state = 'queued', attempts = 0, crashes = 0, error = NULL, \
+                 not_before = ?2, finished_at = NULL WHERE id = ?1 AND state IN ('failed', 'cancelled')",
                 params![id.0, now],
             )
             .map(|n| n > 0)
@@ -460,29 +521,79 @@ impl JobStore for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
-    fn requeue_orphans(&mut self, alive: &dyn Fn(u32) -> bool) -> Result<Vec<Job>, StoreError> {
-        let owners: Vec<(i64, Option<u32>)> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT id, owner FROM jobs WHERE state = 'running'")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-            rows.map_err(|e| self.err(e))?
+    fn requeue_orphans(
+        &mut self,
+        alive: &dyn Fn(u32) -> bool,
+        max_crashes: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
         };
-        let mut jobs = Vec::new();
-        for (id, owner) in owners {
+        let now = super::now_ms();
+        let max_crashes = max_crashes.max(1);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let orphans: Vec<OrphanRow> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, owner, input, crashes, cancel_requested FROM jobs \
+                     WHERE state = 'running'",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get::<_, i64>(4)? != 0,
+                    ))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+            rows.map_err(err)?
+        };
+        let mut ids = Vec::new();
+        for (id, owner, input, crashes, cancel) in orphans {
             if owner.is_some_and(alive) {
                 continue;
             }
-            self.conn
-                .execute(
-                    "UPDATE jobs SET state = 'queued', cancel_requested = 0, owner = NULL, \
-                     attempts = MAX(attempts - 1, 0) WHERE id = ?1 AND state = 'running'",
-                    [id],
+            let crashes = crashes.saturating_add(1);
+            if cancel {
+                // Cancelled while running, then the process died: the wish stands.
+                tx.execute(
+                    "UPDATE jobs SET state = 'cancelled', cancel_requested = 0, owner = NULL, \
+                     crashes = ?2, finished_at = ?3 WHERE id = ?1",
+                    params![id, crashes, now],
                 )
-                .map_err(|e| self.err(e))?;
+            } else if crashes >= max_crashes {
+                let error = format!(
+                    "{}: the process died while running this job ({crashes} times)",
+                    bytes_path(input).display()
+                );
+                tx.execute(
+                    "UPDATE jobs SET state = 'failed', owner = NULL, crashes = ?2, error = ?3, \
+                     finished_at = ?4 WHERE id = ?1",
+                    params![id, crashes, error, now],
+                )
+            } else {
+                // A crash uses up one of the job's crashes, not one of its attempts.
+                tx.execute(
+                    "UPDATE jobs SET state = 'queued', cancel_requested = 0, owner = NULL, \
+                     crashes = ?2, attempts = MAX(attempts - 1, 0) WHERE id = ?1",
+                    params![id, crashes],
+                )
+            }
+            .map_err(err)?;
+            ids.push(id);
+        }
+        tx.commit().map_err(err)?;
+        let mut jobs = Vec::new();
+        for id in ids {
             jobs.extend(self.one(JobId(id))?);
         }
         Ok(jobs)

@@ -79,12 +79,18 @@ pub trait JobStore: Send {
     fn cancel_requested(&self, id: JobId) -> Result<bool, StoreError>;
     /// A running job goes back to `queued` without using up an attempt (shutdown).
     fn requeue(&mut self, id: JobId) -> Result<(), StoreError>;
-    /// `failed` or `cancelled` → `queued` with its attempts reset.
+    /// `failed` or `cancelled` → `queued` with its attempts and crashes reset.
     fn retry(&mut self, id: JobId, now: i64) -> Result<bool, StoreError>;
     fn reprioritize(&mut self, id: JobId, priority: Priority) -> Result<bool, StoreError>;
-    /// Every `running` job whose owner is not `alive` back to `queued` (at start-up, after a
-    /// crash), without using up an attempt; returns them.
-    fn requeue_orphans(&mut self, alive: &dyn Fn(u32) -> bool) -> Result<Vec<Job>, StoreError>;
+    /// At start-up, every `running` job whose owner is not `alive` (its process died) counts
+    /// one crash: with a cancel requested it ends `cancelled`; at `max_crashes` crashes it
+    /// ends `failed` ("the process died while running this job (N times)"); else it is
+    /// `queued` again without using up an attempt. Returns them as they are now.
+    fn requeue_orphans(
+        &mut self,
+        alive: &dyn Fn(u32) -> bool,
+        max_crashes: u32,
+    ) -> Result<Vec<Job>, StoreError>;
     /// Deletes done (and with `all`, failed and cancelled) jobs; returns how many.
     fn clear_finished(&mut self, all: bool) -> Result<usize, StoreError>;
     /// The newest job for this input and kind, whatever its state.
