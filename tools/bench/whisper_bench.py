@@ -27,15 +27,22 @@ LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 PY = sys.executable
 
 
-def long_form(path: Path) -> tuple[float, str]:
-    """The five clips twice, with 12-17 s silences: 216 s (as tests/whisper_e2e.rs builds)."""
-    clips = sorted(LIBRIVOX.glob("*.wav"))
+def read_refs(librivox: Path = LIBRIVOX) -> dict[str, str]:
+    """The LibriVox clips' reference transcriptions, by file stem."""
     refs = {}
-    for line in (LIBRIVOX / "transcription").read_text().splitlines():
+    for line in (librivox / "transcription").read_text().splitlines():
         text, _, ident = line.rpartition("(")
         refs[ident.rstrip(")").strip()] = text.replace("<s>", "").replace("</s>", "").strip()
+    return refs
+
+
+def long_form(path: Path, librivox: Path = LIBRIVOX, repeat: int = 2) -> tuple[float, str]:
+    """The five clips `repeat` times with 12-17 s silences and 20 s at the end (repeat 2: the
+    216 s file, as tests/whisper_e2e.rs builds it)."""
+    clips = sorted(librivox.glob("*.wav"))
+    refs = read_refs(librivox)
     parts, words = [], []
-    for r in range(2):
+    for r in range(repeat):
         for i, c in enumerate(clips):
             gap = 12.0 if (r + i) % 2 == 0 else 17.3
             parts.append(np.zeros(int(gap * 16000), dtype=np.int16))
@@ -71,7 +78,7 @@ def wer(ref: str, hyp: str) -> float:
         for j, y in enumerate(h, 1):
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
         prev = cur
-    return prev[-1] / len(r)
+    return prev[-1] / max(1, len(r))
 
 
 PEER = r'''

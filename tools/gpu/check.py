@@ -34,7 +34,6 @@ import subprocess
 import sys
 import time
 import traceback
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -199,49 +198,8 @@ class GpuSampler:
 # ---------------------------------------------------------------------- inputs
 
 
-def read_refs(librivox: Path) -> dict[str, str]:
-    refs = {}
-    for line in (librivox / "transcription").read_text().splitlines():
-        text, _, ident = line.rpartition("(")
-        refs[ident.rstrip(")").strip()] = text.replace("<s>", "").replace("</s>", "").strip()
-    return refs
-
-
-def long_form(librivox: Path, path: Path, repeat: int = 2) -> tuple[float, str]:
-    """The five clips `repeat` times with 12-17 s silences and 20 s at the end (repeat 2: the
-    216 s file of docs/benchmarks.md)."""
-    clips = sorted(librivox.glob("*.wav"))
-    refs = read_refs(librivox)
-    parts, words = [], []
-    for r in range(repeat):
-        for i, c in enumerate(clips):
-            gap = 12.0 if (r + i) % 2 == 0 else 17.3
-            parts.append(np.zeros(int(gap * 16000), dtype=np.int16))
-            with wave.open(str(c)) as w:
-                parts.append(np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16))
-            words.append(refs[c.stem])
-    parts.append(np.zeros(20 * 16000, dtype=np.int16))
-    audio = np.concatenate(parts)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(audio.tobytes())
-    return len(audio) / 16000, " ".join(words)
-
-
-def wer(ref: str, hyp: str) -> float:
-    from whisper.normalizers import EnglishTextNormalizer
-
-    n = EnglishTextNormalizer()
-    r, h = n(ref).split(), n(hyp).split()
-    prev = list(range(len(h) + 1))
-    for i, x in enumerate(r, 1):
-        cur = [i] + [0] * len(h)
-        for j, y in enumerate(h, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
-        prev = cur
-    return prev[-1] / max(1, len(r))
+# the long-form file, the LibriVox references and WER are the CPU benchmark's own
+from whisper_bench import long_form, read_refs, wer  # noqa: E402
 
 
 def photos(dest: Path, n: int) -> list[Path]:
@@ -498,7 +456,7 @@ def bench_whisper(run: Run, rec: dict) -> None:
     dtype = "float16" if dev == "cuda" else "float32"
     lv = Path(run.a.payload) / "librivox"
     audio = run.tmp / "long.wav"
-    seconds, reference = long_form(lv, audio, 1 if run.a.quick else 2)
+    seconds, reference = long_form(audio, lv, 1 if run.a.quick else 2)
     rec["audio_s"] = round(seconds, 1)
     rows = []
     names = ["whisper-tiny.en"] if run.a.quick else ["whisper-tiny.en", "whisper-base", "whisper-large-v3"]
