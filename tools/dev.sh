@@ -129,9 +129,18 @@ PIP_NET=(--retries 10 --timeout 60 --resume-retries 20)
 
 # torch and its CUDA wheels take about 7 GB installed, and as much again in pip's cache. Say
 # so before pip fails half-way with ENOSPC, and skip the cache when space is short.
+free_gb() { echo $(( $(df -Pk "$1" | awk 'NR == 2 {print $4}') / 1048576 )); }
+
+# $1: folder, $2: GB needed, $3: for what
+need_space() {
+    local avail_gb
+    avail_gb=$(free_gb "$1")
+    [ "$avail_gb" -ge "$2" ] || die "$1: $avail_gb GB free; $3 needs about $2 GB"
+}
+
 pip_space() {
     local need_gb=$1 avail_gb
-    avail_gb=$(( $(df -Pk "$ROOT" | awk 'NR == 2 {print $4}') / 1048576 ))
+    avail_gb=$(free_gb "$ROOT")
     [ "$avail_gb" -ge "$need_gb" ] ||
         die "$ROOT: $avail_gb GB free; the venv needs about $need_gb GB, and the build about 4 GB more"
     if [ "$avail_gb" -lt 20 ]; then
@@ -272,6 +281,9 @@ step_install() {
 
 run_tests() {
     say "cargo test --release (torch: ${TORCH_DIR:-$ROOT/.venv/torch})"
+    # Test binaries (~2 GB) and the models the tests export into temp folders (~3 GB at peak).
+    need_space "$ROOT" 5 "the test build"
+    need_space "${TMPDIR:-/tmp}" 3 "the tests' temporary models"
     ATELIER_PYTHON="$VENV/bin/python" ATELIER_TEST_MODELS="$MODELS" ATELIER_TEST_CONVERTED="$CONVERTED" \
         cargo test --release "$@" -- --test-threads=2
 }
