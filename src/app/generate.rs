@@ -4,8 +4,8 @@
 use super::{GenerateRunner, Msg};
 use crate::config::{Config, DeviceChoice, DiffusionConfig};
 use crate::engine::diffusion::inputs;
-use crate::engine::diffusion::pipeline::{self, ControlInput, InitImage, Progress, SessionSpec};
-use crate::engine::diffusion::scheduler::SchedulerKind;
+use crate::engine::diffusion::pipeline::{self, Progress, SessionSpec};
+use crate::engine::diffusion::request::{self, SdRequest, SeedChoice};
 use crate::engine::{runtime, store, CancelToken, DeviceThread};
 use crate::output::atomic::write_atomic;
 use crate::output::png_meta;
@@ -163,90 +163,51 @@ impl Shared {
     }
 }
 
-/// What the pane asked for, as the pipeline takes it: files resolved, images loaded at the
-/// requested size. Notes (an image resized) go to the status line.
+/// What the pane asked for, as the pipeline takes it: the one [`SdRequest`], resolved and
+/// checked as `atelier generate` does. Notes (an image resized) go to the status line.
 pub fn prepare(
     models_dir: &Path,
     config: &DiffusionConfig,
     req: &GenerateRequest,
     note: &mut dyn FnMut(String),
 ) -> Result<(SessionSpec, pipeline::Request, String), String> {
-    let model = store::find(models_dir, &req.model, "sd").map_err(|e| e.to_string())?;
-    let scheduler = SchedulerKind::from_name(&req.scheduler)
-        .ok_or_else(|| format!("unknown scheduler '{}'", req.scheduler))?;
-    let (w, h) = (i64::from(req.width), i64::from(req.height));
-    let lora_dir = inputs::lora_dir(&config.lora_dir, models_dir);
-    let mut specs: Vec<(String, f64)> = req
-        .loras
-        .iter()
-        .map(|(n, weight)| (n.clone(), wide(*weight)))
-        .collect();
-    specs.extend(pipeline::split_loras(&req.prompt).1);
-    let loras = inputs::resolve_loras(&specs, &lora_dir)?;
-    let init = match (&req.init_image, &req.mask) {
-        (None, Some(_)) => {
-            return Err("a mask needs an init image (the image to inpaint)".into());
-        }
-        (None, None) => None,
-        (Some(path), mask) => {
-            let (img, n) = inputs::load_rgb_sized(path, "init image", w, h)?;
-            n.into_iter().for_each(&mut *note);
-            let mask = match mask {
-                None => None,
-                Some(mp) => {
-                    let (m, n) = inputs::load_mask_sized(mp, img.width(), img.height(), path)?;
-                    n.into_iter().for_each(&mut *note);
-                    Some(pipeline::mask_to_tensor(&m))
-                }
-            };
-            Some(InitImage {
-                pixels: pipeline::image_to_tensor(&img),
-                strength: wide(req.strength),
-                mask,
-            })
-        }
-    };
-    let (controlnet, control) = match &req.controlnet {
+    let (controlnet, control_image) = match &req.controlnet {
+        Some((name, image)) => (Some(name.clone()), Some(image.clone())),
         None => (None, None),
-        Some((name, image)) => {
-            let net = store::find(models_dir, name, "controlnet").map_err(|e| e.to_string())?;
-            let (img, n) = inputs::load_rgb_sized(image, "control image", w, h)?;
-            n.into_iter().for_each(&mut *note);
-            let input = ControlInput {
-                image: pipeline::image_to_tensor(&img),
-                scale: 1.0,
-                guidance_start: 0.0,
-                guidance_end: 1.0,
-            };
-            (Some(net), Some(input))
-        }
     };
-    let name = model.name().to_string();
-    let request = pipeline::Request {
-        prompt: req.prompt.clone(),
-        negative: req.negative.clone(),
-        steps: req.steps.max(1) as usize,
-        guidance: wide(req.guidance),
-        scheduler,
-        width: w,
-        height: h,
+    let sd = SdRequest {
+        model: Some(req.model.clone()),
+        prompt: Some(req.prompt.clone()),
+        negative: Some(req.negative.clone()),
+        steps: Some(req.steps as usize),
+        guidance: Some(wide(req.guidance)),
+        seed: Some(SeedChoice::Fixed(req.seed)),
+        scheduler: Some(req.scheduler.clone()),
+        width: Some(i64::from(req.width)),
+        height: Some(i64::from(req.height)),
         batch: 1,
-        seed: req.seed,
-        variation: req
+        strength: req.init_image.as_ref().map(|_| wide(req.strength)),
+        variation_seed: req.variation_seed,
+        variation_strength: req
             .variation_seed
-            .map(|s| (s, wide(req.variation_strength))),
-        init,
-        control,
-        loras,
-        vae_tiling: false,
-        preview_every: PREVIEW_EVERY,
-    };
-    let spec = SessionSpec {
-        model,
+            .is_some()
+            .then(|| wide(req.variation_strength)),
+        init_image: req.init_image.clone(),
+        mask: req.mask.clone(),
         controlnet,
-        offload: false,
+        control_image,
+        loras: req
+            .loras
+            .iter()
+            .map(|(n, weight)| (n.clone(), wide(*weight)))
+            .collect(),
+        preview_every: PREVIEW_EVERY,
+        ..SdRequest::default()
     };
-    Ok((spec, request, name))
+    let resolved = request::resolve(&sd, config, models_dir).map_err(|e| e.to_string())?;
+    resolved.notes.into_iter().for_each(&mut *note);
+    let name = resolved.spec.model.name().to_string();
+    Ok((resolved.spec, resolved.request, name))
 }
 
 fn output_dir(config: &DiffusionConfig) -> PathBuf {

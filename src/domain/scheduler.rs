@@ -153,12 +153,16 @@ impl SchedulerKind {
     /// A CLI name (`euler-a`), or an A1111 sampler name (`Euler a`, `DPM++ 2M Karras`; a bare
     /// name means what A1111 ran before it had schedule types). Case-insensitive.
     pub fn from_name(name: &str) -> Option<SchedulerKind> {
+        Self::from_cli_name(name).or_else(|| Self::from_a1111(name.trim(), None))
+    }
+
+    /// A CLI name only (`euler-a`), case-insensitive.
+    pub fn from_cli_name(name: &str) -> Option<SchedulerKind> {
         let name = name.trim();
         NAMES
             .iter()
             .find(|n| n.cli.eq_ignore_ascii_case(name))
             .map(|n| n.kind)
-            .or_else(|| Self::from_a1111(name, None))
     }
 
     /// From an infotext's `Sampler` and `Schedule type` values.

@@ -13,6 +13,7 @@ pub mod model;
 pub mod pipeline;
 pub mod preview;
 pub mod prompt;
+pub mod request;
 pub mod scheduler;
 pub mod seed;
 pub mod vae_tiling;
