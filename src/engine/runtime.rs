@@ -373,6 +373,10 @@ impl CancelToken {
 pub struct ModelCache {
     pub device: tch::Device,
     models: HashMap<String, Box<dyn Any>>,
+    /// Entries whose weights a job is changing in place (LoRA fuse): still here when the job
+    /// ends (an error or a panic before [`ModelCache::end_patch`]), they may be half-patched
+    /// and are evicted.
+    patching: std::collections::HashSet<String>,
 }
 
 impl ModelCache {
@@ -394,6 +398,11 @@ impl ModelCache {
             .expect("model cache entry has the type it was inserted with"))
     }
 
+    /// The cached value for `key`, if it is there with type T.
+    pub fn get_mut<T: 'static>(&mut self, key: &str) -> Option<&mut T> {
+        self.models.get_mut(key).and_then(|m| m.downcast_mut::<T>())
+    }
+
     pub fn loaded(&self) -> Vec<String> {
         let mut names: Vec<String> = self.models.keys().cloned().collect();
         names.sort();
@@ -402,6 +411,43 @@ impl ModelCache {
 
     pub fn evict(&mut self, key: &str) {
         self.models.remove(key);
+    }
+
+    /// Marks `key`'s weights as being changed in place until [`ModelCache::end_patch`].
+    pub fn begin_patch(&mut self, key: &str) {
+        self.patching.insert(key.to_string());
+    }
+
+    /// The in-place change of `key`'s weights is complete.
+    pub fn end_patch(&mut self, key: &str) {
+        self.patching.remove(key);
+    }
+
+    /// After a job: evicts every entry whose patch did not complete (its weights may be
+    /// half-patched), so the next job loads it afresh.
+    fn evict_half_patched(&mut self) {
+        for key in std::mem::take(&mut self.patching) {
+            tracing::warn!("{key}: evicted (a job ended while changing its weights)");
+            self.models.remove(&key);
+        }
+    }
+
+    fn new(device: tch::Device) -> Self {
+        ModelCache {
+            device,
+            models: HashMap::new(),
+            patching: Default::default(),
+        }
+    }
+
+    /// Runs one job; a panic in it is logged and the thread's models stay, except any the
+    /// job left half-patched.
+    fn run_job(&mut self, job: Job) {
+        let run = std::panic::AssertUnwindSafe(|| job(self));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!("a model job panicked; the model thread goes on");
+        }
+        self.evict_half_patched();
     }
 }
 
@@ -440,17 +486,11 @@ impl DeviceThread {
             .name(format!("atelier-model-{device:?}"))
             .spawn(move || {
                 let _guard = tch::no_grad_guard();
-                let mut cache = ModelCache {
-                    device,
-                    models: HashMap::new(),
-                };
+                let mut cache = ModelCache::new(device);
+                // A bug in one job must not take the models down with it: its reply
+                // channel closes, and the caller reports the job as failed.
                 while let Ok(job) = rx.recv() {
-                    // A bug in one job must not take the models down with it: its reply
-                    // channel closes, and the caller reports the job as failed.
-                    let run = std::panic::AssertUnwindSafe(|| job(&mut cache));
-                    if std::panic::catch_unwind(run).is_err() {
-                        tracing::error!("a model job panicked; the model thread goes on");
-                    }
+                    cache.run_job(job);
                 }
             })?;
         Ok(DeviceThread { tx, device })
@@ -508,4 +548,55 @@ pub fn cpu_threads() -> i32 {
 /// GPUs libtorch can use (0 without the CUDA backend).
 pub fn cuda_device_count() -> i64 {
     tch::Cuda::device_count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_with(keys: &[&str]) -> ModelCache {
+        let mut cache = ModelCache::new(tch::Device::Cpu);
+        for k in keys {
+            cache
+                .get_or_try_insert(k, |_| Ok::<_, ()>(1u32))
+                .expect("inserted");
+        }
+        cache
+    }
+
+    #[test]
+    fn a_job_that_panics_while_patching_evicts_only_that_model() {
+        let mut cache = cache_with(&["sd", "whisper"]);
+        cache.run_job(Box::new(|c: &mut ModelCache| {
+            c.begin_patch("sd");
+            panic!("fuse failed half-way");
+        }));
+        assert_eq!(cache.loaded(), vec!["whisper".to_string()]);
+    }
+
+    #[test]
+    fn a_job_that_errs_while_patching_evicts_and_a_finished_patch_keeps() {
+        let mut cache = cache_with(&["sd"]);
+        cache.run_job(Box::new(|c: &mut ModelCache| {
+            c.begin_patch("sd");
+            c.end_patch("sd");
+        }));
+        assert_eq!(
+            cache.loaded(),
+            vec!["sd".to_string()],
+            "a complete patch keeps the model"
+        );
+        cache.run_job(Box::new(|c: &mut ModelCache| {
+            c.begin_patch("sd");
+            // an early return with an error: no end_patch
+        }));
+        assert!(cache.loaded().is_empty(), "a half-patched model is evicted");
+    }
+
+    #[test]
+    fn a_panic_without_a_patch_keeps_the_models() {
+        let mut cache = cache_with(&["sd"]);
+        cache.run_job(Box::new(|_: &mut ModelCache| panic!("a bug")));
+        assert_eq!(cache.loaded(), vec!["sd".to_string()]);
+    }
 }

@@ -708,10 +708,17 @@ pub fn run_job(
                     session.controlnet = Some((cn.dir.clone(), net));
                 }
             }
+            // A LoRA fuse changes the weights in place: if it fails (or panics) half-way,
+            // the model thread evicts the model rather than keep half-patched weights.
+            let gone = || "the model was evicted".to_string();
+            cache.begin_patch(&key);
+            let session = cache.get_mut::<Session>(&key).ok_or_else(gone)?;
             session
                 .loras
                 .apply(&mut session.model, &req.loras)
                 .map_err(|e| e.to_string())?;
+            cache.end_patch(&key);
+            let session = cache.get_mut::<Session>(&key).ok_or_else(gone)?;
             let control = match spec.controlnet {
                 Some(_) => session.controlnet.as_mut().map(|(_, c)| c),
                 None => None,
