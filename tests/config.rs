@@ -344,3 +344,40 @@ fn headless_commands_refuse_a_broken_config() {
     let out = finish(cmd);
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `~` in a path key is the home folder, as in a shell: `output-dir = "~/img"` once made a
+/// literal `./~` folder.
+#[test]
+fn a_tilde_in_any_path_key_is_the_home_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "models-dir = \"~/m\"\n[clip]\nindex = \"~/idx.sqlite\"\n[diffusion]\noutput-dir = \"~/img\"\n\
+         lora-dir = \"~\"\n[[watch]]\nname = \"talks\"\npath = \"~/inbox\"\nkind = \"transcribe\"\n\
+         done-dir = \"~/done\"\n",
+    )
+    .unwrap();
+    let mut cmd = atelier(dir.path());
+    cmd.env("HOME", &home).args(["config", "print"]);
+    let o = finish(cmd);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let h = home.display();
+    for want in [
+        format!("models-dir = \"{h}/m\""),
+        format!("index = \"{h}/idx.sqlite\""),
+        format!("output-dir = \"{h}/img\""),
+        format!("lora-dir = \"{h}\""),
+        format!("path = \"{h}/inbox\""),
+        format!("done-dir = \"{h}/done\""),
+    ] {
+        assert!(out.contains(&want), "{want} not in:\n{out}");
+    }
+    assert!(!out.contains("\"~"), "an unexpanded ~ is left:\n{out}");
+}

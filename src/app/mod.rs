@@ -5,7 +5,7 @@ pub mod generate;
 pub mod terminal;
 pub mod workers;
 
-use crate::config::{self, DeviceChoice, ImageProtocol, KeyBinding, KeySection, Keymap, Theme};
+use crate::config::{self, DeviceChoice, KeyBinding, KeySection, Keymap, Theme};
 use crate::engine::store;
 use crate::state::{self, Action, AppState, Effect, Event, GenerateRequest, Pane, TextKey};
 use crate::ui::{self, Ctx, PreviewImage};
@@ -14,7 +14,7 @@ use crossterm::event::{
     MouseEventKind,
 };
 use ratatui::layout::Rect;
-use ratatui_image::picker::{Picker, ProtocolType};
+use ratatui_image::picker::Picker;
 use ratatui_image::thread::{ResizeRequest, ResizeResponse, ThreadProtocol};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Sender};
@@ -233,23 +233,6 @@ impl Runtime {
     }
 }
 
-fn picker_for(protocol: ImageProtocol) -> Picker {
-    if protocol == ImageProtocol::Halfblocks {
-        return Picker::halfblocks();
-    }
-    let mut picker = Picker::from_query_stdio().unwrap_or_else(|_| Picker::halfblocks());
-    let forced = match protocol {
-        ImageProtocol::Kitty => Some(ProtocolType::Kitty),
-        ImageProtocol::Sixel => Some(ProtocolType::Sixel),
-        ImageProtocol::Iterm2 => Some(ProtocolType::Iterm2),
-        _ => None,
-    };
-    if let Some(p) = forced {
-        picker.set_protocol_type(p);
-    }
-    picker
-}
-
 /// Runs the TUI until the user quits.
 pub fn run(
     loaded: config::Loaded,
@@ -314,8 +297,11 @@ pub fn run_with(
         )
     })?;
     // The protocol query reads stdin, so it runs before the input thread starts.
-    let picker = picker_for(config.ui.image_protocol);
-    tracing::info!(protocol = ?picker.protocol_type(), tmux = picker.tmux_detected(), "image protocol");
+    let (picker, how) = terminal::image_picker(config.ui.image_protocol);
+    tracing::info!(
+        "image protocol: {}",
+        terminal::describe_protocol(&picker, how)
+    );
 
     let (tx, rx) = mpsc::channel::<Msg>();
     generate::spawn_memory_monitor(device, tx.clone(), Duration::from_secs(2));

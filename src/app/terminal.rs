@@ -4,6 +4,8 @@
 use crate::config::ImageProtocol;
 use crate::media::playback::StderrSilencer;
 use crossterm::{event, execute, terminal};
+use ratatui_image::picker::{Picker, ProtocolType};
+use std::io::IsTerminal;
 use std::io::{stdout, Write};
 use std::sync::OnceLock;
 use std::thread::ThreadId;
@@ -75,30 +77,62 @@ fn install_panic_hook() {
     });
 }
 
-/// The image protocol to use: the config's choice, else a guess from the environment.
-/// (The TUI refines `auto` by querying the terminal.)
-pub fn detect_image_protocol(configured: ImageProtocol) -> String {
-    let tmux = std::env::var_os("TMUX").is_some();
-    let via = if tmux { " via tmux passthrough" } else { "" };
-    if configured != ImageProtocol::Auto {
-        return format!("{configured:?} (from config){via}").to_lowercase();
-    }
-    let env = |k: &str| std::env::var(k).unwrap_or_default();
-    let term = env("TERM");
-    let program = env("TERM_PROGRAM");
-    let guess = if std::env::var_os("KITTY_WINDOW_ID").is_some()
-        || term.contains("kitty")
-        || program == "ghostty"
-    {
-        "kitty"
-    } else if program == "iTerm.app" || program == "WezTerm" {
-        "iterm2"
-    } else if term.contains("sixel") || term.starts_with("foot") || term.contains("mlterm") {
-        "sixel"
-    } else {
-        "halfblocks"
+/// The one way the image protocol is chosen (the TUI, `doctor`, `generate --preview`):
+/// ratatui-image's terminal query, unless the config names a protocol. Returns the picker and
+/// how the protocol was chosen. The query writes to and reads from the terminal, so it runs
+/// only when stdin and stdout are one, and before anything else reads input.
+pub fn image_picker(configured: ImageProtocol) -> (Picker, &'static str) {
+    let forced = match configured {
+        ImageProtocol::Kitty => Some(ProtocolType::Kitty),
+        ImageProtocol::Sixel => Some(ProtocolType::Sixel),
+        ImageProtocol::Iterm2 => Some(ProtocolType::Iterm2),
+        ImageProtocol::Halfblocks => return (Picker::halfblocks(), "from config"),
+        ImageProtocol::Auto => None,
     };
-    format!("{guess} (detected from TERM={term:?}){via}")
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (mut picker, how) = if !interactive {
+        (Picker::halfblocks(), "not a terminal")
+    } else {
+        match Picker::from_query_stdio() {
+            Ok(p) => (p, "answered by the terminal"),
+            Err(_) => (Picker::halfblocks(), "the terminal did not answer"),
+        }
+    };
+    match forced {
+        Some(p) => {
+            picker.set_protocol_type(p);
+            (picker, "from config")
+        }
+        None => (picker, how),
+    }
+}
+
+/// `kitty (answered by the terminal) via tmux passthrough`, for `doctor` and the log.
+pub fn describe_protocol(picker: &Picker, how: &str) -> String {
+    let name = match picker.protocol_type() {
+        ProtocolType::Kitty => "kitty",
+        ProtocolType::Sixel => "sixel",
+        ProtocolType::Iterm2 => "iterm2",
+        ProtocolType::Halfblocks => "halfblocks",
+    };
+    let via = if picker.tmux_detected() {
+        " via tmux passthrough"
+    } else {
+        ""
+    };
+    format!("{name} ({how}){via}")
+}
+
+/// viuer's settings for printing an image inline with the chosen protocol (viuer is built
+/// without sixel, so sixel terminals get half blocks).
+pub fn viuer_config(protocol: ProtocolType, width: u32) -> viuer::Config {
+    viuer::Config {
+        absolute_offset: false,
+        width: Some(width),
+        use_kitty: protocol == ProtocolType::Kitty,
+        use_iterm: protocol == ProtocolType::Iterm2,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 use super::export_tools;
-use crate::app::terminal::detect_image_protocol;
+use crate::app::terminal::{describe_protocol, image_picker};
 use crate::config::{self, DeviceChoice};
 use crate::engine::{runtime, store};
 use crate::media::playback;
@@ -156,10 +156,8 @@ pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
     println!("  log            {}", crate::logging::log_path().display());
     println!();
     println!("terminal");
-    println!(
-        "  image protocol {}",
-        detect_image_protocol(loaded.config.ui.image_protocol)
-    );
+    let (picker, how) = image_picker(loaded.config.ui.image_protocol);
+    println!("  image protocol {}", describe_protocol(&picker, how));
     println!();
     println!("audio");
     match playback::output_device() {

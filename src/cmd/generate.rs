@@ -1,5 +1,6 @@
 //! `atelier generate PROMPT`: Stable Diffusion from the command line. Images are written as
 //! `NNNNN-SEED.png` (the next free number, never overwriting) with A1111's `parameters` chunk.
+use crate::app::terminal;
 use crate::cli::GenerateArgs;
 use crate::config::{DeviceChoice, Loaded};
 use crate::engine::diffusion::infotext::GenerationParams;
@@ -10,6 +11,7 @@ use crate::engine::diffusion::request::{
 };
 use crate::engine::{runtime, CancelToken, DeviceThread};
 use crate::output::png_meta;
+use ratatui_image::picker::ProtocolType;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -146,6 +148,14 @@ pub fn run(
     for note in notes {
         eprintln!("note: {note}");
     }
+    // The TUI's protocol choice (the terminal is asked before the progress bar starts).
+    let protocol = if args.preview && std::io::stdout().is_terminal() {
+        terminal::image_picker(loaded.config.ui.image_protocol)
+            .0
+            .protocol_type()
+    } else {
+        ProtocolType::Halfblocks
+    };
     let out_dir = args
         .out
         .clone()
@@ -189,7 +199,7 @@ pub fn run(
                 if std::io::stdout().is_terminal() {
                     bar.suspend(|| {
                         println!("step {step}:");
-                        show(&image);
+                        show(&image, protocol);
                     });
                 }
             }
@@ -221,7 +231,7 @@ pub fn run(
         }
         println!("{}", path.display());
         if args.preview && std::io::stdout().is_terminal() {
-            show(image);
+            show(image, protocol);
         }
     }
     let steps_run = generation.steps_run.max(1);
@@ -240,12 +250,8 @@ pub fn run(
     ExitCode::SUCCESS
 }
 
-fn show(image: &image::RgbImage) {
-    let config = viuer::Config {
-        absolute_offset: false,
-        width: Some(40),
-        ..Default::default()
-    };
+fn show(image: &image::RgbImage, protocol: ProtocolType) {
+    let config = terminal::viuer_config(protocol, 40);
     let dynamic = image::DynamicImage::ImageRgb8(image.clone());
     if let Err(e) = viuer::print(&dynamic, &config) {
         eprintln!("note: cannot show the image here: {e}");

@@ -335,12 +335,59 @@ pub fn config_from_user(path: &Path, text: &str) -> Result<Config, ConfigError> 
     let mut merged: toml::Table = toml::from_str(PRESET_CONFIG)
         .map_err(|e| ConfigError::invalid(Path::new("<preset config.toml>"), e))?;
     merge_toml(&mut merged, user);
-    let config: Config = merged
+    let mut config: Config = merged
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::invalid(path, e))?;
     config.validate(path)?;
     config.check_bounds(path)?;
+    config.expand_home();
     Ok(config)
+}
+
+/// `~` or `~/rest` as the home folder (as a shell would); any other path unchanged, and `~`
+/// kept when the home folder is unknown. The one `~` expansion for every path key.
+pub fn expand_home(path: &str) -> PathBuf {
+    let home = || dirs::home_dir().filter(|h| !h.as_os_str().is_empty());
+    if path == "~" {
+        if let Some(h) = home() {
+            return h;
+        }
+    }
+    if let Some(rest) = path.strip_prefix("~/") {
+        if let Some(h) = home() {
+            return h.join(rest);
+        }
+    }
+    PathBuf::from(path)
+}
+
+impl Config {
+    /// Expands `~` in every key that names a path (`output-dir = "~/img"` is the home's
+    /// `img`, not a literal `./~` folder).
+    fn expand_home(&mut self) {
+        let ex = |s: &mut String| {
+            if s.starts_with('~') {
+                *s = expand_home(s).to_string_lossy().into_owned();
+            }
+        };
+        ex(&mut self.models_dir);
+        ex(&mut self.clip.index);
+        ex(&mut self.queue.path);
+        ex(&mut self.diffusion.lora_dir);
+        ex(&mut self.diffusion.output_dir);
+        for w in &mut self.watch {
+            for s in [
+                &mut w.path,
+                &mut w.labels,
+                &mut w.index,
+                &mut w.output_dir,
+                &mut w.done_dir,
+                &mut w.queue,
+            ] {
+                ex(s);
+            }
+        }
+    }
 }
 
 pub fn preset_config() -> Config {
