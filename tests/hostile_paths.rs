@@ -64,7 +64,7 @@ fn symlinks_out_of_a_watch_folder_are_never_read_or_written_through() {
         .filter(|j| j["state"] == "done")
         .map(|j| j["input"].as_str().unwrap().to_string())
         .collect();
-    let mut want = vec![
+    let mut want = [
         inbox.join("alias.bin"),
         inbox.join("last.bin"),
         inbox.join("ok.bin"),

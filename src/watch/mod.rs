@@ -365,6 +365,10 @@ impl State {
                 r.root.display()
             );
         }
+        // A link to a folder inside the root: its files are reached by their own paths.
+        if real.as_ref().is_ok_and(|p| p.is_dir()) {
+            return;
+        }
         let reappeared = self.vanished.remove(path);
         match self.queue.latest_for(path, r.kind) {
             Ok(Some(job)) => {
@@ -382,5 +386,25 @@ impl State {
         if let Err(e) = self.queue.enqueue(r.kind, path, options, r.priority) {
             tracing::error!("{}: cannot queue: {e}", path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_confirmed_enoent_is_a_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(gone(&dir.path().join("missing")));
+        let file = dir.path().join("f.wav");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(!gone(&file));
+        // A dangling link is still there (its job fails with the reason).
+        let link = dir.path().join("l.wav");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &link).unwrap();
+        assert!(!gone(&link));
+        // An error that is not ENOENT (here ENAMETOOLONG; on a mount, EIO or ESTALE).
+        assert!(!gone(&dir.path().join("x".repeat(300))));
     }
 }
