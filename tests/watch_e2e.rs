@@ -368,6 +368,71 @@ fn a_deleted_input_cancels_its_queued_job() {
 }
 
 #[test]
+fn an_input_that_vanishes_and_reappears_unchanged_is_queued_again() {
+    // A network mount that drops a file for a moment: its queued job is cancelled on the
+    // confirmed deletion (ENOENT), and when the same file (same size and mtime) is back,
+    // it is queued again rather than taken as already handled.
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    let inbox = base.join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let release = Arc::new(AtomicBool::new(false));
+    let mut runners = Runners::new();
+    runners.insert(JobKind::Checksum, Arc::new(Hold(release.clone())));
+    let store = SqliteStore::open(&base.join("q.sqlite")).unwrap();
+    let queue = Queue::open(Box::new(store), runners, QueueSettings::default()).unwrap();
+    let rx = queue.subscribe();
+    let rule = atelier::watch::Rule::new(atelier::watch::RuleSpec {
+        name: "t".into(),
+        root: inbox.clone(),
+        kind: Some(JobKind::Checksum),
+        ..Default::default()
+    })
+    .unwrap();
+    let settings = atelier::watch::WatchSettings {
+        stable: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let mut handle = atelier::watch::start(vec![rule], queue.clone(), settings).unwrap();
+    let next = |pred: &dyn Fn(&JobEvent) -> bool| loop {
+        let e = rx.recv_timeout(Duration::from_secs(60)).expect("an event");
+        if pred(&e) {
+            return e;
+        }
+    };
+    write(&inbox.join("first.bin"), b"1");
+    next(&|e| matches!(e, JobEvent::Started { .. }));
+    let second = inbox.join("second.bin");
+    write(&second, b"2");
+    let JobEvent::Queued { id, .. } = next(&|e| matches!(e, JobEvent::Queued { .. })) else {
+        unreachable!()
+    };
+    let away = base.join("second.bin");
+    std::fs::rename(&second, &away).unwrap();
+    next(&|e| *e == JobEvent::Cancelled { id });
+    std::fs::rename(&away, &second).unwrap();
+    let JobEvent::Queued {
+        id: again, input, ..
+    } = next(&|e| matches!(e, JobEvent::Queued { .. }))
+    else {
+        unreachable!()
+    };
+    assert_eq!(input, second);
+    assert_ne!(again, id);
+    release.store(true, Ordering::SeqCst);
+    next(&|e| {
+        *e == JobEvent::Done {
+            id: again,
+            outputs: Vec::new(),
+        }
+    });
+    handle.stop();
+    queue.shutdown();
+    assert_eq!(queue.get(id).unwrap().unwrap().state, JobState::Cancelled);
+    assert_eq!(queue.get(again).unwrap().unwrap().state, JobState::Done);
+}
+
+#[test]
 fn five_thousand_files_dropped_at_once_are_all_processed_in_bounded_memory() {
     const N: usize = 5000;
     let home = Home::new();

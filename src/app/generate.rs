@@ -342,7 +342,8 @@ fn run_one(
     let params = inputs::for_image(&described, &generation, 0);
     let _one = shared.write.lock();
     let mut number = inputs::next_number(&out_dir);
-    let path = inputs::free_image_path(&out_dir, &mut number, params.seed);
+    let path = crate::output::numbering::claim_image_path(&out_dir, &mut number, params.seed)
+        .map_err(|e| e.to_string())?;
     png_meta::write_png_with_parameters(&path, image, &params.to_infotext())
         .map_err(|e| e.to_string())?;
     Ok((std::path::absolute(&path).unwrap_or(path), previews))

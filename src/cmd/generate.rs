@@ -225,7 +225,11 @@ pub fn run(
     let mut number = inputs::next_number(&out_dir);
     for (i, image) in generation.images.iter().enumerate() {
         let params = inputs::for_image(&described, &generation, i);
-        let path = inputs::free_image_path(&out_dir, &mut number, params.seed);
+        let path =
+            match crate::output::numbering::claim_image_path(&out_dir, &mut number, params.seed) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
         if let Err(e) = png_meta::write_png_with_parameters(&path, image, &params.to_infotext()) {
             return fail(e);
         }

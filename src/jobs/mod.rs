@@ -14,9 +14,10 @@
 //!   [`JobFilter`], [`Priority`]; storage behind [`JobStore`] ([`SqliteStore`]);
 //!   job kinds behind [`Runner`] ([`Runners`]).
 //!
-//! Outputs are exactly-once: each is written to `.NAME.atelier-jobID.tmp` in its final folder,
-//! fsynced and renamed, and only then is the job marked done, in the same transaction as its
-//! output records. A job found `running` at start-up (its process died) counts a crash and
+//! Outputs are exactly-once: each is written to `.atelier-jobID-XXXXXXXX.tmp` in its final
+//! folder, fsynced and renamed without replacing anything but an earlier output of the same
+//! input (else it takes `NAME.1.EXT`), and only then is the job marked done, in the same
+//! transaction as its output records. A job found `running` at start-up (its process died) counts a crash and
 //! is re-run, until `max_crashes` crashes fail it; its temp files are removed.
 mod queue;
 mod runner;
@@ -26,7 +27,8 @@ mod store;
 
 pub use queue::{fingerprint, Queue, QueueSettings};
 pub use runner::{
-    is_temp_name, remove_temp_files, temp_path, write_output, RunContext, RunError, Runner, Runners,
+    is_temp_name, remove_temp_files, temp_path, write_output, OutputLedger, RunContext, RunError,
+    Runner, Runners,
 };
 pub use sqlite::{default_path, expand_home, journal_path, SqliteStore};
 pub use store::{CancelOutcome, JobStore, NewJob, StoreError};
@@ -85,6 +87,10 @@ pub struct JobOptions {
     pub done_dir: Option<PathBuf>,
     /// The watch profile that queued the job, if any.
     pub profile: Option<String>,
+    /// Folders the input and outputs must resolve inside, links followed (a watch rule's
+    /// folder, its output and done folders); empty: anywhere. The first holds the input.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<PathBuf>,
 }
 
 /// A job as the journal holds it.

@@ -1,6 +1,6 @@
 //! The running queue: worker threads take jobs from the journal in priority order, run them
 //! through their kind's [`Runner`], and broadcast [`JobEvent`]s.
-use super::runner::{remove_temp_files, RunContext, RunError, Runners};
+use super::runner::{remove_temp_files, OutputLedger, RunContext, RunError, Runners};
 use super::store::{CancelOutcome, JobStore, NewJob};
 use super::QueueError;
 use super::{
@@ -400,6 +400,44 @@ fn check_input(path: &Path) -> Result<(), RunError> {
     }
 }
 
+/// A job of a watch rule: its input must still resolve inside the rule's folder.
+fn check_inside(job: &Job) -> Result<(), RunError> {
+    match job.options.roots.first() {
+        Some(root) if !crate::media::resolves_inside(&job.input, root) => {
+            Err(RunError::Permanent(format!(
+                "resolves outside the watched folder {} (a symbolic link?): not read",
+                root.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The journal's record of one running job's outputs.
+struct Ledger {
+    inner: Arc<Inner>,
+    job: JobId,
+    input: PathBuf,
+    kind: JobKind,
+}
+
+impl OutputLedger for Ledger {
+    fn may_replace(&self, path: &Path) -> bool {
+        lock(&self.inner.store)
+            .is_output_of(path, &self.input, self.kind)
+            .unwrap_or_else(|e| {
+                tracing::warn!("job {}: {e}", self.job);
+                false
+            })
+    }
+
+    fn record(&self, path: &Path) {
+        if let Err(e) = lock(&self.inner.store).record_output(self.job, path) {
+            tracing::warn!("job {}: {e}", self.job);
+        }
+    }
+}
+
 /// For tests of crash recovery only: `ATELIER_TEST_ABORT_ON` names input file names
 /// (comma-separated) on which the process aborts as a job starts, like an input that kills
 /// a decoder. Unset in normal use, it costs one environment lookup per job.
@@ -439,8 +477,17 @@ fn run_one(inner: &Arc<Inner>, job: Job) {
     });
     abort_if_poisoned(&job.input);
     let emitter = Arc::clone(inner);
-    let ctx = RunContext::new(id, token, Box::new(move |e| emitter.emit(e)));
-    let result = check_input(&job.input).and_then(|()| match inner.runners.get(job.kind) {
+    let ledger = Arc::new(Ledger {
+        inner: Arc::clone(inner),
+        job: id,
+        input: job.input.clone(),
+        kind: job.kind,
+    });
+    let ctx = RunContext::new(id, token, Box::new(move |e| emitter.emit(e)))
+        .with_ledger(ledger)
+        .confined_to(job.options.roots.clone());
+    let checked = check_input(&job.input).and_then(|()| check_inside(&job));
+    let result = checked.and_then(|()| match inner.runners.get(job.kind) {
         Some(runner) => {
             let run = std::panic::AssertUnwindSafe(|| runner.run(&job, &ctx));
             std::panic::catch_unwind(run).unwrap_or_else(|p| {
@@ -507,7 +554,8 @@ fn run_one(inner: &Arc<Inner>, job: Job) {
     inner.wake();
 }
 
-/// Moves a done job's input into its done folder (keeping its name).
+/// Moves a done job's input into its done folder (keeping its name), never replacing a
+/// file there: a clash takes `NAME.1.EXT` (and says so).
 fn move_input(job: &Job) {
     let Some(dir) = job.options.done_dir.as_ref() else {
         return;
@@ -516,9 +564,33 @@ fn move_input(job: &Job) {
         return;
     };
     let target: PathBuf = dir.join(name);
-    let moved = std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(&job.input, &target));
+    let inside = || {
+        job.options.roots.is_empty()
+            || job
+                .options
+                .roots
+                .iter()
+                .any(|r| crate::media::resolves_inside(dir, r))
+    };
+    let moved = std::fs::create_dir_all(dir).and_then(|()| {
+        if inside() {
+            crate::output::atomic::move_noreplace(&job.input, &target)
+        } else {
+            Err(std::io::Error::other(
+                "the done folder resolves outside the watched folders (a symbolic link?)",
+            ))
+        }
+    });
     match moved {
-        Ok(()) => tracing::info!("moved {} to {}", job.input.display(), target.display()),
+        Ok(to) if to == target => {
+            tracing::info!("moved {} to {}", job.input.display(), to.display())
+        }
+        Ok(to) => tracing::warn!(
+            "moved {} to {}: {} exists",
+            job.input.display(),
+            to.display(),
+            target.display()
+        ),
         Err(e) => tracing::warn!(
             "{}: cannot move it to {}: {e}",
             job.input.display(),

@@ -1,11 +1,11 @@
 //! What runs a job of one kind, and the exactly-once output writes every kind uses.
 use super::{Job, JobEvent, JobId, JobKind};
 use crate::engine::CancelToken;
+use crate::media::resolves_inside;
+use crate::output::atomic::{write_new, TEMP_PREFIX};
 use crate::transcript::Segment;
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -88,18 +88,48 @@ impl Runners {
     }
 }
 
+/// What the journal knows about a job's outputs (the queue gives each job one).
+pub trait OutputLedger: Send + Sync {
+    /// Whether this job may replace `path`: a recorded output of a job of the same input
+    /// and kind. Any other file is the user's.
+    fn may_replace(&self, path: &Path) -> bool;
+    /// Records `path` as this job's output as soon as it is in place, so a re-run after a
+    /// crash replaces it instead of writing a copy.
+    fn record(&self, path: &Path);
+}
+
 /// What a running job sees: its cancel token and a way to report progress.
 pub struct RunContext {
     pub id: JobId,
     pub cancel: CancelToken,
     emit: Box<dyn Fn(JobEvent) + Send + Sync>,
+    ledger: Option<Arc<dyn OutputLedger>>,
+    /// Outputs must resolve inside one of these (empty: anywhere).
+    roots: Vec<PathBuf>,
 }
 
 impl RunContext {
     pub fn new(id: JobId, cancel: CancelToken, emit: Box<dyn Fn(JobEvent) + Send + Sync>) -> Self {
-        RunContext { id, cancel, emit }
+        RunContext {
+            id,
+            cancel,
+            emit,
+            ledger: None,
+            roots: Vec::new(),
+        }
     }
 
+    /// Outputs never replace a file `ledger` does not know as this input's.
+    pub fn with_ledger(mut self, ledger: Arc<dyn OutputLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Outputs must resolve (links followed) inside one of `roots`.
+    pub fn confined_to(mut self, roots: Vec<PathBuf>) -> Self {
+        self.roots = roots;
+        self
+    }
     /// `fraction` in 0..=1 when known.
     pub fn progress(&self, fraction: Option<f32>, message: impl Into<String>) {
         (self.emit)(JobEvent::Progress {
@@ -135,59 +165,86 @@ impl RunContext {
         }
     }
 
-    /// [`write_output`] for this job.
+    /// Writes one output of this job ([`write_output`]), inside its roots, never over a
+    /// user's file: on a clash it takes `NAME.1.EXT` and says so. Returns the path written.
     pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<PathBuf, RunError> {
-        write_output(self.id, path, bytes)
-            .map(|()| path.to_path_buf())
-            .map_err(|e| RunError::Transient(e.to_string()))
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| {
+            RunError::Transient(format!(
+                "{}: cannot create the output folder: {e}",
+                dir.display()
+            ))
+        })?;
+        if !self.roots.is_empty() && !self.roots.iter().any(|r| resolves_inside(dir, r)) {
+            return Err(RunError::Permanent(format!(
+                "{}: the output folder resolves outside {} (a symbolic link?): not written",
+                dir.display(),
+                self.roots[0].display()
+            )));
+        }
+        let ledger = self.ledger.clone();
+        let may_replace = move |p: &Path| ledger.as_ref().is_none_or(|l| l.may_replace(p));
+        let written = write_output_checked(self.id, path, bytes, &may_replace)
+            .map_err(|e| RunError::Transient(e.to_string()))?;
+        if let Some(l) = &self.ledger {
+            l.record(&written);
+        }
+        if written.as_path() != path {
+            let note = format!(
+                "{} exists and is not an output of this input: wrote {}",
+                path.display(),
+                written.display()
+            );
+            tracing::warn!("job {}: {note}", self.id);
+            self.progress(None, note);
+        }
+        Ok(written)
     }
 }
 
-/// The temp file an output of job `id` is written through: `.NAME.atelier-jobID.tmp`.
+/// How every temp file of job `id` starts: `.atelier-jobID-` (then random, then `.tmp`).
+fn temp_prefix(id: JobId) -> String {
+    format!("{TEMP_PREFIX}job{id}-")
+}
+
+/// A temp file name job `id` might leave in `path`'s folder (tests of crash clean-up).
 pub fn temp_path(id: JobId, path: &Path) -> PathBuf {
-    let mut name = OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(temp_suffix(id));
-    path.with_file_name(name)
+    path.with_file_name(format!("{}crash.tmp", temp_prefix(id)))
 }
 
-fn temp_suffix(id: JobId) -> String {
-    format!(".atelier-job{id}.tmp")
-}
-
-/// Whether `name` is a temp file of some job (the watcher never takes these).
+/// Whether `name` is a temp file of some job (the watcher never takes these). Also the
+/// `.NAME.atelier-jobN.tmp` names of older builds.
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(".tmp") && name.contains(".atelier-job")
+    name.starts_with('.')
+        && name.ends_with(".tmp")
+        && (name.starts_with(TEMP_PREFIX) || name.contains(".atelier-job"))
 }
 
-/// Writes `bytes` to `path` (creating its folder) so it is never seen half-written: a temp
-/// file in the same folder named after the job, fsynced, renamed over `path`, then the
-/// folder is fsynced. A crash leaves at most the temp file, which [`remove_temp_files`]
-/// cleans when the job is re-run.
+/// Writes `bytes` to `path` (creating its folder) so it is never seen half-written: the
+/// one atomic-write helper ([`crate::output::atomic::write_new`]) with a temp name of job
+/// `id`; a crash leaves at most the temp file, which [`remove_temp_files`] cleans when the
+/// job is re-run. Replaces an existing file (use [`RunContext::write`] in a job).
 pub fn write_output(id: JobId, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    let tmp = temp_path(id, path);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let written = (|| {
-        std::fs::create_dir_all(dir)?;
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     }
-    written.map_err(named)
+    write_output_checked(id, path, bytes, &|_| true).map(|_| ())
+}
+
+fn write_output_checked(
+    id: JobId,
+    path: &Path,
+    bytes: &[u8],
+    may_replace: &dyn Fn(&Path) -> bool,
+) -> io::Result<PathBuf> {
+    write_new(path, bytes, &temp_prefix(id), may_replace)
 }
 
 /// Removes job `id`'s temp files from `dir`; returns how many.
 pub fn remove_temp_files(id: JobId, dir: &Path) -> usize {
-    let suffix = temp_suffix(id);
+    let (prefix, suffix) = (temp_prefix(id), format!(".atelier-job{id}.tmp"));
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -195,10 +252,9 @@ pub fn remove_temp_files(id: JobId, dir: &Path) -> usize {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.')
-            && name.ends_with(&suffix)
-            && std::fs::remove_file(entry.path()).is_ok()
-        {
+        let ours = name.starts_with(&prefix) && name.ends_with(".tmp")
+            || name.starts_with('.') && name.ends_with(&suffix);
+        if ours && std::fs::remove_file(entry.path()).is_ok() {
             tracing::info!("removed the half-written {}", entry.path().display());
             removed += 1;
         }

@@ -31,6 +31,9 @@ pub fn journal_path(config: &crate::config::Config, flag: Option<&Path>) -> Path
     }
 }
 
+/// How long a write waits for another process's transaction.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
@@ -66,6 +69,55 @@ CREATE TABLE IF NOT EXISTS outputs (
 );
 CREATE INDEX IF NOT EXISTS outputs_path ON outputs (path);
 ";
+
+/// The columns of `jobs` every schema version has (v1 adds `crashes`).
+const REQUIRED_COLUMNS: &[&str] = &[
+    "id",
+    "kind",
+    "input",
+    "options",
+    "state",
+    "priority",
+    "attempts",
+    "max_attempts",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "not_before",
+    "input_size",
+    "input_mtime_ns",
+    "cancel_requested",
+    "owner",
+];
+
+/// Refuses a journal path that is not a regular file (or absent): a folder, a device or
+/// pipe, or a symbolic link (which could point a shared journal anywhere).
+fn check_journal_file(path: &Path) -> Result<(), StoreError> {
+    let refuse = |message: String| {
+        Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        })
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => refuse(format!("cannot read it: {e}")),
+        Ok(m) if m.file_type().is_symlink() => {
+            let to = std::fs::read_link(path).unwrap_or_default();
+            refuse(format!(
+                "is a symbolic link (to {}): the journal must be a regular file; give its \
+                 real path",
+                to.display()
+            ))
+        }
+        Ok(m) if m.is_dir() => refuse("is a folder, not a journal file".to_string()),
+        Ok(m) if !m.is_file() => {
+            refuse("is not a regular file (a device, pipe or socket)".to_string())
+        }
+        Ok(_) => Ok(()),
+    }
+}
 
 /// The schema version this build writes (`PRAGMA user_version`). 0: before crash counts.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -153,6 +205,30 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         .map_err(err)?
         > 0;
     if has_jobs {
+        let columns: Vec<String> = {
+            let mut stmt = tx
+                .prepare("SELECT name FROM pragma_table_info('jobs')")
+                .map_err(err)?;
+            let names = stmt
+                .query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>());
+            names.map_err(err)?
+        };
+        let missing: Vec<&str> = REQUIRED_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !columns.iter().any(|n| n == c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                message: format!(
+                    "its jobs table lacks the column(s) {}: not an atelier journal, or damaged \
+                     (move it away to start a new one)",
+                    missing.join(", ")
+                ),
+            });
+        }
         let has_crashes: bool = tx
             .query_row(
                 "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'crashes'",
@@ -183,13 +259,29 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let err = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
+        check_journal_file(path)?;
+        let err = |source: rusqlite::Error| match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "locked by another process for over {} s ({source}); is another atelier \
+                         holding it?",
+                        BUSY_TIMEOUT.as_secs()
+                    ),
+                }
+            }
+            Some(rusqlite::ErrorCode::NotADatabase) => StoreError::Corrupt {
+                path: path.to_path_buf(),
+                message: format!("not an SQLite journal ({source})"),
+            },
+            _ => StoreError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            },
         };
         let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         // With WAL, NORMAL survives a process crash; a power cut may lose the last
@@ -198,7 +290,10 @@ impl SqliteStore {
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
-        migrate(&mut conn, path)?;
+        migrate(&mut conn, path).map_err(|e| match e {
+            StoreError::Sqlite { source, .. } => err(source),
+            other => other,
+        })?;
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -617,6 +712,29 @@ impl JobStore for SqliteStore {
                 &[&path_bytes(input), &kind.name()],
             )?
             .pop())
+    }
+
+    fn record_output(&mut self, id: JobId, path: &Path) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO outputs (job_id, path) VALUES (?1, ?2)",
+                params![id.0, path_bytes(path)],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn is_output_of(&self, path: &Path, input: &Path, kind: JobKind) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM outputs o JOIN jobs j ON j.id = o.job_id \
+                 WHERE o.path = ?1 AND j.input = ?2 AND j.kind = ?3 LIMIT 1",
+                params![path_bytes(path), path_bytes(input), kind.name()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|v| v.is_some())
+            .map_err(|e| self.err(e))
     }
 
     fn is_output(&self, path: &Path) -> Result<bool, StoreError> {

@@ -95,6 +95,11 @@ pub trait JobStore: Send {
     fn clear_finished(&mut self, all: bool) -> Result<usize, StoreError>;
     /// The newest job for this input and kind, whatever its state.
     fn latest_for(&self, input: &Path, kind: JobKind) -> Result<Option<Job>, StoreError>;
+    /// Records `path` as an output of running job `id` (before it is done: a re-run after a
+    /// crash then knows the file as its own).
+    fn record_output(&mut self, id: JobId, path: &Path) -> Result<(), StoreError>;
+    /// Whether `path` is a recorded output of some job of `input` and `kind`.
+    fn is_output_of(&self, path: &Path, input: &Path, kind: JobKind) -> Result<bool, StoreError>;
     /// Whether `path` is an output of a done job.
     fn is_output(&self, path: &Path) -> Result<bool, StoreError>;
     /// How many jobs are queued or running.

@@ -3,4 +3,4 @@ pub mod audio;
 pub mod files;
 pub mod playback;
 
-pub use files::{walk, MediaKind};
+pub use files::{resolves_inside, walk, walk_root, MediaKind};

@@ -1,4 +1,5 @@
-//! Transcript writers.
+//! Output writers: transcripts, the one atomic-write helper, PNG metadata, image numbering.
 pub mod atomic;
+pub mod numbering;
 pub mod png_meta;
 pub mod writers;

@@ -13,7 +13,7 @@ pub use rules::{is_partial_name, PollMode, Rule, RuleError, RuleSpec};
 
 use crate::jobs::{fingerprint, JobState, Queue};
 use notify::{EventKind, RecursiveMode, Watcher};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -112,10 +112,14 @@ pub fn start(
             source,
         };
         let mut w = if poll {
-            let config = notify::Config::default().with_poll_interval(settings.poll_interval);
+            let config = notify::Config::default()
+                .with_poll_interval(settings.poll_interval)
+                .with_follow_symlinks(false);
             Watchers::Poll(notify::PollWatcher::new(handler, config).map_err(err)?)
         } else {
-            Watchers::Native(notify::recommended_watcher(handler).map_err(err)?)
+            // Never follow a symlinked folder out of the root (or round a loop).
+            let config = notify::Config::default().with_follow_symlinks(false);
+            Watchers::Native(notify::RecommendedWatcher::new(handler, config).map_err(err)?)
         };
         match &mut w {
             Watchers::Native(n) => n.watch(&rule.root, RecursiveMode::Recursive),
@@ -140,6 +144,7 @@ pub fn start(
         settings,
         pending: HashMap::new(),
         new_dirs: Vec::new(),
+        vanished: HashSet::new(),
     };
     let (stop2, pending2, scanned2) = (stop.clone(), pending.clone(), scanned.clone());
     let thread = std::thread::Builder::new()
@@ -178,6 +183,12 @@ pub fn start(
     })
 }
 
+/// Whether `path` is confirmed gone (ENOENT). Other errors (EIO, ESTALE, EACCES on a
+/// network mount that hiccuped) are not a deletion.
+fn gone(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
 struct State {
     rules: Vec<Rule>,
     queue: Queue,
@@ -186,6 +197,9 @@ struct State {
     /// Folders that appeared, with when: notify watches a new folder only after it has
     /// reported it, so files written into it in between are found by a second scan.
     new_dirs: Vec<(usize, PathBuf, Instant)>,
+    /// Inputs whose queued job was cancelled because they were deleted: queued again if
+    /// they reappear (a network mount that came back), even unchanged.
+    vanished: HashSet<PathBuf>,
 }
 
 /// How long after a folder appears it is scanned again (notify has added its watch by then).
@@ -221,16 +235,21 @@ impl State {
         match event.kind {
             EventKind::Remove(_) => {
                 for p in &event.paths {
-                    self.removed(rule, p);
+                    if gone(p) {
+                        self.removed(rule, p);
+                    }
                 }
             }
             EventKind::Access(_) => {}
             _ => {
                 for p in &event.paths {
-                    // A rename reports the old name too: it is gone now.
-                    if std::fs::symlink_metadata(p).is_err() {
+                    // A rename reports the old name too: it is gone now. Any other error
+                    // (EIO, ESTALE on a network mount) is not a deletion.
+                    if gone(p) {
                         self.removed(rule, p);
-                    } else if p.is_dir() {
+                    } else if std::fs::symlink_metadata(p).is_err() {
+                        continue;
+                    } else if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
                         self.scan(rule, p);
                         self.new_dirs.push((rule, p.clone(), Instant::now()));
                     } else {
@@ -241,21 +260,24 @@ impl State {
         }
     }
 
-    /// Walks `dir` (not following symlinked folders) and notes every file.
+    /// Walks `dir` with the one folder walker (symlinks never followed out of the root).
+    /// A folder that cannot be listed is logged, never taken as a deletion.
     fn scan(&mut self, rule: usize, dir: &Path) {
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let p = entry.path();
-                match entry.file_type() {
-                    Ok(t) if t.is_dir() => stack.push(p),
-                    Ok(_) => self.candidate(rule, &p),
-                    Err(_) => {}
-                }
-            }
+        let root = self.rules[rule].root.clone();
+        let mut found = Vec::new();
+        let mut notes = Vec::new();
+        crate::media::walk_root(
+            &root,
+            dir,
+            false,
+            &mut |p| found.push(p.to_path_buf()),
+            &mut notes,
+        );
+        for note in notes {
+            tracing::warn!("watcher: {note}");
+        }
+        for p in found {
+            self.candidate(rule, &p);
         }
     }
 
@@ -285,7 +307,9 @@ impl State {
         if let Ok(Some(job)) = self.queue.latest_for(path, kind) {
             if job.state == JobState::Queued {
                 tracing::info!("{}: deleted; its queued job is cancelled", path.display());
-                let _ = self.queue.cancel(job.id);
+                if matches!(self.queue.cancel(job.id), Ok(true)) {
+                    self.vanished.insert(path.to_path_buf());
+                }
             }
         }
     }
@@ -327,12 +351,31 @@ impl State {
         if matches!(self.queue.is_output(path), Ok(true)) {
             return;
         }
+        // Inputs and their outputs stay inside the root: a path through a symlinked folder,
+        // or a link, that resolves elsewhere is never taken. (One that cannot be resolved
+        // at all, a dangling link or a loop, is taken so its job fails with the reason.)
+        let real = std::fs::canonicalize(path);
+        let dir_real = path.parent().map(std::fs::canonicalize);
+        let outside = real.as_ref().is_ok_and(|p| !p.starts_with(&r.root))
+            || dir_real.is_some_and(|d| d.is_ok_and(|d| !d.starts_with(&r.root)));
+        if outside {
+            return tracing::warn!(
+                "{}: skipped: it resolves outside the watched folder {}",
+                path.display(),
+                r.root.display()
+            );
+        }
+        // A link to a folder inside the root: its files are reached by their own paths.
+        if real.as_ref().is_ok_and(|p| p.is_dir()) {
+            return;
+        }
+        let reappeared = self.vanished.remove(path);
         match self.queue.latest_for(path, r.kind) {
             Ok(Some(job)) => {
                 let same =
                     fp.map(|f| f.0) == job.input_size && fp.map(|f| f.1) == job.input_mtime_ns;
                 // Already journalled as it is now, or still waiting: nothing to do.
-                if same || !job.state.is_finished() {
+                if (same && !reappeared) || !job.state.is_finished() {
                     return;
                 }
             }
@@ -343,5 +386,25 @@ impl State {
         if let Err(e) = self.queue.enqueue(r.kind, path, options, r.priority) {
             tracing::error!("{}: cannot queue: {e}", path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_confirmed_enoent_is_a_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(gone(&dir.path().join("missing")));
+        let file = dir.path().join("f.wav");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(!gone(&file));
+        // A dangling link is still there (its job fails with the reason).
+        let link = dir.path().join("l.wav");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &link).unwrap();
+        assert!(!gone(&link));
+        // An error that is not ENOENT (here ENAMETOOLONG; on a mount, EIO or ESTALE).
+        assert!(!gone(&dir.path().join("x".repeat(300))));
     }
 }

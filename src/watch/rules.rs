@@ -225,6 +225,10 @@ impl Rule {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        o.roots = std::iter::once(self.root.clone())
+            .chain(o.output_dir.clone())
+            .chain(o.done_dir.clone())
+            .collect();
         o.output_dir = o.output_dir.map(|d| d.join(&sub));
         o.done_dir = o.done_dir.map(|d| d.join(&sub));
         o
