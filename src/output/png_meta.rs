@@ -184,7 +184,7 @@ pub fn read_parameters_counted(path: &Path) -> Result<(Option<String>, usize), P
             return Ok((None, walked));
         }
         let is_text = matches!(&kind, b"tEXt" | b"zTXt" | b"iTXt");
-        if is_text && len as usize >= PARAMETERS_KEY.len() + 1 {
+        if is_text && len as usize > PARAMETERS_KEY.len() {
             let mut keyword = [0u8; PARAMETERS_KEY.len() + 1];
             r.read_exact(&mut keyword).map_err(io)?;
             if keyword[..PARAMETERS_KEY.len()] == *PARAMETERS_KEY.as_bytes()
