@@ -102,6 +102,10 @@ pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
         eprintln!("error: {}: no such file or folder", args.source.display());
         return super::exit(super::EXIT_USAGE);
     }
+    if let Some(Err(problem)) = args.name.as_deref().map(store::check_name) {
+        eprintln!("error: --name: model name {problem}");
+        return super::exit(super::EXIT_USAGE);
+    }
     if args.quantize.is_some() && !matches!(args.family, ImportFamily::Whisper) {
         eprintln!("error: --quantize is for Whisper models");
         return super::exit(super::EXIT_USAGE);

@@ -49,6 +49,22 @@ pub enum StoreError {
         running: String,
         command: String,
     },
+    #[error("{path}: {key} = {value} is out of range, the limit is {min} to {max}")]
+    BadDim {
+        path: PathBuf,
+        key: String,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
+    #[error("model name '{name}': {problem}")]
+    BadName { name: String, problem: &'static str },
+    #[error("{path}: resolves to {target}, outside the model folder {dir} (a symlink out of the folder is never loaded)")]
+    OutsideFolder {
+        path: PathBuf,
+        target: PathBuf,
+        dir: PathBuf,
+    },
     #[error("model '{name}' is a {actual} model, not a {expected} model")]
     WrongFamily {
         name: String,
@@ -99,11 +115,68 @@ pub struct Manifest {
     pub config: toml::Table,
 }
 
+/// The range of each known `dims` key (generous: the largest real models are far inside).
+/// A value decides allocations (`n_audio_ctx`, `n_mels`, `n_vocab`, …) or divides
+/// (`n_audio_ctx`), so it is checked when the manifest is read.
+const DIM_BOUNDS: &[(&str, i64, i64)] = &[
+    ("n_mels", 1, 512),
+    ("n_audio_ctx", 1, 3000),
+    ("n_audio_state", 1, 16384),
+    ("n_audio_head", 1, 256),
+    ("n_audio_layer", 1, 256),
+    ("n_text_ctx", 1, 8192),
+    ("n_text_state", 1, 16384),
+    ("n_text_head", 1, 256),
+    ("n_text_layer", 1, 256),
+    ("n_vocab", 1, 1 << 20),
+    ("n_alignment_heads", 0, 65536),
+    ("sample_rate", 1, 384_000),
+    ("window", 1, 1 << 20),
+    ("context", 0, 1 << 20),
+    ("vae_scale_factor", 1, 64),
+    ("latent_channels", 1, 256),
+    ("down_residuals", 0, 256),
+    ("image-size", 1, 4096),
+    ("context-length", 1, 4096),
+    ("embed-dim", 1, 16384),
+    ("vocab-size", 1, 1 << 20),
+];
+/// Any other `dims` key (text_hidden, cross_attention_dim, …).
+const DIM_DEFAULT_BOUND: (i64, i64) = (0, 1 << 20);
+/// `config.sample_size` (SD latents a side: × the VAE factor, at most 8192 pixels).
+const SAMPLE_SIZE_BOUND: (i64, i64) = (1, 1024);
+
+/// A model, LoRA or other name a user or config gives: one path component, so that joining
+/// it to its folder stays in that folder.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.contains(['/', '\\']) || Path::new(name).is_absolute() {
+        return Err("must be a single name, not a path (no '/')");
+    }
+    if name == "." || name == ".." {
+        return Err("must be a name, not '.' or '..'");
+    }
+    if name.contains('\0') {
+        return Err("holds a NUL byte");
+    }
+    Ok(())
+}
+
 impl Manifest {
     pub fn parse(path: &Path, text: &str) -> Result<Self, StoreError> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| StoreError::BadManifest {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+        let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            // One line: toml's Display draws the source lines under the message.
+            let line = e
+                .span()
+                .and_then(|s| text.get(..s.start))
+                .map(|before| format!(" (line {})", before.matches('\n').count() + 1))
+                .unwrap_or_default();
+            StoreError::BadManifest {
+                path: path.to_path_buf(),
+                message: format!("{}{line}", e.message().trim_end().replace('\n', "; ")),
+            }
         })?;
         if !FAMILIES.contains(&manifest.family.as_str()) {
             return Err(StoreError::UnknownFamily {
@@ -124,7 +197,39 @@ impl Manifest {
                 });
             }
         }
+        manifest.check_dims(path)?;
         Ok(manifest)
+    }
+
+    /// Every `dims` value, and `config.sample_size`, inside its range.
+    fn check_dims(&self, path: &Path) -> Result<(), StoreError> {
+        let bad = |key: String, value: i64, (min, max): (i64, i64)| StoreError::BadDim {
+            path: path.to_path_buf(),
+            key,
+            value,
+            min,
+            max,
+        };
+        for (key, &value) in &self.dims {
+            let bound = DIM_BOUNDS
+                .iter()
+                .find(|(k, ..)| k == key)
+                .map_or(DIM_DEFAULT_BOUND, |&(_, min, max)| (min, max));
+            if !(bound.0..=bound.1).contains(&value) {
+                return Err(bad(format!("dims.{key}"), value, bound));
+            }
+        }
+        if let Some(v) = self.config.get("sample_size") {
+            let value = v.as_integer().ok_or_else(|| StoreError::BadManifest {
+                path: path.to_path_buf(),
+                message: "config.sample_size: expected an integer".into(),
+            })?;
+            let (min, max) = SAMPLE_SIZE_BOUND;
+            if !(min..=max).contains(&value) {
+                return Err(bad("config.sample_size".into(), value, SAMPLE_SIZE_BOUND));
+            }
+        }
+        Ok(())
     }
 
     pub fn to_toml(&self) -> String {
@@ -239,10 +344,39 @@ impl InstalledModel {
         }
     }
 
-    /// Loads a TorchScript role onto `device`, in eval mode.
+    /// The role's file, resolved (symlinks followed) and checked to stay inside the model
+    /// folder.
+    pub fn contained_file(&self, role: &str) -> Result<PathBuf, StoreError> {
+        let path = self.file(role)?;
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| StoreError::Io { path: p, source }
+        };
+        let dir = std::fs::canonicalize(&self.dir).map_err(io(&self.dir))?;
+        let target = std::fs::canonicalize(&path).map_err(io(&path))?;
+        if !target.starts_with(&dir) {
+            return Err(StoreError::OutsideFolder {
+                path,
+                target,
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(target)
+    }
+
+    /// Loads a TorchScript role onto `device`, in eval mode, after checking its sha256
+    /// against the manifest (once per process and file version: see [`verified`]) and that
+    /// it lies inside the model folder.
     pub fn load_module(&self, role: &str, device: tch::Device) -> Result<tch::CModule, StoreError> {
         self.check_runtime(device)?;
-        let path = self.file(role)?;
+        let path = self.contained_file(role)?;
+        let expected = self
+            .manifest
+            .files
+            .get(role)
+            .map(|e| e.sha256.clone())
+            .unwrap_or_default();
+        verified(&path, &expected)?;
         let mut module =
             tch::CModule::load_on_device(&path, device).map_err(|e| StoreError::LoadFailed {
                 path: path.clone(),
@@ -280,7 +414,9 @@ impl InstalledModel {
                 }
             };
             match sha256_file(&path) {
-                Ok(actual) if actual.eq_ignore_ascii_case(&entry.sha256) => {}
+                Ok(actual) if actual.eq_ignore_ascii_case(&entry.sha256) => {
+                    remember_verified(&path, &actual);
+                }
                 Ok(actual) => {
                     problems.push(StoreError::HashMismatch {
                         path,
@@ -311,6 +447,68 @@ fn first_line(text: &str) -> String {
         .find(|l| !l.is_empty())
         .unwrap_or("unknown error")
         .to_string()
+}
+
+/// A file version: (device, inode, size, mtime in ns). A replaced or rewritten file gets
+/// another, so its hash is checked again.
+type FileVersion = (u64, u64, u64, i128);
+
+fn file_version(path: &Path) -> Option<FileVersion> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+    Some((m.dev(), m.ino(), m.size(), mtime))
+}
+
+/// The sha256 of each file version hashed in this process.
+fn hash_cache() -> &'static std::sync::Mutex<std::collections::HashMap<FileVersion, String>> {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<FileVersion, String>>,
+    > = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// How many files [`verified`] hashed in this process (a cached version is not hashed).
+static HASHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The number of files hashed to verify a load so far in this process.
+pub fn verify_hash_count() -> usize {
+    HASHED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn remember_verified(path: &Path, sha: &str) {
+    if let (Some(version), Ok(mut cache)) = (file_version(path), hash_cache().lock()) {
+        cache.insert(version, sha.to_ascii_lowercase());
+    }
+}
+
+/// Checks `path` hashes to `expected` (the manifest's sha256). The result is kept per file
+/// version (inode, size, mtime) for the process, so a second load does not hash again.
+pub fn verified(path: &Path, expected: &str) -> Result<(), StoreError> {
+    let version = file_version(path);
+    let cached = version.and_then(|v| hash_cache().lock().ok()?.get(&v).cloned());
+    let actual = match cached {
+        Some(sha) => sha,
+        None => {
+            HASHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let sha = sha256_file(path)?;
+            // Keyed by the version seen before hashing: a file changed meanwhile gets a new
+            // version and is hashed again next time.
+            if let (Some(v), Ok(mut cache)) = (version, hash_cache().lock()) {
+                cache.insert(v, sha.clone());
+            }
+            sha
+        }
+    };
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(StoreError::HashMismatch {
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            actual,
+        })
+    }
 }
 
 pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
@@ -371,6 +569,10 @@ pub fn list(dir: &Path) -> Vec<Result<InstalledModel, StoreError>> {
 
 /// Finds an installed model by name (the folder name or the manifest's name).
 pub fn find(dir: &Path, name: &str, family: &str) -> Result<InstalledModel, StoreError> {
+    check_name(name).map_err(|problem| StoreError::BadName {
+        name: name.to_string(),
+        problem,
+    })?;
     let candidate = dir.join(name);
     let model = if candidate.join(MANIFEST).exists() {
         InstalledModel::open(&candidate)?

@@ -24,7 +24,13 @@ pub struct ClipTokenizer {
     ranks: HashMap<(String, String), usize>,
     byte_encoder: [char; 256],
     pattern: Regex,
+    /// word → BPE pieces, at most `CACHE_WORDS` words of at most `CACHE_WORD_CHARS` chars (a
+    /// full cache starts over), so hostile text cannot grow it without limit.
+    cache: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
+
+const CACHE_WORDS: usize = 8192;
+const CACHE_WORD_CHARS: usize = 64;
 
 /// GPT-2's reversible byte -> printable char table.
 fn bytes_to_unicode() -> [char; 256] {
@@ -106,10 +112,36 @@ impl ClipTokenizer {
             ranks,
             byte_encoder,
             pattern,
+            cache: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
+    /// [`Self::bpe_uncached`] through the bounded cache.
     fn bpe(&self, token: &str) -> Vec<String> {
+        let cacheable = token.chars().count() <= CACHE_WORD_CHARS;
+        if cacheable {
+            if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(token).cloned()) {
+                return hit;
+            }
+        }
+        let pieces = self.bpe_uncached(token);
+        if cacheable {
+            if let Ok(mut cache) = self.cache.lock() {
+                if cache.len() >= CACHE_WORDS {
+                    cache.clear();
+                }
+                cache.insert(token.to_string(), pieces.clone());
+            }
+        }
+        pieces
+    }
+
+    /// The number of words in the BPE cache (at most `CACHE_WORDS`).
+    pub fn cached_words(&self) -> usize {
+        self.cache.lock().map_or(0, |c| c.len())
+    }
+
+    fn bpe_uncached(&self, token: &str) -> Vec<String> {
         if SPECIALS.contains(&token) {
             return vec![token.to_string()];
         }

@@ -23,7 +23,29 @@ pub enum InfotextError {
     Missing(&'static str),
     #[error("the infotext's `{key}` parameter is not valid: {value:?}")]
     Invalid { key: String, value: String },
+    #[error("the infotext's `{key}: {value}` is out of range, the limit is {limit}")]
+    OutOfRange {
+        key: String,
+        value: String,
+        limit: &'static str,
+    },
 }
+
+/// The largest width or height an infotext may ask for (as `[diffusion] width`/`height`).
+pub const MAX_SIZE: u32 = 8192;
+/// The most steps an infotext may ask for (as `[diffusion] steps` and `--steps`).
+pub const MAX_STEPS: u32 = 1000;
+/// The largest CFG scale (as `[diffusion] guidance`).
+pub const MAX_CFG_SCALE: f64 = 100.0;
+
+/// Numeric A1111 keys we keep in `extra`, bounded too: `(key, min, max, limit text)`.
+const EXTRA_BOUNDS: [(&str, f64, f64, &str); 5] = [
+    ("Batch size", 1.0, 64.0, "1 to 64"),
+    ("Batch count", 1.0, 1000.0, "1 to 1000"),
+    ("Clip skip", 1.0, 12.0, "1 to 12"),
+    ("Hires steps", 0.0, 1000.0, "0 to 1000"),
+    ("Hires upscale", 0.0, 8.0, "0 to 8"),
+];
 
 /// One image's generation parameters. `extra` holds every other A1111 key (unquoted values) in
 /// the order read; `order` is the key order of a parsed infotext (empty: A1111's order), so
@@ -170,6 +192,55 @@ fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, InfotextErr
     })
 }
 
+/// A number in `range` (NaN is in none), else `OutOfRange` naming `limit`.
+fn bounded<T>(
+    key: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<T>,
+    limit: &'static str,
+) -> Result<T, InfotextError>
+where
+    T: std::str::FromStr + PartialOrd,
+{
+    let n: T = number(key, value)?;
+    if range.contains(&n) {
+        Ok(n)
+    } else {
+        Err(InfotextError::OutOfRange {
+            key: key.to_string(),
+            value: value.to_string(),
+            limit,
+        })
+    }
+}
+
+/// `WxH`, each side 1 to [`MAX_SIZE`].
+fn size(key: &str, value: &str) -> Result<(u32, u32), InfotextError> {
+    let invalid = || InfotextError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+    };
+    let (w, h) = value.split_once('x').ok_or_else(invalid)?;
+    // Digits only, so a 40-digit side is out of range rather than "not a number".
+    let side = |s: &str| -> Result<u64, InfotextError> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        Ok(s.parse::<u64>().unwrap_or(u64::MAX))
+    };
+    let (w, h) = (side(w)?, side(h)?);
+    let ok = |n: u64| (1..=u64::from(MAX_SIZE)).contains(&n);
+    if ok(w) && ok(h) {
+        Ok((w as u32, h as u32))
+    } else {
+        Err(InfotextError::OutOfRange {
+            key: key.to_string(),
+            value: value.to_string(),
+            limit: "1 to 8192 pixels a side",
+        })
+    }
+}
+
 /// `Lora hashes` as A1111's Lora extension reads it: `name: hash` items separated by commas.
 fn parse_lora_hashes(value: &str) -> Result<Vec<(String, String)>, InfotextError> {
     value
@@ -187,7 +258,10 @@ fn parse_lora_hashes(value: &str) -> Result<Vec<(String, String)>, InfotextError
 
 impl GenerationParams {
     /// A1111's parse. Steps, Sampler, CFG scale, Seed and Size are required (A1111 always
-    /// writes them); typed keys must hold valid values.
+    /// writes them); typed keys must hold valid values, and numbers that size work (Steps,
+    /// Size, CFG scale, strengths, [`EXTRA_BOUNDS`]) must be in range: `Steps: 10000000` is
+    /// refused here, before anything is allocated for it. A missing key is reported before a
+    /// bad value, so text that is not an infotext reads as `Missing`/`NoParameters`.
     pub fn parse(infotext: &str) -> Result<GenerationParams, InfotextError> {
         let (prompt, negative_prompt, last) = split_infotext(infotext);
         if last.is_empty() {
@@ -198,32 +272,44 @@ impl GenerationParams {
             negative_prompt,
             ..Default::default()
         };
+        let pairs = parse_pairs(&last);
+        for key in ["Steps", "Sampler", "CFG scale", "Seed", "Size"] {
+            if !pairs.iter().any(|(k, _)| k == key) {
+                return Err(InfotextError::Missing(key));
+            }
+        }
         let (mut steps, mut sampler, mut cfg, mut seed, mut size) = (None, None, None, None, None);
-        for (k, v) in parse_pairs(&last) {
+        for (k, v) in pairs {
             match k.as_str() {
-                "Steps" => steps = Some(number::<u32>(&k, &v)?),
+                "Steps" => {
+                    let range = 1..=u64::from(MAX_STEPS);
+                    steps = Some(bounded::<u64>(&k, &v, range, "1 to 1000")? as u32)
+                }
                 "Sampler" => sampler = Some(v),
                 "Schedule type" => p.schedule_type = Some(v),
-                "CFG scale" => cfg = Some(number::<f64>(&k, &v)?),
+                "CFG scale" => cfg = Some(bounded(&k, &v, 0.0..=MAX_CFG_SCALE, "0 to 100")?),
                 "Seed" => seed = Some(number::<u64>(&k, &v)?),
-                "Size" => {
-                    let wh = v
-                        .split_once('x')
-                        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
-                    size = Some(wh.ok_or_else(|| InfotextError::Invalid {
-                        key: k.clone(),
-                        value: v.clone(),
-                    })?);
-                }
+                "Size" => size = Some(self::size(&k, &v)?),
                 "Model hash" => p.model_hash = Some(v),
                 "Model" => p.model = Some(v),
                 "Variation seed" => p.variation_seed = Some(number(&k, &v)?),
-                "Variation seed strength" => p.variation_strength = Some(number(&k, &v)?),
-                "Denoising strength" => p.denoising_strength = Some(number(&k, &v)?),
+                "Variation seed strength" => {
+                    p.variation_strength = Some(bounded(&k, &v, 0.0..=1.0, "0 to 1")?)
+                }
+                "Denoising strength" => {
+                    p.denoising_strength = Some(bounded(&k, &v, 0.0..=1.0, "0 to 1")?)
+                }
                 "RNG" => p.rng = Some(v),
                 "Lora hashes" => p.lora_hashes = parse_lora_hashes(&v)?,
                 "Version" => p.version = Some(v),
-                _ => p.extra.push((k.clone(), v)),
+                _ => {
+                    if let Some((_, min, max, limit)) =
+                        EXTRA_BOUNDS.iter().find(|(key, ..)| *key == k)
+                    {
+                        bounded::<f64>(&k, &v, *min..=*max, limit)?;
+                    }
+                    p.extra.push((k.clone(), v))
+                }
             }
             p.order.push(k);
         }

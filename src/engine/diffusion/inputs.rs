@@ -16,14 +16,38 @@ pub fn lora_dir(configured: &str, models_dir: &Path) -> PathBuf {
     }
 }
 
-/// A LoRA name to its file: a path as given, else `NAME.safetensors` in the LoRA folder.
-pub fn resolve_lora(name: &str, dir: &Path) -> Result<PathBuf, String> {
+/// An explicit LoRA argument (`--lora PATH:W`): an existing file as given, else a name as
+/// [`resolve_lora`] resolves it.
+pub fn resolve_lora_arg(name: &str, dir: &Path) -> Result<PathBuf, String> {
     let as_path = PathBuf::from(name);
     if as_path.is_file() {
         return Ok(as_path);
     }
+    resolve_lora(name, dir)
+}
+
+/// A LoRA name (from a prompt's `<lora:NAME:W>`) to `NAME.safetensors` in the LoRA folder:
+/// a single name, never a path, and a file that stays in the folder once symlinks are followed.
+pub fn resolve_lora(name: &str, dir: &Path) -> Result<PathBuf, String> {
+    if let Err(problem) = store::check_name(name) {
+        return Err(format!(
+            "LoRA '{name}': a LoRA name {problem}; it names NAME.safetensors in {}",
+            dir.display()
+        ));
+    }
     let file = dir.join(format!("{name}.safetensors"));
     if file.is_file() {
+        let inside = match (std::fs::canonicalize(&file), std::fs::canonicalize(dir)) {
+            (Ok(f), Ok(d)) => f.starts_with(d),
+            _ => false,
+        };
+        if !inside {
+            return Err(format!(
+                "LoRA '{name}': {} leads outside the LoRA folder {}",
+                file.display(),
+                dir.display()
+            ));
+        }
         return Ok(file);
     }
     let known: Vec<String> = std::fs::read_dir(dir)

@@ -180,11 +180,17 @@ fn conditioning(
 ) -> Result<Conditioning, PipelineError> {
     let positive = prompt::extract_loras(&req.prompt).text;
     let negative = prompt::extract_loras(&req.negative).text;
-    let chunks = token_chunks(model, &positive).max(if cfg {
+    let positive_chunks = token_chunks(model, &positive);
+    prompt::check_chunks("prompt", positive_chunks)
+        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+    let negative_chunks = if cfg {
         token_chunks(model, &negative)
     } else {
         1
-    });
+    };
+    prompt::check_chunks("negative prompt", negative_chunks)
+        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+    let chunks = positive_chunks.max(negative_chunks);
     let (pos_hidden, pos_pooled) = encode_text(model, &positive, chunks)?;
     let batch = req.batch as i64;
     let xl = model.variant.is_xl();
