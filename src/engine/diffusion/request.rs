@@ -329,9 +329,17 @@ pub fn resolve(
     let mut notes = Vec::new();
 
     let lora_dir = inputs::lora_dir(&config.lora_dir, models_dir);
-    let mut specs = req.loras.clone();
-    specs.extend(pipeline::split_loras(&s.prompt).1);
-    let loras = inputs::resolve_loras(&specs, &lora_dir).map_err(fail)?;
+    // The request's own LoRAs may be paths (`--lora ./x.safetensors`); the prompt's
+    // `<lora:NAME:W>` tags are single names inside the LoRA folder.
+    let mut loras = req
+        .loras
+        .iter()
+        .map(|(name, w)| inputs::resolve_lora_arg(name, &lora_dir).map(|p| (p, *w)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    loras.extend(
+        inputs::resolve_loras(&pipeline::split_loras(&s.prompt).1, &lora_dir).map_err(fail)?,
+    );
 
     let init = match &req.init_image {
         None => None,

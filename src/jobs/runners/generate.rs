@@ -3,9 +3,9 @@
 //! infotext (prompt, `Negative prompt: …`, `Steps: …, Sampler: …, Seed: …, Size: …`), whose
 //! parameters then override `[diffusion]` in config.toml.
 use crate::config::DiffusionConfig;
-use crate::engine::diffusion::infotext::GenerationParams;
 use crate::engine::diffusion::inputs;
 use crate::engine::diffusion::pipeline::{self, Progress};
+use crate::engine::diffusion::prompt::PromptFile;
 use crate::engine::diffusion::request::{self, FromInfotext, Resolved, SdRequest};
 use crate::engine::runtime::DeviceThread;
 use crate::jobs::{Job, RunContext, RunError, Runner};
@@ -35,22 +35,16 @@ impl Runner for GenerateRunner {
     // each job loads (and keeps warm) its own, and a missing one fails the job with its name.
 
     fn run(&self, job: &Job, ctx: &RunContext) -> Result<Vec<PathBuf>, RunError> {
-        let text = std::fs::read_to_string(&job.input)
-            .map_err(|e| RunError::Permanent(format!("cannot read the prompt file: {e}")))?;
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(RunError::Permanent("the prompt file is empty".into()));
-        }
-        // A whole infotext sets the generation; anything else is a plain prompt.
-        let from = GenerationParams::parse(text)
-            .ok()
-            .map(|params| FromInfotext {
-                params,
-                origin: job.input.clone(),
-            });
+        // Bounded and checked (size, prompt length, infotext numbers); a whole infotext sets
+        // the generation, anything else is a plain prompt.
+        let file = PromptFile::read(&job.input).map_err(|e| RunError::Permanent(e.to_string()))?;
+        let from = file.params.map(|params| FromInfotext {
+            params,
+            origin: job.input.clone(),
+        });
         let req = SdRequest {
             model: job.options.model.clone(),
-            prompt: from.is_none().then(|| text.to_string()),
+            prompt: from.is_none().then_some(file.prompt),
             from,
             ..SdRequest::default()
         };
