@@ -37,6 +37,18 @@ pub const SAMPLE_RATE: u32 = 16_000;
 /// pair's smallest block). Longer blocks give a longer, steeper anti-aliasing filter.
 const RESAMPLER_CHUNK: usize = 2048;
 
+/// Header limits, checked before a decoder allocates anything from them: a hostile header
+/// (say, a 68-byte WAV claiming 4 GHz) must be refused, not obeyed. 384 kHz is the highest
+/// rate any recorder writes; 32 channels is symphonia's own channel-mask width.
+pub const MAX_SAMPLE_RATE: u32 = 384_000;
+pub const MAX_CHANNELS: usize = 32;
+pub const MAX_BITS_PER_SAMPLE: u32 = 64;
+/// Frames in one packet (FLAC's largest block is 65535; AAC and MP3 take about a thousand).
+pub const MAX_FRAMES_PER_PACKET: u64 = 1 << 18;
+/// Decoded audio beyond this length is refused: the log-mel of the whole file is kept
+/// (32 KB a second for 80 bins, 1.2 GB at this limit).
+pub const MAX_DURATION_S: u64 = 10 * 3600;
+
 /// After this many format resets (chained streams) in one file, stop following them.
 const MAX_RESETS: u32 = 64;
 
@@ -63,6 +75,12 @@ pub enum AudioError {
     Corrupt { path: PathBuf, detail: String },
     #[error("{}: no audio could be decoded ({detail})", path.display())]
     NoAudioDecoded { path: PathBuf, detail: String },
+    /// A header value or the decoded length is over one of the limits above.
+    #[error("{}: {detail}", path.display())]
+    OverLimit { path: PathBuf, detail: String },
+    /// The decoder thread died (a panic outside the guarded calls): the stream is not whole.
+    #[error("{}: the audio decoder failed: {detail}", path.display())]
+    DecoderDied { path: PathBuf, detail: String },
 }
 
 impl AudioError {
@@ -76,7 +94,9 @@ impl AudioError {
             | AudioError::NoAudioTrack { path }
             | AudioError::UnsupportedCodec { path, .. }
             | AudioError::Corrupt { path, .. }
-            | AudioError::NoAudioDecoded { path, .. } => path,
+            | AudioError::NoAudioDecoded { path, .. }
+            | AudioError::OverLimit { path, .. }
+            | AudioError::DecoderDied { path, .. } => path,
         }
     }
 }
@@ -102,17 +122,42 @@ pub fn stream_file(
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
     let path = path.to_path_buf();
     std::thread::spawn(move || {
-        let sent = stream_16k_mono(&path, chunk_seconds, |chunk| {
-            match tx.send(Ok(chunk.to_vec())) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(_) => ControlFlow::Break(()),
-            }
+        // A panic anywhere in the decoding (not only inside the guarded symphonia calls) is
+        // an error for this file, sent last: a closed channel alone would read as a
+        // complete stream and a truncated transcript would be marked done.
+        let sent = guarded(|| {
+            let mut chunks_sent = 0;
+            stream_16k_mono(&path, chunk_seconds, |chunk| {
+                test_hook_panic(&path, chunks_sent);
+                chunks_sent += 1;
+                match tx.send(Ok(chunk.to_vec())) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                }
+            })
         });
-        if let Err(e) = sent {
-            let _ = tx.send(Err(describe(e)));
-        }
+        let err = match sent {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e,
+            Err(detail) => AudioError::DecoderDied {
+                path: path.clone(),
+                detail,
+            },
+        };
+        let _ = tx.send(Err(describe(err)));
     });
     rx
+}
+
+/// Test hook: `ATELIER_TEST_PANIC_DECODING=NAME` panics the decoder thread after the first
+/// chunk of a file named NAME was sent, as a decoder bug would.
+fn test_hook_panic(path: &Path, chunks_sent: u64) {
+    if chunks_sent > 0
+        && std::env::var_os("ATELIER_TEST_PANIC_DECODING")
+            .is_some_and(|name| path.file_name() == Some(name.as_os_str()))
+    {
+        panic!("test hook: ATELIER_TEST_PANIC_DECODING");
+    }
 }
 
 /// Decodes the file as 16 kHz mono and hands it to `on_chunk` in chunks of
@@ -140,6 +185,7 @@ where
         if rate == 0 {
             return Err(source.corrupt("a packet reports a sample rate of 0 Hz"));
         }
+        check_rate(path, rate)?;
         if resampler.as_ref().map(|r| r.rate_in) != Some(rate) {
             if let Some(old) = resampler.take() {
                 old.finish(&mut sink).map_err(|e| source.corrupt(e))?;
@@ -148,6 +194,15 @@ where
         }
         if let Some(r) = resampler.as_mut() {
             r.push(&mono, &mut sink).map_err(|e| source.corrupt(e))?;
+        }
+        if sink.sent_or_held() > MAX_DURATION_S * u64::from(SAMPLE_RATE) {
+            return Err(AudioError::OverLimit {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the audio is longer than the limit of {} hours",
+                    MAX_DURATION_S / 3600
+                ),
+            });
         }
     }
     if sink.wants_more() {
@@ -374,6 +429,7 @@ fn open_decoder(
             detail: "the audio track has no codec parameters".to_string(),
         });
     };
+    check_params(path, &params)?;
     let made = guarded(|| {
         symphonia::default::get_codecs()
             .make_audio_decoder(&params, &AudioDecoderOptions::default())
@@ -389,6 +445,66 @@ fn open_decoder(
             detail: panic,
         }),
     }
+}
+
+fn check_rate(path: &Path, rate: u32) -> Result<(), AudioError> {
+    if rate > MAX_SAMPLE_RATE {
+        return Err(AudioError::OverLimit {
+            path: path.to_path_buf(),
+            detail: format!("sample rate {rate} Hz is over the limit of {MAX_SAMPLE_RATE} Hz"),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses the header values a decoder sizes its buffers by, before it is made.
+fn check_params(
+    path: &Path,
+    params: &symphonia::core::codecs::audio::AudioCodecParameters,
+) -> Result<(), AudioError> {
+    let over = |detail: String| {
+        Err(AudioError::OverLimit {
+            path: path.to_path_buf(),
+            detail,
+        })
+    };
+    match params.sample_rate {
+        Some(0) => return over("the header gives a sample rate of 0 Hz".to_string()),
+        Some(rate) => check_rate(path, rate)?,
+        None => {}
+    }
+    if let Some(ch) = &params.channels {
+        match ch.count() {
+            0 => return over("the header gives 0 channels".to_string()),
+            n if n > MAX_CHANNELS => {
+                return over(format!(
+                    "{n} channels is over the limit of {MAX_CHANNELS} channels"
+                ))
+            }
+            _ => {}
+        }
+    }
+    for bits in [params.bits_per_sample, params.bits_per_coded_sample]
+        .into_iter()
+        .flatten()
+    {
+        if bits == 0 || bits > MAX_BITS_PER_SAMPLE {
+            return over(format!(
+                "{bits} bits per sample is outside 1 to {MAX_BITS_PER_SAMPLE}"
+            ));
+        }
+    }
+    for (what, frames) in [
+        ("frames per packet", params.max_frames_per_packet),
+        ("frames per block", params.frames_per_block),
+    ] {
+        if let Some(n) = frames.filter(|&n| n > MAX_FRAMES_PER_PACKET) {
+            return over(format!(
+                "{n} {what} is over the limit of {MAX_FRAMES_PER_PACKET}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Averages frames `range` of the planes into one channel; one plane is copied unchanged.
@@ -695,6 +811,11 @@ impl<F: FnMut(&[f32]) -> ControlFlow<()>> Chunker<F> {
 
     fn wants_more(&self) -> bool {
         !self.stopped
+    }
+
+    /// Samples handed over so far, plus those waiting for a full chunk.
+    fn sent_or_held(&self) -> u64 {
+        self.sent + self.buf.len() as u64
     }
 
     fn push(&mut self, mut samples: &[f32]) {
