@@ -543,9 +543,15 @@ mod mp4 {
         if rate == 0 {
             return None;
         }
-        let moov = read_moov(path)?;
+        edit_delay(&read_moov(path)?, track_id, rate)
+    }
 
-        let trak = boxes(&moov)
+    /// [`encoder_delay`] on the body of a `moov` box already read.
+    pub(super) fn edit_delay(moov: &[u8], track_id: u32, rate: u32) -> Option<u64> {
+        if rate == 0 {
+            return None;
+        }
+        let trak = boxes(moov)
             .filter(|(kind, _)| kind == b"trak")
             .map(|(_, body)| body)
             .find(|trak| child(trak, b"tkhd").and_then(track_header_id) == Some(track_id))?;
@@ -849,6 +855,81 @@ impl<F: FnMut(&[f32]) -> ControlFlow<()>> Chunker<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn wav_header(rate: u32, channels: u16, bits: u16, data_len: u32) -> Vec<u8> {
+        let mut b = b"RIFF".to_vec();
+        b.extend_from_slice(&(36 + data_len).to_le_bytes());
+        b.extend_from_slice(b"WAVEfmt ");
+        b.extend_from_slice(&16u32.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&channels.to_le_bytes());
+        b.extend_from_slice(&rate.to_le_bytes());
+        b.extend_from_slice(&(rate * 2).to_le_bytes());
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&bits.to_le_bytes());
+        b.extend_from_slice(b"data");
+        b.extend_from_slice(&data_len.to_le_bytes());
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Mutated WAV and FLAC headers and arbitrary bytes: an error or samples, never a
+        /// panic or an unbounded allocation (the limits cap what a header can ask for).
+        #[test]
+        fn header_parsing_survives_mutations(
+            flac in any::<bool>(),
+            edits in proptest::collection::vec((0usize..64, any::<u8>()), 0..8),
+            tail in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut bytes = if flac {
+                let mut b = b"fLaC\x80\0\0\x22".to_vec();
+                b.extend_from_slice(&[0x10, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x03, 0xe8, 0x00, 0xf0]);
+                b.extend_from_slice(&[0; 20]);
+                b
+            } else {
+                wav_header(16_000, 1, 16, 256)
+            };
+            for (at, v) in edits {
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = v;
+                }
+            }
+            bytes.extend_from_slice(&tail);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(if flac { "x.flac" } else { "x.wav" });
+            std::fs::write(&path, &bytes).unwrap();
+            let mut total = 0u64;
+            let _ = stream_16k_mono(&path, 1.0, |c| {
+                total += c.len() as u64;
+                ControlFlow::Continue(())
+            });
+            // A few hundred bytes of input cannot become more than a few seconds at 16 kHz
+            // even upsampled from the lowest rate (1 Hz to 16 kHz of 256 samples is 4 M).
+            prop_assert!(total <= 16_000 * 600);
+        }
+
+        /// The edit-list parser on arbitrary and on box-shaped bytes: no panic.
+        #[test]
+        fn edit_list_parser_survives_arbitrary_bytes(
+            raw in proptest::collection::vec(any::<u8>(), 0..512),
+            sizes in proptest::collection::vec(any::<u32>(), 1..6),
+            track in any::<u32>(),
+            rate in any::<u32>(),
+        ) {
+            let _ = mp4::edit_delay(&raw, track, rate);
+            // Nested boxes with lying sizes: trak > tkhd, mdia > mdhd, edts > elst.
+            let mut nested = Vec::new();
+            for (kind, size) in [b"trak", b"edts", b"elst", b"mdia", b"mdhd", b"tkhd"].iter().zip(&sizes) {
+                nested.extend_from_slice(&size.to_be_bytes());
+                nested.extend_from_slice(*kind);
+            }
+            nested.extend_from_slice(&raw);
+            let _ = mp4::edit_delay(&nested, track, rate);
+        }
+    }
 
     #[test]
     fn downmix_averages_channels() {

@@ -354,7 +354,10 @@ fn muldiv255(a: u8, b: u8) -> u8 {
 
 /// torchvision's centre-crop window of the resized image, as (columns, rows).
 fn crop_window(nw: u32, nh: u32, size: u32) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-    let (left, top) = (crop_offset(nw, size) as usize, crop_offset(nh, size) as usize);
+    let (left, top) = (
+        crop_offset(nw, size) as usize,
+        crop_offset(nh, size) as usize,
+    );
     (
         left..left + size.min(nw) as usize,
         top..top + size.min(nh) as usize,
