@@ -37,6 +37,18 @@ pub const SAMPLE_RATE: u32 = 16_000;
 /// pair's smallest block). Longer blocks give a longer, steeper anti-aliasing filter.
 const RESAMPLER_CHUNK: usize = 2048;
 
+/// Header limits, checked before a decoder allocates anything from them: a hostile header
+/// (say, a 68-byte WAV claiming 4 GHz) must be refused, not obeyed. 384 kHz is the highest
+/// rate any recorder writes; 32 channels is symphonia's own channel-mask width.
+pub const MAX_SAMPLE_RATE: u32 = 384_000;
+pub const MAX_CHANNELS: usize = 32;
+pub const MAX_BITS_PER_SAMPLE: u32 = 64;
+/// Frames in one packet (FLAC's largest block is 65535; AAC and MP3 take about a thousand).
+pub const MAX_FRAMES_PER_PACKET: u64 = 1 << 18;
+/// Decoded audio beyond this length is refused: the log-mel of the whole file is kept
+/// (32 KB a second for 80 bins, 1.2 GB at this limit).
+pub const MAX_DURATION_S: u64 = 10 * 3600;
+
 /// After this many format resets (chained streams) in one file, stop following them.
 const MAX_RESETS: u32 = 64;
 
@@ -63,6 +75,12 @@ pub enum AudioError {
     Corrupt { path: PathBuf, detail: String },
     #[error("{}: no audio could be decoded ({detail})", path.display())]
     NoAudioDecoded { path: PathBuf, detail: String },
+    /// A header value or the decoded length is over one of the limits above.
+    #[error("{}: {detail}", path.display())]
+    OverLimit { path: PathBuf, detail: String },
+    /// The decoder thread died (a panic outside the guarded calls): the stream is not whole.
+    #[error("{}: the audio decoder failed: {detail}", path.display())]
+    DecoderDied { path: PathBuf, detail: String },
 }
 
 impl AudioError {
@@ -76,7 +94,9 @@ impl AudioError {
             | AudioError::NoAudioTrack { path }
             | AudioError::UnsupportedCodec { path, .. }
             | AudioError::Corrupt { path, .. }
-            | AudioError::NoAudioDecoded { path, .. } => path,
+            | AudioError::NoAudioDecoded { path, .. }
+            | AudioError::OverLimit { path, .. }
+            | AudioError::DecoderDied { path, .. } => path,
         }
     }
 }
@@ -102,17 +122,42 @@ pub fn stream_file(
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
     let path = path.to_path_buf();
     std::thread::spawn(move || {
-        let sent = stream_16k_mono(&path, chunk_seconds, |chunk| {
-            match tx.send(Ok(chunk.to_vec())) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(_) => ControlFlow::Break(()),
-            }
+        // A panic anywhere in the decoding (not only inside the guarded symphonia calls) is
+        // an error for this file, sent last: a closed channel alone would read as a
+        // complete stream and a truncated transcript would be marked done.
+        let sent = guarded(|| {
+            let mut chunks_sent = 0;
+            stream_16k_mono(&path, chunk_seconds, |chunk| {
+                test_hook_panic(&path, chunks_sent);
+                chunks_sent += 1;
+                match tx.send(Ok(chunk.to_vec())) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                }
+            })
         });
-        if let Err(e) = sent {
-            let _ = tx.send(Err(describe(e)));
-        }
+        let err = match sent {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e,
+            Err(detail) => AudioError::DecoderDied {
+                path: path.clone(),
+                detail,
+            },
+        };
+        let _ = tx.send(Err(describe(err)));
     });
     rx
+}
+
+/// Test hook: `ATELIER_TEST_PANIC_DECODING=NAME` panics the decoder thread after the first
+/// chunk of a file named NAME was sent, as a decoder bug would.
+fn test_hook_panic(path: &Path, chunks_sent: u64) {
+    if chunks_sent > 0
+        && std::env::var_os("ATELIER_TEST_PANIC_DECODING")
+            .is_some_and(|name| path.file_name() == Some(name.as_os_str()))
+    {
+        panic!("test hook: ATELIER_TEST_PANIC_DECODING");
+    }
 }
 
 /// Decodes the file as 16 kHz mono and hands it to `on_chunk` in chunks of
@@ -140,6 +185,7 @@ where
         if rate == 0 {
             return Err(source.corrupt("a packet reports a sample rate of 0 Hz"));
         }
+        check_rate(path, rate)?;
         if resampler.as_ref().map(|r| r.rate_in) != Some(rate) {
             if let Some(old) = resampler.take() {
                 old.finish(&mut sink).map_err(|e| source.corrupt(e))?;
@@ -148,6 +194,15 @@ where
         }
         if let Some(r) = resampler.as_mut() {
             r.push(&mono, &mut sink).map_err(|e| source.corrupt(e))?;
+        }
+        if sink.sent_or_held() > MAX_DURATION_S * u64::from(SAMPLE_RATE) {
+            return Err(AudioError::OverLimit {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the audio is longer than the limit of {} hours",
+                    MAX_DURATION_S / 3600
+                ),
+            });
         }
     }
     if sink.wants_more() {
@@ -374,6 +429,7 @@ fn open_decoder(
             detail: "the audio track has no codec parameters".to_string(),
         });
     };
+    check_params(path, &params)?;
     let made = guarded(|| {
         symphonia::default::get_codecs()
             .make_audio_decoder(&params, &AudioDecoderOptions::default())
@@ -389,6 +445,66 @@ fn open_decoder(
             detail: panic,
         }),
     }
+}
+
+fn check_rate(path: &Path, rate: u32) -> Result<(), AudioError> {
+    if rate > MAX_SAMPLE_RATE {
+        return Err(AudioError::OverLimit {
+            path: path.to_path_buf(),
+            detail: format!("sample rate {rate} Hz is over the limit of {MAX_SAMPLE_RATE} Hz"),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses the header values a decoder sizes its buffers by, before it is made.
+fn check_params(
+    path: &Path,
+    params: &symphonia::core::codecs::audio::AudioCodecParameters,
+) -> Result<(), AudioError> {
+    let over = |detail: String| {
+        Err(AudioError::OverLimit {
+            path: path.to_path_buf(),
+            detail,
+        })
+    };
+    match params.sample_rate {
+        Some(0) => return over("the header gives a sample rate of 0 Hz".to_string()),
+        Some(rate) => check_rate(path, rate)?,
+        None => {}
+    }
+    if let Some(ch) = &params.channels {
+        match ch.count() {
+            0 => return over("the header gives 0 channels".to_string()),
+            n if n > MAX_CHANNELS => {
+                return over(format!(
+                    "{n} channels is over the limit of {MAX_CHANNELS} channels"
+                ))
+            }
+            _ => {}
+        }
+    }
+    for bits in [params.bits_per_sample, params.bits_per_coded_sample]
+        .into_iter()
+        .flatten()
+    {
+        if bits == 0 || bits > MAX_BITS_PER_SAMPLE {
+            return over(format!(
+                "{bits} bits per sample is outside 1 to {MAX_BITS_PER_SAMPLE}"
+            ));
+        }
+    }
+    for (what, frames) in [
+        ("frames per packet", params.max_frames_per_packet),
+        ("frames per block", params.frames_per_block),
+    ] {
+        if let Some(n) = frames.filter(|&n| n > MAX_FRAMES_PER_PACKET) {
+            return over(format!(
+                "{n} {what} is over the limit of {MAX_FRAMES_PER_PACKET}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Averages frames `range` of the planes into one channel; one plane is copied unchanged.
@@ -427,9 +543,15 @@ mod mp4 {
         if rate == 0 {
             return None;
         }
-        let moov = read_moov(path)?;
+        edit_delay(&read_moov(path)?, track_id, rate)
+    }
 
-        let trak = boxes(&moov)
+    /// [`encoder_delay`] on the body of a `moov` box already read.
+    pub(super) fn edit_delay(moov: &[u8], track_id: u32, rate: u32) -> Option<u64> {
+        if rate == 0 {
+            return None;
+        }
+        let trak = boxes(moov)
             .filter(|(kind, _)| kind == b"trak")
             .map(|(_, body)| body)
             .find(|trak| child(trak, b"tkhd").and_then(track_header_id) == Some(track_id))?;
@@ -697,6 +819,11 @@ impl<F: FnMut(&[f32]) -> ControlFlow<()>> Chunker<F> {
         !self.stopped
     }
 
+    /// Samples handed over so far, plus those waiting for a full chunk.
+    fn sent_or_held(&self) -> u64 {
+        self.sent + self.buf.len() as u64
+    }
+
     fn push(&mut self, mut samples: &[f32]) {
         while !samples.is_empty() && !self.stopped {
             let take = (self.chunk_len - self.buf.len()).min(samples.len());
@@ -728,6 +855,81 @@ impl<F: FnMut(&[f32]) -> ControlFlow<()>> Chunker<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn wav_header(rate: u32, channels: u16, bits: u16, data_len: u32) -> Vec<u8> {
+        let mut b = b"RIFF".to_vec();
+        b.extend_from_slice(&(36 + data_len).to_le_bytes());
+        b.extend_from_slice(b"WAVEfmt ");
+        b.extend_from_slice(&16u32.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&channels.to_le_bytes());
+        b.extend_from_slice(&rate.to_le_bytes());
+        b.extend_from_slice(&(rate * 2).to_le_bytes());
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&bits.to_le_bytes());
+        b.extend_from_slice(b"data");
+        b.extend_from_slice(&data_len.to_le_bytes());
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Mutated WAV and FLAC headers and arbitrary bytes: an error or samples, never a
+        /// panic or an unbounded allocation (the limits cap what a header can ask for).
+        #[test]
+        fn header_parsing_survives_mutations(
+            flac in any::<bool>(),
+            edits in proptest::collection::vec((0usize..64, any::<u8>()), 0..8),
+            tail in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut bytes = if flac {
+                let mut b = b"fLaC\x80\0\0\x22".to_vec();
+                b.extend_from_slice(&[0x10, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x03, 0xe8, 0x00, 0xf0]);
+                b.extend_from_slice(&[0; 20]);
+                b
+            } else {
+                wav_header(16_000, 1, 16, 256)
+            };
+            for (at, v) in edits {
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = v;
+                }
+            }
+            bytes.extend_from_slice(&tail);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(if flac { "x.flac" } else { "x.wav" });
+            std::fs::write(&path, &bytes).unwrap();
+            let mut total = 0u64;
+            let _ = stream_16k_mono(&path, 1.0, |c| {
+                total += c.len() as u64;
+                ControlFlow::Continue(())
+            });
+            // A few hundred bytes of input cannot become more than a few seconds at 16 kHz
+            // even upsampled from the lowest rate (1 Hz to 16 kHz of 256 samples is 4 M).
+            prop_assert!(total <= 16_000 * 600);
+        }
+
+        /// The edit-list parser on arbitrary and on box-shaped bytes: no panic.
+        #[test]
+        fn edit_list_parser_survives_arbitrary_bytes(
+            raw in proptest::collection::vec(any::<u8>(), 0..512),
+            sizes in proptest::collection::vec(any::<u32>(), 1..6),
+            track in any::<u32>(),
+            rate in any::<u32>(),
+        ) {
+            let _ = mp4::edit_delay(&raw, track, rate);
+            // Nested boxes with lying sizes: trak > tkhd, mdia > mdhd, edts > elst.
+            let mut nested = Vec::new();
+            for (kind, size) in [b"trak", b"edts", b"elst", b"mdia", b"mdhd", b"tkhd"].iter().zip(&sizes) {
+                nested.extend_from_slice(&size.to_be_bytes());
+                nested.extend_from_slice(*kind);
+            }
+            nested.extend_from_slice(&raw);
+            let _ = mp4::edit_delay(&nested, track, rate);
+        }
+    }
 
     #[test]
     fn downmix_averages_channels() {

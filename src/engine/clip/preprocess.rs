@@ -10,9 +10,11 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 use std::io::Cursor;
 use std::path::Path;
 
-/// Decoding limits against decompression bombs.
+/// Decoding limits against decompression bombs, checked from the header before the pixels
+/// are allocated: a side, the decoder's allocations, and the file itself (read whole).
 pub const MAX_SIDE: u32 = 16_384;
-pub const MAX_ALLOC: u64 = 512 << 20;
+pub const MAX_ALLOC: u64 = 256 << 20;
+pub const MAX_FILE: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -72,10 +74,18 @@ fn jpeg_complete(bytes: &[u8]) -> bool {
 /// Reads and decodes `path` with size limits, applying its EXIF orientation.
 pub fn decode_file(path: &Path) -> Result<Decoded, ImageError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ImageError::Read {
+    let read_err = |e: std::io::Error| ImageError::Read {
         path: name.clone(),
         message: e.to_string(),
-    })?;
+    };
+    let len = std::fs::metadata(path).map_err(read_err)?.len();
+    if len > MAX_FILE {
+        return Err(ImageError::TooLarge {
+            path: name,
+            message: format!("the file is {} MiB", len >> 20),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
     decode_bytes(&bytes, &name)
 }
 
@@ -122,17 +132,25 @@ pub fn decode_bytes(bytes: &[u8], name: &str) -> Result<Decoded, ImageError> {
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(ImageError::Corrupt {
+            path,
+            message: format!("the header gives a size of {w}×{h} pixels"),
+        });
+    }
     let mut img = DynamicImage::from_decoder(decoder).map_err(classify)?;
     img.apply_orientation(orientation);
     let palette = is_palette(bytes);
+    // `into_*` keeps the buffer when it already has that layout (no second copy).
     Ok(match img {
-        _ if palette => Decoded::Palette(img.to_rgb8()),
+        _ if palette => Decoded::Palette(img.into_rgb8()),
         DynamicImage::ImageRgba8(_)
         | DynamicImage::ImageLumaA8(_)
         | DynamicImage::ImageRgba16(_)
         | DynamicImage::ImageLumaA16(_)
-        | DynamicImage::ImageRgba32F(_) => Decoded::Rgba(img.to_rgba8()),
-        _ => Decoded::Rgb(img.to_rgb8()),
+        | DynamicImage::ImageRgba32F(_) => Decoded::Rgba(img.into_rgba8()),
+        _ => Decoded::Rgb(img.into_rgb8()),
     })
 }
 
@@ -177,16 +195,23 @@ fn bicubic(x: f64) -> f64 {
 
 /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`: per output pixel, the first input
 /// index, the tap count, and fixed-point weights (antialiased: the kernel widens when shrinking).
-fn coefficients(in_size: u32, out_size: u32) -> (usize, Vec<(usize, usize)>, Vec<i32>) {
+/// Only the outputs in `range` are computed: each output's weights depend on its own index
+/// alone, so a window gives the same bytes as the whole row (the crop costs `size`, not the
+/// resized length).
+fn coefficients(
+    in_size: u32,
+    out_size: u32,
+    range: std::ops::Range<usize>,
+) -> (usize, Vec<(usize, usize)>, Vec<i32>) {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = 2.0 * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
-    let mut bounds = Vec::with_capacity(out_size as usize);
-    let mut kk = vec![0i32; out_size as usize * ksize];
+    let mut bounds = Vec::with_capacity(range.len());
+    let mut kk = vec![0i32; range.len() * ksize];
     let mut w = vec![0f64; ksize];
-    for xx in 0..out_size as usize {
-        let center = (xx as f64 + 0.5) * scale;
+    for (xx, out_index) in range.enumerate() {
+        let center = (out_index as f64 + 0.5) * scale;
         let ss = 1.0 / filterscale;
         // C casts truncate toward zero before the clamp.
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
@@ -215,22 +240,35 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Pillow's `Image.resize(BICUBIC)` on 8-bit interleaved pixels: horizontal pass over the rows
-/// the vertical pass needs, then the vertical pass, each rounding to 8 bits.
-pub fn pillow_bicubic(buf: &[u8], w: u32, h: u32, ch: usize, nw: u32, nh: u32) -> Vec<u8> {
-    if (w, h) == (nw, nh) {
-        return buf.to_vec();
-    }
+/// The part `cols` × `rows` of Pillow's `Image.resize((nw, nh), BICUBIC)` on 8-bit
+/// interleaved pixels: horizontal pass over the rows the vertical pass needs, then the
+/// vertical pass, each rounding to 8 bits, as Pillow does, but only for the kept window.
+pub fn pillow_bicubic(
+    buf: &[u8],
+    (w, h, ch): (u32, u32, usize),
+    (nw, nh): (u32, u32),
+    cols: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+) -> Vec<u8> {
     let half = 1i32 << (PRECISION_BITS - 1);
-    let (kh, bh, ch_k) = coefficients(w, nw);
-    let (kv, bv, cv_k) = coefficients(h, nh);
-    let (src, sw, row0, rows) = if nw != w {
-        let first = bv.first().map_or(0, |b| b.0);
-        let last = bv.last().map_or(0, |b| b.0 + b.1);
-        let rows = last - first;
-        let mut tmp = vec![0u8; rows * nw as usize * ch];
-        for y in 0..rows {
-            let line = &buf[(first + y) * w as usize * ch..];
+    // The input rows the horizontal pass works on: those the vertical taps reach, or the
+    // wanted rows themselves when there is no vertical pass.
+    let vertical = (nh != h).then(|| coefficients(h, nh, rows.clone()));
+    let (row0, n_rows) = match &vertical {
+        Some((_, bv, _)) => {
+            let first = bv.first().map_or(0, |b| b.0);
+            let last = bv.last().map_or(0, |b| b.0 + b.1);
+            (first, last - first)
+        }
+        None => (rows.start, rows.len()),
+    };
+    // After the horizontal pass: `n_rows` rows of `sw` pixels from input row `row0`.
+    let (src, sw) = if nw != w {
+        let (kh, bh, ch_k) = coefficients(w, nw, cols.clone());
+        let sw = cols.len();
+        let mut tmp = vec![0u8; n_rows * sw * ch];
+        for y in 0..n_rows {
+            let line = &buf[(row0 + y) * w as usize * ch..];
             for (xx, &(xmin, n)) in bh.iter().enumerate() {
                 let k = &ch_k[xx * kh..xx * kh + n];
                 for c in 0..ch {
@@ -238,18 +276,19 @@ pub fn pillow_bicubic(buf: &[u8], w: u32, h: u32, ch: usize, nw: u32, nh: u32) -
                     for (x, kx) in k.iter().enumerate() {
                         ss += line[(xmin + x) * ch + c] as i32 * kx;
                     }
-                    tmp[(y * nw as usize + xx) * ch + c] = clip8(ss);
+                    tmp[(y * sw + xx) * ch + c] = clip8(ss);
                 }
             }
         }
-        (std::borrow::Cow::Owned(tmp), nw as usize, first, rows)
+        (tmp, sw)
     } else {
-        (std::borrow::Cow::Borrowed(buf), w as usize, 0, h as usize)
+        let sw = cols.len();
+        (window(buf, w as usize, ch, cols, row0..row0 + n_rows), sw)
     };
-    if nh == h {
-        return src[..rows * sw * ch].to_vec();
-    }
-    let mut out = vec![0u8; nh as usize * sw * ch];
+    let Some((kv, bv, cv_k)) = vertical else {
+        return src;
+    };
+    let mut out = vec![0u8; bv.len() * sw * ch];
     for (yy, &(ymin, n)) in bv.iter().enumerate() {
         let k = &cv_k[yy * kv..yy * kv + n];
         let ymin = ymin - row0;
@@ -264,14 +303,40 @@ pub fn pillow_bicubic(buf: &[u8], w: u32, h: u32, ch: usize, nw: u32, nh: u32) -
     out
 }
 
-/// Pillow's NEAREST resize (an affine transform sampling pixel centres).
-fn resize_nearest(buf: &[u8], w: u32, h: u32, nw: u32, nh: u32) -> Vec<u8> {
+/// Copies the window `cols` × `rows` out of interleaved pixels `width` wide.
+fn window(
+    buf: &[u8],
+    width: usize,
+    ch: usize,
+    cols: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(cols.len() * rows.len() * ch);
+    for y in rows {
+        out.extend_from_slice(&buf[(y * width + cols.start) * ch..(y * width + cols.end) * ch]);
+    }
+    out
+}
+
+/// The part `cols` × `rows` of Pillow's NEAREST resize (an affine transform sampling pixel
+/// centres), RGB.
+fn resize_nearest(
+    buf: &[u8],
+    (w, h): (u32, u32),
+    (nw, nh): (u32, u32),
+    cols: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+) -> Vec<u8> {
     let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
-    let mut out = Vec::with_capacity((nw * nh * 3) as usize);
-    for y in 0..nh {
+    let mut out = Vec::with_capacity(cols.len() * rows.len() * 3);
+    for y in rows {
         let yin = ((sy * (y as f64 + 0.5)) as u32).min(h - 1);
+        // Pillow steps `xo += sx` from `sx / 2`; the same sum, started at column `cols.start`.
         let mut xo = sx * 0.5;
-        for _ in 0..nw {
+        for _ in 0..cols.start {
+            xo += sx;
+        }
+        for _ in cols.clone() {
             let xin = (xo as u32).min(w - 1);
             let i = ((yin * w + xin) * 3) as usize;
             out.extend_from_slice(&buf[i..i + 3]);
@@ -287,31 +352,45 @@ fn muldiv255(a: u8, b: u8) -> u8 {
     (((t >> 8) + t) >> 8) as u8
 }
 
-/// Resized (shorter side = size) RGB pixels, before the crop, as Pillow computes them.
-pub fn resize_rgb(img: Decoded, size: u32) -> Result<(Vec<u8>, u32, u32), String> {
+/// torchvision's centre-crop window of the resized image, as (columns, rows).
+fn crop_window(nw: u32, nh: u32, size: u32) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let (left, top) = (
+        crop_offset(nw, size) as usize,
+        crop_offset(nh, size) as usize,
+    );
+    (
+        left..left + size.min(nw) as usize,
+        top..top + size.min(nh) as usize,
+    )
+}
+
+/// `Resize(size)` then `CenterCrop(size)` as RGB, the same bytes as Pillow's, computed for the
+/// crop window only: `size × size` work and memory however long the resized side would be.
+pub fn resize_crop_rgb(img: Decoded, size: u32) -> Vec<u8> {
     match img {
         Decoded::Rgb(rgb) => {
             let (w, h) = rgb.dimensions();
             let (nw, nh) = resized_size(w, h, size);
-            Ok((pillow_bicubic(rgb.as_raw(), w, h, 3, nw, nh), nw, nh))
+            let (cols, rows) = crop_window(nw, nh, size);
+            pillow_bicubic(rgb.as_raw(), (w, h, 3), (nw, nh), cols, rows)
         }
         Decoded::Palette(rgb) => {
             let (w, h) = rgb.dimensions();
             let (nw, nh) = resized_size(w, h, size);
+            let (cols, rows) = crop_window(nw, nh, size);
             if (w, h) == (nw, nh) {
-                return Ok((rgb.into_raw(), w, h));
+                return window(rgb.as_raw(), w as usize, 3, cols, rows);
             }
-            Ok((resize_nearest(rgb.as_raw(), w, h, nw, nh), nw, nh))
+            resize_nearest(rgb.as_raw(), (w, h), (nw, nh), cols, rows)
         }
         Decoded::Rgba(rgba) => {
             let (w, h) = rgba.dimensions();
             let (nw, nh) = resized_size(w, h, size);
+            let (cols, rows) = crop_window(nw, nh, size);
+            let drop_alpha = |p: &[u8]| [p[0], p[1], p[2]];
             if (w, h) == (nw, nh) {
-                let rgb = rgba
-                    .as_raw()
-                    .chunks_exact(4)
-                    .flat_map(|p| [p[0], p[1], p[2]]);
-                return Ok((rgb.collect(), w, h));
+                let win = window(rgba.as_raw(), w as usize, 4, cols, rows);
+                return win.chunks_exact(4).flat_map(drop_alpha).collect();
             }
             let mut raw = rgba.into_raw();
             for p in raw.chunks_exact_mut(4) {
@@ -320,34 +399,30 @@ pub fn resize_rgb(img: Decoded, size: u32) -> Result<(Vec<u8>, u32, u32), String
                     *c = muldiv255(*c, a);
                 }
             }
-            let out = pillow_bicubic(&raw, w, h, 4, nw, nh);
-            let rgb = out.chunks_exact(4).flat_map(|p| {
-                let a = p[3] as u32;
-                if a == 0 || a == 255 {
-                    [p[0], p[1], p[2]]
-                } else {
-                    let un = |c: u8| ((255 * c as u32) / a).min(255) as u8;
-                    [un(p[0]), un(p[1]), un(p[2])]
-                }
-            });
-            Ok((rgb.collect(), nw, nh))
+            let out = pillow_bicubic(&raw, (w, h, 4), (nw, nh), cols, rows);
+            out.chunks_exact(4)
+                .flat_map(|p| {
+                    let a = p[3] as u32;
+                    if a == 0 || a == 255 {
+                        [p[0], p[1], p[2]]
+                    } else {
+                        let un = |c: u8| ((255 * c as u32) / a).min(255) as u8;
+                        [un(p[0]), un(p[1]), un(p[2])]
+                    }
+                })
+                .collect()
         }
     }
 }
 
-/// Center crop + ToTensor + Normalize: CHW f32 of `3 * size * size`.
-pub fn crop_normalize(rgb: &[u8], w: u32, h: u32, cfg: &PreprocessConfig) -> Vec<f32> {
-    let s = cfg.size;
-    let (left, top) = (crop_offset(w, s), crop_offset(h, s));
-    let plane = (s * s) as usize;
+/// ToTensor + Normalize of the `size × size` crop: CHW f32.
+pub fn normalize(rgb: &[u8], cfg: &PreprocessConfig) -> Vec<f32> {
+    let plane = (cfg.size * cfg.size) as usize;
     let mut out = vec![0f32; 3 * plane];
-    for y in 0..s.min(h) {
-        for x in 0..s.min(w) {
-            let i = (((y + top) * w + x + left) * 3) as usize;
-            for c in 0..3 {
-                let v = rgb[i + c] as f32 / 255.0;
-                out[c * plane + (y * s + x) as usize] = (v - cfg.mean[c]) / cfg.std[c];
-            }
+    for (i, px) in rgb.chunks_exact(3).take(plane).enumerate() {
+        for c in 0..3 {
+            let v = px[c] as f32 / 255.0;
+            out[c * plane + i] = (v - cfg.mean[c]) / cfg.std[c];
         }
     }
     out
@@ -355,8 +430,7 @@ pub fn crop_normalize(rgb: &[u8], w: u32, h: u32, cfg: &PreprocessConfig) -> Vec
 
 /// The whole reference transform on a decoded image.
 pub fn preprocess(img: Decoded, cfg: &PreprocessConfig) -> Result<Vec<f32>, String> {
-    let (rgb, w, h) = resize_rgb(img, cfg.size)?;
-    Ok(crop_normalize(&rgb, w, h, cfg))
+    Ok(normalize(&resize_crop_rgb(img, cfg.size), cfg))
 }
 
 #[derive(Debug, thiserror::Error)]
