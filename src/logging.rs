@@ -1,5 +1,7 @@
 //! Logging to `$XDG_STATE_HOME/atelier/atelier.log`; the level comes from `ATELIER_LOG`,
-//! else the config. Nothing is logged to the terminal: the TUI owns it.
+//! else the config. Nothing is logged to the terminal: the TUI owns it. The log rotates at
+//! [`LOG_MAX_BYTES`] (`atelier.log.1` … `.LOG_KEEP`, oldest dropped), so a daemon that runs
+//! for months keeps a bounded log.
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
@@ -14,6 +16,11 @@ pub fn log_path() -> PathBuf {
     state_dir().join("atelier.log")
 }
 
+/// The size at which `atelier.log` is rotated.
+pub const LOG_MAX_BYTES: usize = 10 << 20;
+/// Rotated logs kept beside it.
+pub const LOG_KEEP: usize = 5;
+
 /// Starts file logging. Keep the guard alive for the life of the program.
 pub fn init(config_level: &str) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let dir = state_dir();
@@ -21,7 +28,13 @@ pub fn init(config_level: &str) -> Option<tracing_appender::non_blocking::Worker
     let filter = EnvFilter::try_from_env("ATELIER_LOG")
         .or_else(|_| EnvFilter::try_new(config_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let appender = tracing_appender::rolling::never(&dir, "atelier.log");
+    let appender = file_rotate::FileRotate::new(
+        log_path(),
+        file_rotate::suffix::AppendCount::new(LOG_KEEP),
+        file_rotate::ContentLimit::BytesSurpassed(LOG_MAX_BYTES),
+        file_rotate::compression::Compression::None,
+        None,
+    );
     let (writer, guard) = tracing_appender::non_blocking(appender);
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -329,6 +329,15 @@ fn the_model_a_rule_names_is_loaded_not_the_configs() {
         "{partial:#}"
     );
     assert!(!err.contains("whisper-not-installed"), "{err}");
+    // The log records the job, never the transcript text (at the default info level).
+    let log = std::fs::read_to_string(home.path().join("state/atelier/atelier.log")).unwrap();
+    assert!(log.contains("\"event\":\"done\""), "{log}");
+    let said = partial["text"].as_str().unwrap().trim();
+    assert!(!said.is_empty());
+    assert!(
+        !log.contains(said),
+        "the transcript text {said:?} is in the log:\n{log}"
+    );
 
     // A model that is not installed fails at start, naming it.
     std::fs::remove_file(inbox.join("speech.txt")).unwrap();

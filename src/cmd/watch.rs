@@ -307,7 +307,11 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
         let mut any = false;
         for (_, _, events) in &running {
             while let Ok(e) = events.try_recv() {
-                tracing::info!("{}", serde_json::to_string(&e).unwrap_or_default());
+                // Partial output is transcript text: never copied into the log at info.
+                match &e {
+                    JobEvent::Partial { id, .. } => tracing::trace!("job {id}: partial output"),
+                    _ => tracing::info!("{}", serde_json::to_string(&e).unwrap_or_default()),
+                }
                 printer.print(&e);
                 any = true;
             }

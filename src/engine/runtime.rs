@@ -533,6 +533,17 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Hands freed heap memory back to the OS (glibc's `malloc_trim`), after a job in a
+/// long-lived process: [`keep_freed_memory`] keeps it during a job for speed, and without this a
+/// daemon would hold its largest job's peak for good. Does nothing off glibc.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Sets libtorch's intra-op CPU threads.
 pub fn set_threads(n: i32) {
     if n > 0 {

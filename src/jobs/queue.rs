@@ -502,6 +502,8 @@ fn run_one(inner: &Arc<Inner>, job: Job) {
         None => Err(RunError::Permanent(Runners::missing(job.kind))),
     });
     lock(&inner.running).remove(&id);
+    // A long-lived process (watch, the TUI) hands a large job's freed memory back.
+    crate::engine::runtime::release_freed_memory();
     let now = now_ms();
     let mut store = lock(&inner.store);
     let (stored, event) = match result {
