@@ -335,7 +335,7 @@ fn until_done(rx: &mpsc::Receiver<Msg>, id: u64) -> Vec<Event> {
         let Msg::Action(Action::Event(ev)) = msg else {
             continue;
         };
-        let end = matches!(&ev, Event::GenerateDone { id: i, .. } | Event::GenerateFailed { id: i, .. } if *i == id);
+        let end = matches!(&ev, Event::GenerateDone { id: i, .. } | Event::GenerateFailed { id: i, .. } | Event::GenerateCancelled { id: i } if *i == id);
         out.push(ev);
         if end {
             return out;
@@ -476,7 +476,11 @@ fn the_runner_writes_the_png_reports_errors_cancels_and_keeps_the_model_warm() {
     };
     sd.cancel(6);
     events.extend(until_done(&rx, 6));
-    assert_eq!(failure(&events), "cancelled");
+    assert!(
+        matches!(events.last(), Some(Event::GenerateCancelled { id: 6 })),
+        "expected a cancellation, got {:?}",
+        events.last()
+    );
     assert!(!events.contains(&loading), "{events:?}");
     let last_step = events
         .iter()

@@ -7,7 +7,7 @@ use atelier::transcript::{Segment, Transcript};
 use atelier::ui::{self, Ctx};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn screen(state: &mut AppState, w: u16, h: u16) -> String {
     state.size = (w, h);
@@ -144,26 +144,16 @@ fn busy() -> AppState {
             segment: seg(0, 0.0, "Welcome to the first lecture."),
         },
     );
-    ev(
-        &mut s,
-        Event::Job {
-            path: "/media/lecture-01.mp3".into(),
-            state: JobState::Running,
-            progress: 0.42,
-            eta: Some(73.0),
-            error: None,
-        },
-    );
-    ev(
-        &mut s,
-        Event::Job {
-            path: "/media/broken.ogg".into(),
-            state: JobState::Failed,
-            progress: 0.0,
-            eta: None,
-            error: Some("cannot decode: end of stream".into()),
-        },
-    );
+    // Jobs run outside the queue (no journal id): set on the items as a worker would.
+    let it = s
+        .library
+        .find_mut(Path::new("/media/lecture-01.mp3"))
+        .unwrap();
+    (it.state, it.progress, it.eta) = (JobState::Running, 0.42, Some(73.0));
+    let it = s.library.find_mut(Path::new("/media/broken.ogg")).unwrap();
+    (it.state, it.progress) = (JobState::Failed, 0.0);
+    it.error = Some("cannot decode: end of stream".into());
+    s.error("/media/broken.ogg: cannot decode: end of stream");
     for (p, scores) in [
         (
             "/media/beach.png",

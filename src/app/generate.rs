@@ -128,6 +128,7 @@ impl GenerateRunner for SdRunner {
                     }
                     send(&events, Event::GenerateDone { id, image });
                 }
+                Err(e) if e == "cancelled" => send(&events, Event::GenerateCancelled { id }),
                 Err(error) => send(&events, Event::GenerateFailed { id, error }),
             }
         });

@@ -2,6 +2,8 @@
 use crate::domain::SchedulerKind;
 use std::path::PathBuf;
 
+use super::{clamp_move, open_prompt, AppState, Cmd, Effect, PromptKind};
+
 /// Scheduler names the pane offers, from the SD engine's scheduler table (names only: nothing
 /// here runs a model).
 pub fn schedulers() -> Vec<&'static str> {
@@ -439,4 +441,90 @@ impl GeneratePane {
             p.seed.wrapping_sub(1)
         };
     }
+}
+
+// The pane's commands, called by the reducer (`super::update`).
+
+pub(super) fn generate_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
+    let g = &mut state.generate;
+    let n = Field::ALL.len();
+    match cmd {
+        Cmd::Down => g.field = clamp_move(g.field, 1, n),
+        Cmd::Up => g.field = clamp_move(g.field, -1, n),
+        Cmd::Top => g.field = 0,
+        Cmd::Bottom => g.field = n - 1,
+        Cmd::Increase => g.nudge(true),
+        Cmd::Decrease => g.nudge(false),
+        Cmd::EditField | Cmd::Open => {
+            let f = g.current_field();
+            let text = g.field_text(f);
+            open_prompt(state, PromptKind::Field(f), &text);
+        }
+        Cmd::EditPrompt | Cmd::EditNegative => {
+            let f = if cmd == Cmd::EditPrompt {
+                Field::Prompt
+            } else {
+                Field::Negative
+            };
+            let text = g.field_text(f);
+            open_prompt(state, PromptKind::Field(f), &text);
+        }
+        Cmd::Generate => start_generation(state, effects),
+        Cmd::CancelGenerate => match g.running() {
+            Some(id) => effects.push(Effect::CancelGenerate(id)),
+            None => state.info("no generation is running"),
+        },
+        Cmd::SeedLock => {
+            g.seed_locked = !g.seed_locked;
+            let s = if g.seed_locked {
+                format!(
+                    "seed locked at {}: prompt edits regenerate with it",
+                    g.params.seed
+                )
+            } else {
+                "seed unlocked: each generation gets a new seed".to_string()
+            };
+            state.info(s);
+        }
+        Cmd::SeedUp => g.seed_step(true),
+        Cmd::SeedDown => g.seed_step(false),
+        Cmd::SeedRandom => g.params.seed = g.random_seed(),
+        Cmd::HistoryNext => g.history_cursor = clamp_move(g.history_cursor, 1, g.history.len()),
+        Cmd::HistoryPrev => g.history_cursor = clamp_move(g.history_cursor, -1, g.history.len()),
+        Cmd::Restore => {
+            let i = g.history_cursor;
+            if g.restore(i) {
+                state.info(format!("restored generation #{}", i + 1));
+            }
+        }
+        Cmd::Compare => {
+            let last = g.history.len().saturating_sub(1);
+            if g.compare.take().is_none() {
+                if g.history.len() >= 2 {
+                    let other = if g.history_cursor == last {
+                        last.saturating_sub(1)
+                    } else {
+                        last
+                    };
+                    g.compare = Some((g.history_cursor, other));
+                } else {
+                    state.info("compare needs two generations in the history");
+                }
+            }
+        }
+        Cmd::Cancel => g.compare = None,
+        _ => {}
+    }
+}
+
+pub(super) fn start_generation(state: &mut AppState, effects: &mut Vec<Effect>) {
+    if state.generate.params.prompt.trim().is_empty() {
+        return state.info("write a prompt first (e)");
+    }
+    if let Some(id) = state.generate.running() {
+        // Latest request wins: the running one is cancelled.
+        effects.push(Effect::CancelGenerate(id));
+    }
+    let req = state.generate.start();
+    effects.push(Effect::Generate(req));
 }

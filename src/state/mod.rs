@@ -4,6 +4,7 @@ mod action;
 pub mod edit;
 pub mod generate;
 pub mod library;
+mod queue;
 pub mod tags;
 pub mod transcript;
 
@@ -95,14 +96,6 @@ pub enum Event {
     Found(Vec<Found>),
     /// Jobs of the durable queue that changed (or, at start, all of them).
     Jobs(Vec<JobUpdate>),
-    /// A file's job by path (a worker outside the queue).
-    Job {
-        path: PathBuf,
-        state: JobState,
-        progress: f64,
-        eta: Option<f64>,
-        error: Option<String>,
-    },
     Segment {
         path: PathBuf,
         segment: Segment,
@@ -149,6 +142,10 @@ pub enum Event {
     GenerateFailed {
         id: u64,
         error: String,
+    },
+    /// The generation was cancelled (by the user or a newer request).
+    GenerateCancelled {
+        id: u64,
     },
     /// A model's state: None when loaded, else what is happening ("loading", an error).
     Model {
@@ -510,377 +507,16 @@ fn command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
         _ => {}
     }
     match state.focus {
-        Pane::Queue => queue_command(state, cmd, effects),
-        Pane::Transcript => transcript_command(state, cmd, effects),
-        Pane::Tags => tags_command(state, cmd, effects),
-        Pane::Generate => generate_command(state, cmd, effects),
+        Pane::Queue => queue::queue_command(state, cmd, effects),
+        Pane::Transcript => transcript::transcript_command(state, cmd, effects),
+        Pane::Tags => tags::tags_command(state, cmd, effects),
+        Pane::Generate => generate::generate_command(state, cmd, effects),
         Pane::Preview => {
             if cmd == Cmd::Cancel {
                 state.fullscreen = false;
             }
         }
     }
-}
-
-fn queue_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
-    let page = state.page();
-    let lib = &mut state.library;
-    let n = lib.visible().len();
-    match cmd {
-        Cmd::Down => lib.cursor = clamp_move(lib.cursor, 1, n),
-        Cmd::Up => lib.cursor = clamp_move(lib.cursor, -1, n),
-        Cmd::PageDown => lib.cursor = clamp_move(lib.cursor, page, n),
-        Cmd::PageUp => lib.cursor = clamp_move(lib.cursor, -page, n),
-        Cmd::Top => lib.cursor = 0,
-        Cmd::Bottom => lib.cursor = n.saturating_sub(1),
-        Cmd::ToggleMark => {
-            if let Some(p) = lib.current().map(|i| i.path.clone()) {
-                if !lib.marks.remove(&p) {
-                    lib.marks.insert(p);
-                }
-                lib.cursor = clamp_move(lib.cursor, 1, n);
-            }
-        }
-        Cmd::Cancel => lib.marks.clear(),
-        Cmd::FilterKind => lib.cycle_kind_filter(),
-        Cmd::FilterState => lib.cycle_state_filter(),
-        Cmd::Search => open_prompt(state, PromptKind::QueueSearch, ""),
-        Cmd::Open => {
-            if let Some(it) = lib.current().cloned() {
-                match it.kind {
-                    MediaKind::Audio => {
-                        state.transcript.show(it.path);
-                        state.focus = Pane::Transcript;
-                    }
-                    MediaKind::Image => {
-                        let i = state.tags.index_of(&it.path);
-                        state.tags.results = None;
-                        state.tags.cursor = i;
-                        state.focus = Pane::Tags;
-                    }
-                    MediaKind::Prompt | MediaKind::Other => {}
-                }
-            }
-        }
-        Cmd::Enqueue => {
-            let sel = lib.selection();
-            let mut audio = Vec::new();
-            let mut images = Vec::new();
-            for p in sel {
-                let Some(it) = lib.find_mut(&p) else { continue };
-                if it.state.is_active() {
-                    continue;
-                }
-                match it.kind {
-                    MediaKind::Audio => {
-                        it.state = JobState::Queued;
-                        it.progress = 0.0;
-                        it.error = None;
-                        audio.push(p);
-                    }
-                    MediaKind::Image => images.push(p),
-                    MediaKind::Prompt | MediaKind::Other => {}
-                }
-            }
-            lib.marks.clear();
-            if !audio.is_empty() {
-                effects.push(Effect::Transcribe(audio));
-            }
-            if !images.is_empty() {
-                let label_set = state.tags.label_set_name().to_string();
-                for p in &images {
-                    state.tags.index_of(p);
-                }
-                state.tags.busy = true;
-                effects.push(Effect::TagImages {
-                    paths: images,
-                    label_set,
-                });
-            }
-        }
-        Cmd::Retry => {
-            if let Some(it) = lib.current().cloned() {
-                if matches!(it.state, JobState::Failed | JobState::Cancelled) {
-                    if let Some(m) = lib.find_mut(&it.path) {
-                        m.state = JobState::Queued;
-                        m.progress = 0.0;
-                        m.error = None;
-                    }
-                    // The journal's job again (any kind); a file without one is transcribed.
-                    match it.job {
-                        Some(id) => effects.push(Effect::RetryJob(id)),
-                        None => effects.push(Effect::Transcribe(vec![it.path])),
-                    }
-                } else {
-                    state.info(format!(
-                        "{} is {}: nothing to retry",
-                        it.path.display(),
-                        it.state.name()
-                    ));
-                }
-            }
-        }
-        Cmd::CancelJob => match lib.current().map(|it| (it.state.is_active(), it.job)) {
-            Some((true, Some(id))) => effects.push(Effect::CancelJob(id)),
-            Some((true, None)) => state.info("the job is not in the queue yet: try again"),
-            Some((false, _)) => state.info("no queued or running job here"),
-            None => {}
-        },
-        Cmd::PriorityUp | Cmd::PriorityDown => {
-            let d = if cmd == Cmd::PriorityUp { 1 } else { -1 };
-            let cur = lib.current().map(|i| i.path.clone());
-            match cur.and_then(|p| lib.find_mut(&p)) {
-                Some(it) if it.state.is_active() && it.job.is_some() => {
-                    it.priority += d;
-                    if let Some(id) = it.job {
-                        effects.push(Effect::Reprioritize(id, it.priority));
-                    }
-                }
-                Some(_) => state.info("no queued or running job here to re-prioritize"),
-                None => {}
-            }
-        }
-        _ => {}
-    }
-}
-
-fn transcript_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
-    let page = state.page();
-    let t = &mut state.transcript;
-    match cmd {
-        Cmd::Down => t.move_by(1),
-        Cmd::Up => t.move_by(-1),
-        Cmd::PageDown => t.move_by(page),
-        Cmd::PageUp => t.move_by(-page),
-        Cmd::Top => t.cursor = 0,
-        Cmd::Bottom => t.move_by(isize::MAX / 2),
-        Cmd::Search => {
-            let s = t.search.clone();
-            open_prompt(state, PromptKind::TranscriptSearch, &s);
-        }
-        Cmd::SearchNext | Cmd::SearchPrev if !t.jump_match(cmd == Cmd::SearchNext) => {
-            state.info("no match")
-        }
-        Cmd::Cancel => {
-            t.search.clear();
-            t.update_matches();
-        }
-        Cmd::EditSegment | Cmd::Open => {
-            if let Some(seg) = t.current() {
-                let text = seg.text.trim().to_string();
-                open_prompt(state, PromptKind::EditSegment, &text);
-            }
-        }
-        Cmd::PlaySegment => {
-            let (Some(path), Some(seg)) = (t.path.clone(), t.current().cloned()) else {
-                return;
-            };
-            if t.playing
-                .as_ref()
-                .is_some_and(|(p, i, _)| *p == path && *i == t.cursor)
-            {
-                t.playing = None;
-                effects.push(Effect::StopPlayback);
-            } else {
-                t.playing = Some((path.clone(), t.cursor, seg.start));
-                effects.push(Effect::Play {
-                    path,
-                    start: seg.start,
-                    end: seg.end,
-                });
-            }
-        }
-        Cmd::Save => match (t.path.clone(), t.doc()) {
-            (Some(_), Some(doc)) if !doc.complete => {
-                state.info("the transcript is still being made; edits can be saved when it is done")
-            }
-            (Some(path), Some(doc)) if doc.modified => {
-                effects.push(Effect::SaveTranscript {
-                    media: path,
-                    transcript: doc.transcript.clone(),
-                    formats: Vec::new(),
-                });
-            }
-            _ => state.info("nothing to save"),
-        },
-        Cmd::Export if t.doc().is_some() => open_prompt(state, PromptKind::Export, "all"),
-        _ => {}
-    }
-}
-
-fn tags_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
-    let page = state.page();
-    let tg = &mut state.tags;
-    match cmd {
-        Cmd::Down => tg.move_by(1),
-        Cmd::Up => tg.move_by(-1),
-        Cmd::PageDown => tg.move_by(page),
-        Cmd::PageUp => tg.move_by(-page),
-        Cmd::Top => tg.move_by(-(tg.cursor as isize)),
-        Cmd::Bottom => tg.move_by(isize::MAX / 2),
-        Cmd::ToggleMark => {
-            tg.toggle_mark();
-            tg.move_by(1);
-        }
-        Cmd::VisualSelect => tg.visual(),
-        Cmd::Cancel => {
-            if tg.anchor.is_some() || !tg.marks.is_empty() {
-                tg.clear_selection();
-            } else if tg.results.take().is_some() {
-                tg.cursor = 0;
-            }
-        }
-        Cmd::TagNext => tg.move_tag(1),
-        Cmd::TagPrev => tg.move_tag(-1),
-        Cmd::AcceptTag | Cmd::RejectTag => {
-            let Some(tag) = tg.cursor_tag() else {
-                return state.info("no tag under the tag cursor");
-            };
-            let n = tg.selection().len();
-            let changed = if cmd == Cmd::AcceptTag {
-                tg.accept(&tag)
-            } else {
-                tg.reject(&tag)
-            };
-            if changed {
-                let verb = if cmd == Cmd::AcceptTag {
-                    "accepted"
-                } else {
-                    "rejected"
-                };
-                state.info(format!("{verb} '{tag}' for {n} image(s)"));
-            }
-        }
-        Cmd::AddTag => open_prompt(state, PromptKind::CustomTag, ""),
-        Cmd::ApplyTags => {
-            let writes = tg.apply();
-            if writes.is_empty() {
-                state.info("no tag changes to apply in the selection");
-            } else {
-                tg.clear_selection();
-                effects.push(Effect::WriteSidecars(
-                    writes.into_iter().map(|(p, t)| (p, Some(t))).collect(),
-                ));
-            }
-        }
-        Cmd::Undo => match tg.undo() {
-            None => state.info("nothing to undo"),
-            Some(writes) if writes.is_empty() => state.info("undone"),
-            Some(writes) => {
-                state.info(format!("undone: restoring {} sidecar(s)", writes.len()));
-                effects.push(Effect::WriteSidecars(writes));
-            }
-        },
-        Cmd::NextLabelSet if !tg.label_sets.is_empty() => {
-            tg.label_set = (tg.label_set + 1) % tg.label_sets.len();
-            for it in &mut tg.items {
-                it.scores.clear();
-            }
-            tg.tag_cursor = 0;
-            let paths: Vec<PathBuf> = tg.items.iter().map(|i| i.path.clone()).collect();
-            let name = tg.label_set_name().to_string();
-            if !paths.is_empty() {
-                tg.busy = true;
-                effects.push(Effect::TagImages {
-                    paths,
-                    label_set: name.clone(),
-                });
-            }
-            state.info(format!("label set: {name}"));
-        }
-        Cmd::Search => open_prompt(state, PromptKind::TagSearch, ""),
-        Cmd::Similar => {
-            if let Some(it) = tg.current() {
-                effects.push(Effect::Similar(it.path.clone()));
-            }
-        }
-        Cmd::Open => state.fullscreen = !state.fullscreen,
-        _ => {}
-    }
-}
-
-fn generate_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
-    let g = &mut state.generate;
-    let n = Field::ALL.len();
-    match cmd {
-        Cmd::Down => g.field = clamp_move(g.field, 1, n),
-        Cmd::Up => g.field = clamp_move(g.field, -1, n),
-        Cmd::Top => g.field = 0,
-        Cmd::Bottom => g.field = n - 1,
-        Cmd::Increase => g.nudge(true),
-        Cmd::Decrease => g.nudge(false),
-        Cmd::EditField | Cmd::Open => {
-            let f = g.current_field();
-            let text = g.field_text(f);
-            open_prompt(state, PromptKind::Field(f), &text);
-        }
-        Cmd::EditPrompt | Cmd::EditNegative => {
-            let f = if cmd == Cmd::EditPrompt {
-                Field::Prompt
-            } else {
-                Field::Negative
-            };
-            let text = g.field_text(f);
-            open_prompt(state, PromptKind::Field(f), &text);
-        }
-        Cmd::Generate => start_generation(state, effects),
-        Cmd::CancelGenerate => match g.running() {
-            Some(id) => effects.push(Effect::CancelGenerate(id)),
-            None => state.info("no generation is running"),
-        },
-        Cmd::SeedLock => {
-            g.seed_locked = !g.seed_locked;
-            let s = if g.seed_locked {
-                format!(
-                    "seed locked at {}: prompt edits regenerate with it",
-                    g.params.seed
-                )
-            } else {
-                "seed unlocked: each generation gets a new seed".to_string()
-            };
-            state.info(s);
-        }
-        Cmd::SeedUp => g.seed_step(true),
-        Cmd::SeedDown => g.seed_step(false),
-        Cmd::SeedRandom => g.params.seed = g.random_seed(),
-        Cmd::HistoryNext => g.history_cursor = clamp_move(g.history_cursor, 1, g.history.len()),
-        Cmd::HistoryPrev => g.history_cursor = clamp_move(g.history_cursor, -1, g.history.len()),
-        Cmd::Restore => {
-            let i = g.history_cursor;
-            if g.restore(i) {
-                state.info(format!("restored generation #{}", i + 1));
-            }
-        }
-        Cmd::Compare => {
-            let last = g.history.len().saturating_sub(1);
-            if g.compare.take().is_none() {
-                if g.history.len() >= 2 {
-                    let other = if g.history_cursor == last {
-                        last.saturating_sub(1)
-                    } else {
-                        last
-                    };
-                    g.compare = Some((g.history_cursor, other));
-                } else {
-                    state.info("compare needs two generations in the history");
-                }
-            }
-        }
-        Cmd::Cancel => g.compare = None,
-        _ => {}
-    }
-}
-
-fn start_generation(state: &mut AppState, effects: &mut Vec<Effect>) {
-    if state.generate.params.prompt.trim().is_empty() {
-        return state.info("write a prompt first (e)");
-    }
-    if let Some(id) = state.generate.running() {
-        // Latest request wins: the running one is cancelled.
-        effects.push(Effect::CancelGenerate(id));
-    }
-    let req = state.generate.start();
-    effects.push(Effect::Generate(req));
 }
 
 fn text_key(state: &mut AppState, key: TextKey, effects: &mut Vec<Effect>) {
@@ -1005,7 +641,7 @@ fn commit_prompt(state: &mut AppState, kind: PromptKind, text: String, effects: 
                     let prompt_edit = matches!(field, Field::Prompt | Field::Negative);
                     // The seed lock: a changed prompt regenerates with the same seed.
                     if prompt_edit && state.generate.seed_locked && before != text {
-                        start_generation(state, effects);
+                        generate::start_generation(state, effects);
                     }
                 }
             }
@@ -1062,23 +698,6 @@ fn event(state: &mut AppState, ev: Event, effects: &mut Vec<Effect>) {
                     paths: to_tag,
                     label_set: state.tags.label_set_name().to_string(),
                 });
-            }
-        }
-        Event::Job {
-            path,
-            state: js,
-            progress,
-            eta,
-            error,
-        } => {
-            if let Some(e) = &error {
-                state.error(format!("{}: {e}", path.display()));
-            }
-            if let Some(it) = state.library.find_mut(&path) {
-                it.state = js;
-                it.progress = progress;
-                it.eta = eta;
-                it.error = error;
             }
         }
         Event::Jobs(updates) => {
@@ -1195,14 +814,13 @@ fn event(state: &mut AppState, ev: Event, effects: &mut Vec<Effect>) {
         }
         Event::GenerateFailed { id, error } => {
             if let Some(g) = state.generate.find_mut(id) {
-                g.status = if error == "cancelled" {
-                    GenStatus::Cancelled
-                } else {
-                    GenStatus::Failed(error.clone())
-                };
+                g.status = GenStatus::Failed(error.clone());
             }
-            if error != "cancelled" {
-                state.error(error);
+            state.error(error);
+        }
+        Event::GenerateCancelled { id } => {
+            if let Some(g) = state.generate.find_mut(id) {
+                g.status = GenStatus::Cancelled;
             }
         }
         Event::Model { name, status } => match state.models.iter_mut().find(|(n, _)| *n == name) {

@@ -2,6 +2,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use super::{open_prompt, AppState, Cmd, Effect, PromptKind};
+
 /// How many of the best-scoring labels are proposed as tags.
 pub const PROPOSED: usize = 3;
 /// How many scored labels the tag cursor walks over.
@@ -282,5 +284,98 @@ impl TagsPane {
                 Some(writes)
             }
         }
+    }
+}
+
+// The pane's commands, called by the reducer (`super::update`).
+
+pub(super) fn tags_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
+    let page = state.page();
+    let tg = &mut state.tags;
+    match cmd {
+        Cmd::Down => tg.move_by(1),
+        Cmd::Up => tg.move_by(-1),
+        Cmd::PageDown => tg.move_by(page),
+        Cmd::PageUp => tg.move_by(-page),
+        Cmd::Top => tg.move_by(-(tg.cursor as isize)),
+        Cmd::Bottom => tg.move_by(isize::MAX / 2),
+        Cmd::ToggleMark => {
+            tg.toggle_mark();
+            tg.move_by(1);
+        }
+        Cmd::VisualSelect => tg.visual(),
+        Cmd::Cancel => {
+            if tg.anchor.is_some() || !tg.marks.is_empty() {
+                tg.clear_selection();
+            } else if tg.results.take().is_some() {
+                tg.cursor = 0;
+            }
+        }
+        Cmd::TagNext => tg.move_tag(1),
+        Cmd::TagPrev => tg.move_tag(-1),
+        Cmd::AcceptTag | Cmd::RejectTag => {
+            let Some(tag) = tg.cursor_tag() else {
+                return state.info("no tag under the tag cursor");
+            };
+            let n = tg.selection().len();
+            let changed = if cmd == Cmd::AcceptTag {
+                tg.accept(&tag)
+            } else {
+                tg.reject(&tag)
+            };
+            if changed {
+                let verb = if cmd == Cmd::AcceptTag {
+                    "accepted"
+                } else {
+                    "rejected"
+                };
+                state.info(format!("{verb} '{tag}' for {n} image(s)"));
+            }
+        }
+        Cmd::AddTag => open_prompt(state, PromptKind::CustomTag, ""),
+        Cmd::ApplyTags => {
+            let writes = tg.apply();
+            if writes.is_empty() {
+                state.info("no tag changes to apply in the selection");
+            } else {
+                tg.clear_selection();
+                effects.push(Effect::WriteSidecars(
+                    writes.into_iter().map(|(p, t)| (p, Some(t))).collect(),
+                ));
+            }
+        }
+        Cmd::Undo => match tg.undo() {
+            None => state.info("nothing to undo"),
+            Some(writes) if writes.is_empty() => state.info("undone"),
+            Some(writes) => {
+                state.info(format!("undone: restoring {} sidecar(s)", writes.len()));
+                effects.push(Effect::WriteSidecars(writes));
+            }
+        },
+        Cmd::NextLabelSet if !tg.label_sets.is_empty() => {
+            tg.label_set = (tg.label_set + 1) % tg.label_sets.len();
+            for it in &mut tg.items {
+                it.scores.clear();
+            }
+            tg.tag_cursor = 0;
+            let paths: Vec<PathBuf> = tg.items.iter().map(|i| i.path.clone()).collect();
+            let name = tg.label_set_name().to_string();
+            if !paths.is_empty() {
+                tg.busy = true;
+                effects.push(Effect::TagImages {
+                    paths,
+                    label_set: name.clone(),
+                });
+            }
+            state.info(format!("label set: {name}"));
+        }
+        Cmd::Search => open_prompt(state, PromptKind::TagSearch, ""),
+        Cmd::Similar => {
+            if let Some(it) = tg.current() {
+                effects.push(Effect::Similar(it.path.clone()));
+            }
+        }
+        Cmd::Open => state.fullscreen = !state.fullscreen,
+        _ => {}
     }
 }

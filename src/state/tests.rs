@@ -191,16 +191,8 @@ fn a_file_without_a_journal_job_is_retried_by_transcribing_it() {
         &mut s,
         Event::Found(vec![found("/d/a.wav", MediaKind::Audio)]),
     );
-    ev(
-        &mut s,
-        Event::Job {
-            path: "/d/a.wav".into(),
-            state: JobState::Failed,
-            progress: 0.0,
-            eta: None,
-            error: Some("no queue".into()),
-        },
-    );
+    // A file that failed outside the queue (no journal job).
+    s.library.find_mut(Path::new("/d/a.wav")).unwrap().state = JobState::Failed;
     assert_eq!(
         cmd(&mut s, Cmd::Retry),
         vec![Effect::Transcribe(vec!["/d/a.wav".into()])]
@@ -442,16 +434,9 @@ fn marks_and_enqueue_send_the_selection() {
         ]),
     );
     for p in ["/d/a.wav", "/d/b.wav"] {
-        ev(
-            &mut s,
-            Event::Job {
-                path: p.into(),
-                state: JobState::Done,
-                progress: 1.0,
-                eta: None,
-                error: None,
-            },
-        );
+        let it = s.library.find_mut(Path::new(p)).unwrap();
+        it.state = JobState::Done;
+        it.progress = 1.0;
     }
     cmd(&mut s, Cmd::ToggleMark);
     cmd(&mut s, Cmd::ToggleMark);
@@ -1093,13 +1078,7 @@ fn a_cancelled_generation_is_marked_and_is_not_an_error() {
         cmd(&mut s, Cmd::CancelGenerate),
         vec![Effect::CancelGenerate(r.id)]
     );
-    ev(
-        &mut s,
-        Event::GenerateFailed {
-            id: r.id,
-            error: "cancelled".into(),
-        },
-    );
+    ev(&mut s, Event::GenerateCancelled { id: r.id });
     assert_eq!(s.generate.history[0].status, GenStatus::Cancelled);
     assert!(s.last_error.is_none());
     assert!(s.generate.running().is_none());

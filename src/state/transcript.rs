@@ -3,6 +3,8 @@ use crate::transcript::{Segment, Transcript};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use super::{open_prompt, AppState, Cmd, Effect, PromptKind};
+
 /// One file's transcript as the pane knows it.
 #[derive(Debug, Clone, Default)]
 pub struct Doc {
@@ -150,5 +152,71 @@ impl TranscriptPane {
         doc.modified = true;
         self.update_matches();
         true
+    }
+}
+
+// The pane's commands, called by the reducer (`super::update`).
+
+pub(super) fn transcript_command(state: &mut AppState, cmd: Cmd, effects: &mut Vec<Effect>) {
+    let page = state.page();
+    let t = &mut state.transcript;
+    match cmd {
+        Cmd::Down => t.move_by(1),
+        Cmd::Up => t.move_by(-1),
+        Cmd::PageDown => t.move_by(page),
+        Cmd::PageUp => t.move_by(-page),
+        Cmd::Top => t.cursor = 0,
+        Cmd::Bottom => t.move_by(isize::MAX / 2),
+        Cmd::Search => {
+            let s = t.search.clone();
+            open_prompt(state, PromptKind::TranscriptSearch, &s);
+        }
+        Cmd::SearchNext | Cmd::SearchPrev if !t.jump_match(cmd == Cmd::SearchNext) => {
+            state.info("no match")
+        }
+        Cmd::Cancel => {
+            t.search.clear();
+            t.update_matches();
+        }
+        Cmd::EditSegment | Cmd::Open => {
+            if let Some(seg) = t.current() {
+                let text = seg.text.trim().to_string();
+                open_prompt(state, PromptKind::EditSegment, &text);
+            }
+        }
+        Cmd::PlaySegment => {
+            let (Some(path), Some(seg)) = (t.path.clone(), t.current().cloned()) else {
+                return;
+            };
+            if t.playing
+                .as_ref()
+                .is_some_and(|(p, i, _)| *p == path && *i == t.cursor)
+            {
+                t.playing = None;
+                effects.push(Effect::StopPlayback);
+            } else {
+                t.playing = Some((path.clone(), t.cursor, seg.start));
+                effects.push(Effect::Play {
+                    path,
+                    start: seg.start,
+                    end: seg.end,
+                });
+            }
+        }
+        Cmd::Save => match (t.path.clone(), t.doc()) {
+            (Some(_), Some(doc)) if !doc.complete => {
+                state.info("the transcript is still being made; edits can be saved when it is done")
+            }
+            (Some(path), Some(doc)) if doc.modified => {
+                effects.push(Effect::SaveTranscript {
+                    media: path,
+                    transcript: doc.transcript.clone(),
+                    formats: Vec::new(),
+                });
+            }
+            _ => state.info("nothing to save"),
+        },
+        Cmd::Export if t.doc().is_some() => open_prompt(state, PromptKind::Export, "all"),
+        _ => {}
     }
 }
