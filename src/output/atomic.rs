@@ -13,8 +13,27 @@ pub const TEMP_PREFIX: &str = ".atelier-";
 /// Writes `bytes` to `path` so that readers see either the old file or the whole new one:
 /// a temporary file in the same folder is written, synced and renamed over `path`, then the
 /// folder is synced. On any error the temporary file is removed. Errors name `path`.
+/// A folder, link or device at `path` is never replaced or written through: an error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_new(path, bytes, TEMP_PREFIX, &|_| true).map(|_| ())
+    let not_a_file = || {
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{}: is not a regular file (a folder, link or device): not written",
+                path.display()
+            ),
+        )
+    };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
+        return Err(not_a_file());
+    }
+    let written = write_new(path, bytes, TEMP_PREFIX, &|_| true)?;
+    if written != path {
+        // Something that is not a file took the name meanwhile: take back the copy.
+        let _ = std::fs::remove_file(&written);
+        return Err(not_a_file());
+    }
+    Ok(())
 }
 
 /// [`write_atomic`] that never replaces a file `may_replace` refuses: on a clash the output
