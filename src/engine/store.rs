@@ -543,12 +543,7 @@ pub fn models_dir(configured: &str) -> PathBuf {
         .join("models")
 }
 
-fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), dirs::home_dir()) {
-        (Some(rest), Some(home)) => home.join(rest),
-        _ => PathBuf::from(path),
-    }
-}
+use crate::config::expand_home;
 
 /// Every model folder in the store, each read on its own: a bad one never hides the others.
 pub fn list(dir: &Path) -> Vec<Result<InstalledModel, StoreError>> {

@@ -14,12 +14,7 @@ pub fn default_path() -> PathBuf {
 }
 
 /// `~/x` as the home folder's `x`.
-pub fn expand_home(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), dirs::home_dir()) {
-        (Some(rest), Some(home)) => home.join(rest),
-        _ => PathBuf::from(p),
-    }
-}
+pub use crate::config::expand_home;
 
 /// The journal `atelier watch`, `atelier queue` and the TUI share: the flag's, else
 /// `[queue] path`, else [`default_path`].

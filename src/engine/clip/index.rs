@@ -48,10 +48,7 @@ pub struct Index {
 /// Where the index lives: the configured path, else `$XDG_DATA_HOME/atelier/clip-index.sqlite`.
 pub fn default_path(configured: &str) -> PathBuf {
     if !configured.is_empty() {
-        if let (Some(rest), Some(home)) = (configured.strip_prefix("~/"), dirs::home_dir()) {
-            return home.join(rest);
-        }
-        return PathBuf::from(configured);
+        return crate::config::expand_home(configured);
     }
     dirs::data_dir()
         .unwrap_or_else(|| PathBuf::from("."))

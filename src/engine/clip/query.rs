@@ -41,11 +41,7 @@ pub fn parse(words: &[String]) -> Result<Vec<Term>, String> {
         }
         let looks_like_path = ["./", "../", "/", "~/"].iter().any(|p| body.starts_with(p));
         let kind = if looks_like_path || std::path::Path::new(&body).is_file() {
-            let path = match body.strip_prefix("~/").zip(dirs::home_dir()) {
-                Some((rest, home)) => home.join(rest),
-                None => PathBuf::from(&body),
-            };
-            TermKind::Image(path)
+            TermKind::Image(crate::config::expand_home(&body))
         } else {
             TermKind::Text(body)
         };

@@ -216,18 +216,6 @@ pub fn next_number(dir: &Path) -> u32 {
         .unwrap_or(0)
 }
 
-/// `dir/NNNNN-SEED.png` for the first number from `*number` on that names no file yet;
-/// `*number` moves past it.
-pub fn free_image_path(dir: &Path, number: &mut u32, seed: u64) -> PathBuf {
-    loop {
-        let path = dir.join(format!("{:05}-{seed}.png", *number));
-        *number += 1;
-        if !path.exists() {
-            return path;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,12 +228,6 @@ mod tests {
         std::fs::write(dir.path().join("00001-7.png"), b"").unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
         assert_eq!(next_number(dir.path()), 4);
-        let mut n = 3;
-        assert_eq!(
-            free_image_path(dir.path(), &mut n, 42),
-            dir.path().join("00004-42.png")
-        );
-        assert_eq!(n, 5);
     }
 
     #[test]
