@@ -310,17 +310,9 @@ fn a_journal_locked_by_another_process_is_named_as_locked() {
 
 /// Two LibriVox clips as 16 kHz mono samples (the shortest, to keep the test quick).
 fn speech() -> Vec<Vec<f32>> {
-    let dir = Path::new("/usr/share/pocketsphinx/test/data/librivox");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (apt install pocketsphinx-testdata)", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
-        .collect();
+    let mut paths = librivox_wavs();
     paths.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    paths[..2]
-        .iter()
-        .map(|p| atelier::media::audio::decode_to_16k_mono(p).unwrap())
-        .collect()
+    decode_all(&paths[..2])
 }
 
 #[test]

@@ -13,17 +13,7 @@ const FORMATS: [&str; 3] = ["txt", "srt", "json"];
 
 /// The five LibriVox clips as 16 kHz mono samples.
 fn clips() -> Vec<Vec<f32>> {
-    let dir = Path::new("/usr/share/pocketsphinx/test/data/librivox");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (apt install pocketsphinx-testdata)", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .map(|p| atelier::media::audio::decode_to_16k_mono(p).unwrap())
-        .collect()
+    decode_all(&librivox_wavs())
 }
 
 /// Greedy decoding keeps the test quick; everything else is the preset config, but for

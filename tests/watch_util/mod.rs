@@ -243,3 +243,23 @@ pub fn vm_hwm_kb(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// The LibriVox clips (pocketsphinx-testdata), sorted by name.
+pub fn librivox_wavs() -> Vec<PathBuf> {
+    let dir = Path::new("/usr/share/pocketsphinx/test/data/librivox");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (apt install pocketsphinx-testdata)", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// `paths` decoded to 16 kHz mono samples.
+pub fn decode_all(paths: &[PathBuf]) -> Vec<Vec<f32>> {
+    paths
+        .iter()
+        .map(|p| atelier::media::audio::decode_to_16k_mono(p).unwrap())
+        .collect()
+}
