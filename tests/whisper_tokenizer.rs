@@ -302,3 +302,44 @@ fn load_takes_a_rank_file_or_a_folder_and_names_missing_files() {
         "{err}"
     );
 }
+
+/// Arbitrary text, long single words included (tiktoken-rs merges pieces over its size
+/// threshold on a heap, so one 32k-letter word is not quadratic): no panic, at most one token
+/// per byte, and decoding gives the text back exactly.
+#[test]
+fn arbitrary_text_round_trips() {
+    use proptest::prelude::*;
+    let configs = configs();
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 96,
+        ..Default::default()
+    });
+    let text = proptest::collection::vec(
+        prop_oneof![
+            "[a-zA-Z]{1,32}",
+            "[a-z]{512,4096}",
+            "[0-9 !?.,'\\n]{1,16}",
+            any::<String>(),
+            Just("<|endoftext|>".to_string()),
+            Just("<|0.00|>".to_string()),
+        ],
+        0..12,
+    )
+    .prop_map(|parts| parts.concat());
+    runner
+        .run(&text, |text| {
+            for (tok, c) in &configs {
+                let ids = tok.encode(&text);
+                prop_assert!(ids.len() <= text.len(), "{}: {} ids", label(c), ids.len());
+                prop_assert_eq!(tok.decode(&ids), text.clone());
+            }
+            Ok(())
+        })
+        .unwrap();
+    let word = "ab".repeat(16 * 1024);
+    for (tok, c) in &configs {
+        let ids = tok.encode(&word);
+        assert!(ids.len() <= word.len() / 2, "{}: {}", label(c), ids.len());
+        assert_eq!(tok.decode(&ids), word);
+    }
+}

@@ -142,60 +142,117 @@ impl ClipTokenizer {
     }
 
     fn bpe_uncached(&self, token: &str) -> Vec<String> {
+        self.bpe_counted(token).0
+    }
+
+    /// openai's `bpe` (merge the lowest-ranked pair everywhere, then the next), with the work
+    /// it took: the merges popped from a heap, so a word of n chars costs O(n log n), where
+    /// openai's rescan of every pair after each merge is quadratic. The same pieces: every
+    /// merge that contains a merged symbol was learnt after it, so a new pair never ranks
+    /// below the pair just merged, and the heap's (rank, position) order visits the pairs
+    /// in openai's order (lowest rank, then left to right without overlap).
+    pub fn bpe_counted(&self, token: &str) -> (Vec<String>, usize) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
         if SPECIALS.contains(&token) {
-            return vec![token.to_string()];
+            return (vec![token.to_string()], 0);
         }
         let chars: Vec<char> = token.chars().collect();
         let Some((last, init)) = chars.split_last() else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
-        let mut word: Vec<String> = init.iter().map(|c| c.to_string()).collect();
-        word.push(format!("{last}</w>"));
-        while word.len() > 1 {
-            let best = word
-                .windows(2)
-                .filter_map(|p| {
-                    self.ranks
-                        .get(&(p[0].clone(), p[1].clone()))
-                        .map(|&r| (r, p))
-                })
-                .min_by_key(|(r, _)| *r);
-            let Some((_, pair)) = best else { break };
-            let (first, second) = (pair[0].clone(), pair[1].clone());
-            let mut merged = Vec::with_capacity(word.len());
-            let mut i = 0;
-            while i < word.len() {
-                if i + 1 < word.len() && word[i] == first && word[i + 1] == second {
-                    merged.push(format!("{first}{second}"));
-                    i += 2;
-                } else {
-                    merged.push(word[i].clone());
-                    i += 1;
+        let mut symbols: Vec<String> = init.iter().map(|c| c.to_string()).collect();
+        symbols.push(format!("{last}</w>"));
+        let n = symbols.len();
+        // A doubly linked list over the symbols; `generation` changes when a symbol grows, so
+        // heap entries for its old pairs are recognised as stale.
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut alive = vec![true; n];
+        let mut generation = vec![0u32; n];
+        let mut heap = BinaryHeap::with_capacity(n);
+        let rank_of = |symbols: &[String], a: usize, b: usize| {
+            self.ranks
+                .get(&(symbols[a].clone(), symbols[b].clone()))
+                .copied()
+        };
+        for i in 0..n.saturating_sub(1) {
+            if let Some(r) = rank_of(&symbols, i, i + 1) {
+                heap.push(Reverse((r, i, 0u32, 0u32)));
+            }
+        }
+        let mut work = 0usize;
+        while let Some(Reverse((_, left, gen_left, gen_right))) = heap.pop() {
+            work += 1;
+            let right = next[left];
+            if !alive[left]
+                || right >= n
+                || generation[left] != gen_left
+                || generation[right] != gen_right
+            {
+                continue;
+            }
+            let absorbed = std::mem::take(&mut symbols[right]);
+            symbols[left].push_str(&absorbed);
+            alive[right] = false;
+            generation[left] += 1;
+            next[left] = next[right];
+            if next[left] < n {
+                prev[next[left]] = left;
+            }
+            let before = prev[left];
+            if before < n {
+                if let Some(r) = rank_of(&symbols, before, left) {
+                    heap.push(Reverse((r, before, generation[before], generation[left])));
                 }
             }
-            word = merged;
+            if next[left] < n {
+                let after = next[left];
+                if let Some(r) = rank_of(&symbols, left, after) {
+                    heap.push(Reverse((r, left, generation[left], generation[after])));
+                }
+            }
         }
-        word
+        let pieces = symbols
+            .into_iter()
+            .zip(alive)
+            .filter_map(|(s, a)| a.then_some(s))
+            .collect();
+        (pieces, work)
     }
 
     /// BPE ids of `text` without sot/eot.
     pub fn encode(&self, text: &str) -> Vec<i64> {
+        self.encode_counted(text, false).0
+    }
+
+    /// [`Self::encode`] with the BPE work it took (heap pops; `uncached` bypasses the cache,
+    /// so the count covers every word). Linear in the text up to a log factor.
+    pub fn encode_counted(&self, text: &str, uncached: bool) -> (Vec<i64>, usize) {
         let text = clean(text);
         let mut ids = Vec::new();
+        let mut work = 0;
         for m in self.pattern.find_iter(&text) {
             let token: String = m
                 .as_str()
                 .bytes()
                 .map(|b| self.byte_encoder[b as usize])
                 .collect();
-            for piece in self.bpe(&token) {
+            let pieces = if uncached {
+                let (pieces, w) = self.bpe_counted(&token);
+                work += w;
+                pieces
+            } else {
+                self.bpe(&token)
+            };
+            for piece in pieces {
                 // Every byte and every merge is in the vocabulary by construction.
                 if let Some(&id) = self.encoder.get(&piece) {
                     ids.push(id);
                 }
             }
         }
-        ids
+        (ids, work)
     }
 
     /// `open_clip.tokenize(texts)`: [sot, ids…, eot] padded with 0 to 77, truncated with eot last.
