@@ -639,3 +639,111 @@ fn bad_inputs_are_reported_and_the_run_goes_on() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
 }
+
+/// Peak RSS allowed for `atelier tag` on one hostile image: libtorch and the ViT-B/32 take
+/// under 1 GB; unchecked, the lying headers would ask for 3.6 GB (16384×1 resized whole) to
+/// 30 GB (100000² pixels).
+const IMAGE_RSS_BOUND_KB: i64 = 2048 * 1024;
+
+/// The hostile image corpus through `atelier tag`, one process per file: each refused with its
+/// one-line error naming the file (exit 1, no abort), the long thin ones tagged, every peak RSS
+/// under the bound; and in one batch the good image is still tagged.
+#[test]
+fn hostile_images_through_tag_are_named_within_bounded_memory() {
+    use common::hostile_images;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let tag = |files: &[PathBuf]| {
+        let mut cmd = atelier(&d.join("state"));
+        cmd.args([
+            "tag", "--model", MODEL, "--json", "--label", "cat", "--label", "dog",
+        ])
+        .args(files);
+        common::run_measured(&mut cmd)
+    };
+    let mut peaks = Vec::new();
+    for (name, w, h) in hostile_images::LONG_THIN {
+        let path = d.join(name);
+        std::fs::write(&path, hostile_images::png(w, h, 2, None)).unwrap();
+        let m = tag(std::slice::from_ref(&path));
+        assert_eq!(m.code, 0, "{name}: {}", m.stderr);
+        assert_eq!(m.stdout.lines().count(), 1, "{name}: {}", m.stdout);
+        peaks.push((name, m.max_rss_kb));
+    }
+    let mut files = Vec::new();
+    for (name, bytes, expect) in hostile_images::cases() {
+        let path = d.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let m = tag(std::slice::from_ref(&path));
+        assert_ne!(m.code, 0, "{name} was accepted: {}", m.stdout);
+        let line = m
+            .stderr
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name}: no error names it:\n{}", m.stderr));
+        assert!(
+            line.contains(expect),
+            "{name}: expected {expect:?} in {line:?}"
+        );
+        peaks.push((name, m.max_rss_kb));
+        files.push(path);
+    }
+    for (name, kb) in &peaks {
+        eprintln!("{name}: peak RSS {} MiB", kb / 1024);
+        assert!(*kb < IMAGE_RSS_BOUND_KB, "{name}: peak RSS {kb} KB");
+    }
+    // The whole corpus with one good image in the middle: that one is tagged.
+    files.insert(files.len() / 2, image_list()[0].clone());
+    let m = tag(&files);
+    assert_ne!(m.code, 0);
+    let tagged: Vec<Value> = m
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tagged.len(), 1, "{}\n{}", m.stdout, m.stderr);
+    assert_eq!(
+        tagged[0]["path"].as_str().unwrap(),
+        image_list()[0].to_str().unwrap()
+    );
+}
+
+/// `atelier tag --write-sidecar` writes `NAME.tags.json` and the caption `NAME.txt` beside the
+/// image, keeps a user's own `NAME.txt` (the caption takes `NAME.1.txt`, and says so), and a
+/// rerun replaces only its own files.
+#[test]
+fn sidecars_keep_a_users_caption_and_reruns_replace_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let image = d.join("photo.png");
+    std::fs::copy(&image_list()[0], &image).unwrap();
+    std::fs::write(d.join("photo.txt"), "my caption\n").unwrap();
+    let tag = || {
+        ok(&run(atelier(&d.join("state"))
+            .args(["tag", "--model", MODEL, "--write-sidecar", "--top-k", "1"])
+            .args(["--label", "cat", "--label", "dog"])
+            .arg(&image)))
+    };
+    tag();
+    assert_eq!(
+        std::fs::read_to_string(d.join("photo.txt")).unwrap(),
+        "my caption\n"
+    );
+    let caption = std::fs::read_to_string(d.join("photo.1.txt")).unwrap();
+    assert!(caption == "cat\n" || caption == "dog\n", "{caption:?}");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("photo.tags.json")).unwrap()).unwrap();
+    assert_eq!(json["labels"][0]["label"].as_str().unwrap(), caption.trim());
+    assert!(json["labels"][0]["score"].is_number());
+    tag();
+    let mut names: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("photo"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["photo.1.txt", "photo.png", "photo.tags.json", "photo.txt"]
+    );
+}

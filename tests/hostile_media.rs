@@ -3,10 +3,10 @@
 //! (ru_maxrss of that exact child, from wait4). No timing is asserted.
 mod common;
 
+use common::hostile_images;
+
 use atelier::engine::clip::preprocess::{load_image, PreprocessConfig};
-use std::io::Read;
 use std::path::Path;
-use std::process::Stdio;
 
 /// Peak RSS allowed for `atelier transcribe` on one hostile file: libtorch, whisper-tiny.en
 /// and the decoder take a few hundred MB; the hostile headers would take 34 GB unchecked.
@@ -62,8 +62,6 @@ fn mp4_huge_box() -> Vec<u8> {
 }
 
 /// Runs `atelier transcribe FILES` and returns (exit code, stderr, peak RSS in KB).
-// The child is reaped by wait4 (for its rusage), which clippy cannot see.
-#[allow(clippy::zombie_processes)]
 fn transcribe(
     state: &Path,
     out: &Path,
@@ -74,30 +72,12 @@ fn transcribe(
     cmd.arg("transcribe")
         .args(files)
         .args(["--model", "whisper-tiny.en", "--output-dir"])
-        .arg(out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .arg(out);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid value to be filled in; the pid is our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    assert!(
-        libc::WIFEXITED(status),
-        "atelier was killed (status {status}):\n{stderr}"
-    );
-    (libc::WEXITSTATUS(status), stderr, usage.ru_maxrss)
+    let m = common::run_measured(&mut cmd);
+    (m.code, m.stderr, m.max_rss_kb)
 }
 
 #[test]
@@ -188,6 +168,51 @@ fn hostile_audio_in_a_batch_leaves_the_good_files_done() {
     assert!(!d.join("out/bad.txt").exists());
 }
 
+/// `atelier transcribe` never replaces a user's file at an output name: the transcript takes
+/// `NAME.1.EXT` and says so; a rerun replaces its own output (no `NAME.2.EXT`), and a hand
+/// edit of that output makes it the user's.
+#[test]
+fn transcribe_keeps_a_users_file_and_reruns_replace_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let clip = d.join("clip.wav");
+    std::fs::copy(&common::librivox_clips()[0], &clip).unwrap();
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("clip.txt"), "my own notes\n").unwrap();
+    let state = d.join("state");
+    let (code, stderr, _) = transcribe(&state, &out, &[&clip], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("clip.txt")).unwrap(),
+        "my own notes\n"
+    );
+    assert!(
+        stderr.contains("clip.txt is not Atelier's transcript"),
+        "{stderr}"
+    );
+    let ours = std::fs::read_to_string(out.join("clip.1.txt")).unwrap();
+    assert!(ours.to_lowercase().contains("the"), "{ours}");
+    assert!(out.join("clip.json").exists());
+
+    let (code, stderr, _) = transcribe(&state, &out, &[&clip], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !out.join("clip.2.txt").exists(),
+        "a rerun took a new name:\n{stderr}"
+    );
+    assert!(!out.join("clip.1.json").exists());
+
+    std::fs::write(out.join("clip.1.txt"), "edited by hand\n").unwrap();
+    let (code, stderr, _) = transcribe(&state, &out, &[&clip], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("clip.1.txt")).unwrap(),
+        "edited by hand\n"
+    );
+    assert!(out.join("clip.2.txt").exists(), "{stderr}");
+}
+
 #[test]
 fn a_decoder_panic_is_an_error_not_a_short_transcript() {
     let tmp = tempfile::tempdir().unwrap();
@@ -211,108 +236,19 @@ fn a_decoder_panic_is_an_error_not_a_short_transcript() {
     );
 }
 
-fn png(w: u32, h: u32, color: u8, idat: Option<Vec<u8>>) -> Vec<u8> {
-    let chunk = |t: &[u8], data: &[u8]| {
-        let mut c = (data.len() as u32).to_be_bytes().to_vec();
-        let mut body = t.to_vec();
-        body.extend_from_slice(data);
-        c.extend_from_slice(&body);
-        c.extend_from_slice(&crc32(&body).to_be_bytes());
-        c
-    };
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, color, 0, 0, 0]);
-    let bpp = if color == 2 { 3 } else { 1 };
-    let raw: Vec<u8> = (0..h.min(16_384))
-        .flat_map(|_| {
-            std::iter::once(0).chain(std::iter::repeat_n(0x80, (w as usize * bpp).min(1 << 16)))
-        })
-        .collect();
-    let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
-    b.extend(chunk(b"IHDR", &ihdr));
-    b.extend(chunk(b"IDAT", &idat.unwrap_or_else(|| zlib(&raw))));
-    b.extend(chunk(b"IEND", b""));
-    b
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn zlib(raw: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-    e.write_all(raw).unwrap();
-    e.finish().unwrap()
-}
-
 #[test]
 fn hostile_images_are_refused_or_bounded() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let cfg = PreprocessConfig::default();
     // Long thin images are valid: they must be tagged at crop cost, not rejected.
-    for (name, w, h) in [("wide.png", 16_384, 1), ("tall.png", 1, 16_384)] {
+    for (name, w, h) in hostile_images::LONG_THIN {
         let path = d.join(name);
-        std::fs::write(&path, png(w, h, 2, None)).unwrap();
+        std::fs::write(&path, hostile_images::png(w, h, 2, None)).unwrap();
         let out = load_image(&path, &cfg).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.len(), 3 * 224 * 224, "{name}");
     }
-    let mut jpeg_dims = vec![
-        0xff, 0xd8, 0xff, 0xc0, 0, 11, 8, 0xff, 0xff, 0xff, 0xff, 1, 1, 0x11, 0,
-    ];
-    jpeg_dims.extend_from_slice(&[0xff, 0xda, 0, 8, 1, 1, 0, 0, 0x3f, 0, 0, 0xff, 0xd9]);
-    let gif_bomb = {
-        let mut g = b"GIF89a".to_vec();
-        g.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0]);
-        g.extend_from_slice(&[
-            0x2c, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 2, 2, 0x4c, 0x01, 0, 0x3b,
-        ]);
-        g
-    };
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "huge.png",
-            png(100_000, 100_000, 0, Some(zlib(&[0; 64]))),
-            "image too large",
-        ),
-        (
-            "side.png",
-            png(16_385, 16, 0, Some(zlib(&[0; 64]))),
-            "image too large",
-        ),
-        (
-            "truncated.png",
-            png(64, 64, 2, None)[..60].to_vec(),
-            "corrupt or truncated image",
-        ),
-        (
-            "idat.png",
-            png(64, 64, 2, Some(b"garbage, not zlib".to_vec())),
-            "corrupt or truncated image",
-        ),
-        ("dims.jpg", jpeg_dims, "dims.jpg:"),
-        ("empty.png", Vec::new(), "empty file"),
-        ("bomb.gif", gif_bomb, "bomb.gif:"),
-        ("zero.png", png(0, 0, 2, Some(zlib(&[]))), "zero.png:"),
-        (
-            "text.png",
-            b"hello, not an image".to_vec(),
-            "not a supported image",
-        ),
-    ];
+    let cases = hostile_images::cases();
     for (name, bytes, expect) in &cases {
         let path = d.join(name);
         std::fs::write(&path, bytes).unwrap();

@@ -355,6 +355,7 @@ fn write_files_names_outputs_like_openai() {
     let (name, t, options) = cases().swap_remove(3);
     let dir = tempfile::tempdir().unwrap();
     let written = write_files(
+        None,
         dir.path(),
         Path::new(AUDIO_PATH),
         &Format::all(),

@@ -321,6 +321,9 @@ fn run_one(
     let result = job
         .join()
         .unwrap_or_else(|_| Err("the generation thread panicked".into()));
+    // The latents, decoded images and previews are freed: return them to the OS, as the
+    // queue does after each job (the model stays cached on the device thread).
+    crate::engine::runtime::release_freed_memory();
     let now_loaded = loaded(&thread);
     send(
         events,

@@ -13,7 +13,8 @@ use crate::jobs::{
     QueueSettings, SqliteStore,
 };
 use crate::media::{walk, MediaKind};
-use crate::output::atomic::write_atomic;
+use crate::output::registry::OutputRegistry;
+use crate::output::sidecar;
 use crate::output::writers::{self, Format, WriterOptions};
 use crate::state::{tags::CANDIDATES, Action, Event, Found, JobState, JobUpdate};
 use crate::transcript::{Segment, Transcript};
@@ -40,19 +41,6 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!("{stem}{suffix}"))
 }
 
-/// Tags of an image's `NAME.tags.json` sidecar (as `atelier tag --write-sidecar` writes it).
-fn read_sidecar(image: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(sibling(image, ".tags.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some(
-        v.get("labels")?
-            .as_array()?
-            .iter()
-            .filter_map(|l| l.get("label").and_then(|s| s.as_str()).map(str::to_string))
-            .collect(),
-    )
-}
-
 /// A listed file with what is already beside it: a transcript (shown instead of made again)
 /// or an image's tags sidecar.
 fn found(path: PathBuf) -> Found {
@@ -62,7 +50,7 @@ fn found(path: PathBuf) -> Found {
         .flatten()
         .and_then(|t| serde_json::from_str::<Transcript>(&t).ok());
     let tags = (kind == MediaKind::Image)
-        .then(|| read_sidecar(&path))
+        .then(|| sidecar::read(&path))
         .flatten();
     Found {
         path,
@@ -558,7 +546,9 @@ pub fn save_transcript(
     };
     std::thread::spawn(move || {
         let dir = media.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let registry = OutputRegistry::open_default();
         match writers::write_files(
+            registry.as_ref(),
             &dir,
             &media,
             &formats,
@@ -580,24 +570,17 @@ pub fn save_transcript(
 /// Writes (or, for None, removes) `NAME.tags.json` and the caption `NAME.txt` of each image.
 pub fn write_sidecars(writes: Vec<(PathBuf, Option<Vec<String>>)>, tx: Sender<Msg>) {
     std::thread::spawn(move || {
+        let registry = OutputRegistry::open_default();
         let mut n = 0;
         for (image, tags) in writes {
-            let (json_path, txt_path) = (sibling(&image, ".tags.json"), sibling(&image, ".txt"));
             let result = match tags {
                 Some(tags) => {
-                    let labels: Vec<serde_json::Value> = tags
-                        .iter()
-                        .map(|t| serde_json::json!({ "label": t }))
-                        .collect();
-                    let record = serde_json::json!({ "path": image, "labels": labels });
-                    write_atomic(&json_path, format!("{record:#}\n").as_bytes()).and_then(|_| {
-                        write_atomic(&txt_path, format!("{}\n", tags.join(", ")).as_bytes())
-                    })
+                    let tags: Vec<sidecar::Tag> =
+                        tags.into_iter().map(sidecar::Tag::manual).collect();
+                    sidecar::write(registry.as_ref(), &image, &tags).map(|_| ())
                 }
-                None => [json_path, txt_path]
-                    .iter()
-                    .filter(|p| p.exists())
-                    .try_for_each(std::fs::remove_file),
+                // Only our own sidecars are removed, never a user's NAME.txt.
+                None => sidecar::remove(registry.as_ref(), &image).map(|_| ()),
             };
             match result {
                 Ok(()) => n += 1,
@@ -675,6 +658,9 @@ pub fn spawn_clip(engine: Engine, config: Config, tx: Sender<Msg>) -> Sender<Cli
                 ClipWork::Tag { paths, label_set } => {
                     tag(s, &config, &paths, &label_set, &tx);
                     send(&tx, Event::TaggingDone);
+                    // A batch decodes many images: hand the freed heap back, as the queue
+                    // does after each job.
+                    crate::engine::runtime::release_freed_memory();
                 }
                 ClipWork::Search(q) => {
                     let r = clip_job::encode_texts(&s.thread, s.model.clone(), vec![q.clone()], 1)

@@ -15,7 +15,8 @@ use crate::engine::clip::query::{self, TermKind};
 use crate::engine::clip::zero_shot::{self, LabelSet};
 use crate::engine::{runtime, store, DeviceThread, InstalledModel};
 use crate::media::{walk, MediaKind};
-use crate::output::atomic::write_atomic;
+use crate::output::registry::OutputRegistry;
+use crate::output::sidecar;
 use serde_json::json;
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -209,18 +210,6 @@ fn label_set_for(args: &TagArgs) -> Result<LabelSet, String> {
     zero_shot::load_label_set(name, zero_shot::user_dir().as_deref()).map_err(|e| e.to_string())
 }
 
-fn sidecar_paths(image: &Path) -> (PathBuf, PathBuf) {
-    let stem = image
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = image.parent().unwrap_or(Path::new("."));
-    (
-        dir.join(format!("{stem}.tags.json")),
-        dir.join(format!("{stem}.txt")),
-    )
-}
-
 /// Scores every image against `set`, calling `each(path, scores)`; `each` returns false when
 /// it failed (it printed why). Returns the exit code.
 fn classify(
@@ -270,6 +259,10 @@ pub fn tag(loaded: &Loaded, args: TagArgs, device: DeviceChoice, models_dir: &Pa
             return super::exit(super::EXIT_USAGE);
         }
     };
+    let registry = args
+        .write_sidecar
+        .then(OutputRegistry::open_default)
+        .flatten();
     classify(
         loaded,
         &args.clip,
@@ -279,11 +272,11 @@ pub fn tag(loaded: &Loaded, args: TagArgs, device: DeviceChoice, models_dir: &Pa
         &args.inputs,
         |path, scores| {
             let top = zero_shot::top_k(&scores, args.top_k, args.threshold);
-            let labels: Vec<serde_json::Value> = top
+            let tags: Vec<sidecar::Tag> = top
                 .iter()
-                .map(|(i, s)| json!({"label": set.labels[*i].name, "score": s}))
+                .map(|(i, s)| sidecar::Tag::scored(&set.labels[*i].name, *s))
                 .collect();
-            let record = json!({"path": path, "labels": labels});
+            let record = sidecar::record(path, &tags);
             if args.json {
                 println!("{record}");
             } else {
@@ -294,18 +287,23 @@ pub fn tag(loaded: &Loaded, args: TagArgs, device: DeviceChoice, models_dir: &Pa
                 println!("{}: {}", path.display(), text.join(", "));
             }
             if args.write_sidecar {
-                let (json_path, txt_path) = sidecar_paths(path);
-                let caption: Vec<&str> = top
-                    .iter()
-                    .map(|(i, _)| set.labels[*i].name.as_str())
-                    .collect();
-                let written = write_atomic(&json_path, format!("{record:#}\n").as_bytes())
-                    .and_then(|_| {
-                        write_atomic(&txt_path, format!("{}\n", caption.join(", ")).as_bytes())
-                    });
-                if let Err(e) = written {
-                    eprintln!("error: cannot write the sidecar: {e}");
-                    return false;
+                match sidecar::write(registry.as_ref(), path, &tags) {
+                    Ok(written) => {
+                        let (want_json, want_txt) = sidecar::paths(path);
+                        for (got, want) in [(&written.0, want_json), (&written.1, want_txt)] {
+                            if *got != want {
+                                eprintln!(
+                                    "note: {} is not Atelier's: kept; wrote {}",
+                                    want.display(),
+                                    got.display()
+                                );
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot write the sidecar: {e}");
+                        return false;
+                    }
                 }
             }
             true

@@ -6,6 +6,8 @@ use crate::engine::whisper::tokenizer::to_language_code;
 use crate::engine::whisper::{DecodeOptions, Event, Task, TranscribeOptions};
 use crate::engine::{runtime, store, CancelToken, DeviceThread};
 use crate::media::audio::stream_file;
+use crate::output::atomic::output_path;
+use crate::output::registry::OutputRegistry;
 use crate::output::writers::{self, format_timestamp, Format, WriterOptions};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -191,6 +193,7 @@ pub fn run(
     }
 
     let interactive = std::io::stderr().is_terminal();
+    let registry = OutputRegistry::open_default();
     let mut failed = 0;
     for path in &args.files {
         let audio = stream_file(path, 30.0, |e| e.to_string());
@@ -205,6 +208,7 @@ pub fn run(
             interactive,
         ) {
             Ok(transcript) => match writers::write_files(
+                registry.as_ref(),
                 &args.output_dir,
                 path,
                 &formats,
@@ -212,7 +216,16 @@ pub fn run(
                 &writer_options,
             ) {
                 Ok(written) => {
-                    for w in written {
+                    for (w, format) in written.iter().zip(&formats) {
+                        let wanted = output_path(&args.output_dir, path, format.extension());
+                        if *w != wanted {
+                            eprintln!(
+                                "note: {} is not Atelier's transcript of {}: kept; wrote {}",
+                                wanted.display(),
+                                path.display(),
+                                w.display()
+                            );
+                        }
                         tracing::info!("wrote {}", w.display());
                     }
                 }

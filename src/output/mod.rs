@@ -2,4 +2,6 @@
 pub mod atomic;
 pub mod numbering;
 pub mod png_meta;
+pub mod registry;
+pub mod sidecar;
 pub mod writers;

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use crate::transcript::{Segment, Transcript};
 
-use super::atomic::{output_path, write_atomic};
+use super::atomic::output_path;
+use super::registry::{write_output, OutputRegistry};
 
 /// An output format. [`FORMATS`] is the one table of names and extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,8 +100,14 @@ pub fn write(format: Format, transcript: &Transcript, options: &WriterOptions) -
     }
 }
 
+/// What the output record calls transcripts (see [`super::registry`]).
+pub const KIND: &str = "transcript";
+
 /// Writes each format to `{dir}/{input stem}.{ext}` atomically; returns the paths written.
+/// A file at a name that is not our unchanged transcript of the same input (by `registry`;
+/// without one, any file) is kept, and that output takes `{stem}.1.{ext}`.
 pub fn write_files(
+    registry: Option<&OutputRegistry>,
     dir: &Path,
     input_path: &Path,
     formats: &[Format],
@@ -110,8 +117,14 @@ pub fn write_files(
     let mut written = Vec::with_capacity(formats.len());
     for &format in formats {
         let path = output_path(dir, input_path, format.extension());
-        write_atomic(&path, write(format, transcript, options).as_bytes())?;
-        written.push(path);
+        let bytes = write(format, transcript, options);
+        written.push(write_output(
+            registry,
+            &path,
+            input_path,
+            KIND,
+            bytes.as_bytes(),
+        )?);
     }
     Ok(written)
 }

@@ -1,5 +1,7 @@
 //! Shared test helpers: the project venv's Python and fixtures made by tools/export.
 #![allow(dead_code)]
+pub mod hostile_images;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -137,4 +139,51 @@ pub fn run_python(script: &str, args: &[&std::ffi::OsStr]) {
         "{script} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// What [`run_measured`] saw of one child.
+pub struct Measured {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Peak resident memory of that child alone (wait4's ru_maxrss), in KB.
+    pub max_rss_kb: i64,
+}
+
+/// Runs `cmd` to its end and measures its peak RSS (wait4's rusage of exactly this child;
+/// never a timing). Panics when the child was killed by a signal (an abort is a failure).
+// The child is reaped by wait4 (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(cmd: &mut Command) -> Measured {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let mut stderr = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    let stdout = reader.join().unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value to be filled in; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(
+        libc::WIFEXITED(status),
+        "atelier was killed (status {status}):\n{stderr}"
+    );
+    Measured {
+        code: libc::WEXITSTATUS(status),
+        stdout,
+        stderr,
+        max_rss_kb: usage.ru_maxrss,
+    }
 }

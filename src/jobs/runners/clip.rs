@@ -7,8 +7,7 @@ use crate::engine::clip::zero_shot;
 use crate::engine::store::{self, InstalledModel};
 use crate::engine::DeviceThread;
 use crate::jobs::{Job, JobKind, RunContext, RunError, Runner};
-use crate::output::atomic::output_path;
-use serde_json::json;
+use crate::output::sidecar;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -89,15 +88,11 @@ impl ClipRunner {
         let emb = self.embed(job, &model, &info)?;
         let scores = zero_shot::scores(&emb, &label_embs, info.logit_scale);
         let top = zero_shot::top_k(&scores, job.options.top_k.unwrap_or(5), 0.0);
-        let labels: Vec<serde_json::Value> = top
+        let tags: Vec<sidecar::Tag> = top
             .iter()
-            .map(|(i, s)| json!({"label": set.labels[*i].name, "score": s}))
+            .map(|(i, s)| sidecar::Tag::scored(&set.labels[*i].name, *s))
             .collect();
-        let record = json!({"path": job.input.to_string_lossy(), "labels": labels});
-        let caption: Vec<&str> = top
-            .iter()
-            .map(|(i, _)| set.labels[*i].name.as_str())
-            .collect();
+        let (json, caption) = sidecar::contents(&job.input, &tags);
         let dir = job.output_dir();
         std::fs::create_dir_all(&dir).map_err(|e| {
             RunError::Transient(format!(
@@ -105,15 +100,10 @@ impl ClipRunner {
                 dir.display()
             ))
         })?;
+        let (json_path, txt_path) = sidecar::paths_in(&dir, &job.input);
         Ok(vec![
-            ctx.write(
-                &output_path(&dir, &job.input, "tags.json"),
-                format!("{record:#}\n").as_bytes(),
-            )?,
-            ctx.write(
-                &output_path(&dir, &job.input, "txt"),
-                format!("{}\n", caption.join(", ")).as_bytes(),
-            )?,
+            ctx.write(&json_path, &json)?,
+            ctx.write(&txt_path, &caption)?,
         ])
     }
 
