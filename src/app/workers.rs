@@ -5,6 +5,7 @@ use super::Msg;
 use crate::config::Config;
 use crate::engine::clip::index::{self, Index};
 use crate::engine::clip::job as clip_job;
+use crate::engine::clip::label_cache;
 use crate::engine::clip::preprocess::load_image;
 use crate::engine::clip::zero_shot;
 use crate::engine::{store, DeviceThread, InstalledModel};
@@ -762,7 +763,7 @@ fn tag(s: &mut ClipSession, config: &Config, paths: &[PathBuf], set_name: &str, 
         let r = zero_shot::load_label_set(set_name, zero_shot::user_dir().as_deref())
             .map_err(|e| e.to_string())
             .and_then(|set| {
-                let embs = clip_job::label_embeddings(&s.thread, s.model.clone(), &set, 64)?;
+                let (embs, _) = label_cache::embeddings(&s.thread, &s.model, &set, 64)?;
                 Ok((
                     set.labels
                         .iter()

@@ -86,28 +86,18 @@ impl Session {
 
     /// The ensembled label embeddings, from the label cache when it has them.
     fn labels(&self, set: &LabelSet) -> Result<Vec<Vec<f32>>, String> {
-        let cache = label_cache::default_dir().map(|d| label_cache::path(&d, &self.model, set));
-        if let Some(hit) = cache
-            .as_deref()
-            .and_then(|p| label_cache::read(p, set.labels.len()))
-        {
-            tracing::info!(set = %set.name, "label embeddings from the cache");
-            return Ok(hit);
+        let cached = label_cache::default_dir()
+            .map(|d| label_cache::path(&d, &self.model, set))
+            .is_some_and(|p| p.is_file());
+        if !cached {
+            let prompts: usize = set.prompts().iter().map(Vec::len).sum();
+            eprintln!(
+                "embedding label set '{}': {} labels, {prompts} prompts (once: the result is cached)",
+                set.name,
+                set.labels.len()
+            );
         }
-        let prompts: usize = set.prompts().iter().map(Vec::len).sum();
-        eprintln!(
-            "embedding label set '{}': {} labels, {prompts} prompts (once: the result is cached)",
-            set.name,
-            set.labels.len()
-        );
-        let embs = job::label_embeddings(&self.thread, self.model.clone(), set, TEXT_BATCH)?;
-        if let Some(p) = &cache {
-            // A cache that cannot be written only costs time on the next run.
-            if let Err(e) = label_cache::write(p, &embs) {
-                eprintln!("warning: cannot cache the label embeddings: {e}");
-            }
-        }
-        Ok(embs)
+        label_cache::embeddings(&self.thread, &self.model, set, TEXT_BATCH).map(|(e, _)| e)
     }
 
     /// Decodes and preprocesses on CPU threads while the model embeds the previous batch.

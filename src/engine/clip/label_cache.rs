@@ -109,3 +109,34 @@ mod tests {
         assert_eq!(read(&p, 2), None);
     }
 }
+
+/// Where a label set's embeddings came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Cache,
+    Model,
+}
+
+/// The ensembled embeddings of `set` by `model`: from the disk cache when it has them, else
+/// embedded on `thread` and cached (a cache that cannot be written only costs time later).
+/// The one path `atelier tag`, the queue's tag jobs and the TUI take, so each process reuses
+/// what another embedded.
+pub fn embeddings(
+    thread: &crate::engine::DeviceThread,
+    model: &InstalledModel,
+    set: &LabelSet,
+    batch: usize,
+) -> Result<(Vec<Vec<f32>>, Source), String> {
+    let cache = default_dir().map(|d| path(&d, model, set));
+    if let Some(hit) = cache.as_deref().and_then(|p| read(p, set.labels.len())) {
+        tracing::info!(set = %set.name, "label embeddings from the cache");
+        return Ok((hit, Source::Cache));
+    }
+    let embs = super::job::label_embeddings(thread, model.clone(), set, batch)?;
+    if let Some(p) = &cache {
+        if let Err(e) = write(p, &embs) {
+            tracing::warn!("cannot cache the label embeddings: {e}");
+        }
+    }
+    Ok((embs, Source::Model))
+}

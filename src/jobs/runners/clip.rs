@@ -2,6 +2,7 @@
 use crate::config::ClipConfig;
 use crate::engine::clip::index::{self, Index, Status};
 use crate::engine::clip::job::{self, ClipInfo};
+use crate::engine::clip::label_cache;
 use crate::engine::clip::preprocess::load_image;
 use crate::engine::clip::zero_shot;
 use crate::engine::store::{self, InstalledModel};
@@ -75,7 +76,7 @@ impl ClipRunner {
         if !cache.contains_key(&key) {
             let set = zero_shot::load_label_set(&set_name, zero_shot::user_dir().as_deref())
                 .map_err(|e| RunError::Permanent(e.to_string()))?;
-            let embs = job::label_embeddings(&self.thread, model.clone(), &set, TEXT_BATCH)
+            let (embs, _) = label_cache::embeddings(&self.thread, &model, &set, TEXT_BATCH)
                 .map_err(RunError::Transient)?;
             cache.insert(key.clone(), (set, embs));
         }
