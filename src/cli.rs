@@ -79,34 +79,48 @@ pub enum ModelsCommand {
     Verify {
         /// Models to verify (all when empty)
         names: Vec<String>,
+        /// One JSON object per model (docs/models.md)
+        #[arg(long)]
+        json: bool,
     },
-    /// Convert and export a model from files on disk into the store
+    /// Show a model's files, sizes, hashes, device/dtype, export version and source
+    Info {
+        /// The model (any name it answers to: tiny.en, ViT-B-32, openai/whisper-base, …)
+        name: String,
+        /// One JSON object (docs/models.md)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a model folder from the store
+    Remove {
+        /// The model's name in the store (as `atelier models list` shows it)
+        name: String,
+        /// One JSON object describing what was removed
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert and export a model from files on disk into the store (the family is detected
+    /// from the files when not given)
     Import(ImportArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ImportFamily {
-    /// CTranslate2 / faster-whisper folder, openai-whisper .pt, or HF transformers folder
-    Whisper,
-    /// CLIP: a transformers folder, an open_clip checkpoint (with --arch) or an openai .pt
-    Clip,
-    /// Silero VAD: the silero-vad wheel (`pip download --no-deps silero-vad==6.2.3`)
-    Vad,
 }
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    #[arg(value_enum)]
-    pub family: ImportFamily,
-    /// The file or folder to import
-    pub source: PathBuf,
+    /// An optional family (whisper, clip, vad, sd, controlnet, lora), then the file or folder
+    /// to import: a CTranslate2 folder, an openai .pt, a transformers, diffusers or open_clip
+    /// folder, an SD/SDXL, open_clip or LoRA .safetensors, the silero-vad wheel, or a Hugging
+    /// Face cache folder (models--ORG--NAME)
+    #[arg(value_name = "[FAMILY] PATH", num_args = 1..=2, required = true)]
+    pub args: Vec<PathBuf>,
     /// Name of the model in the store (default: derived from the source)
     #[arg(long)]
     pub name: Option<String>,
     /// Source format: auto, ct2, openai, hf (Whisper); auto, hf, open_clip, openai (CLIP)
     #[arg(long, default_value = "auto")]
     pub format: String,
-    /// CLIP: the open_clip architecture of a checkpoint (e.g. ViT-B-32, ViT-L-14, RN50)
+    /// CLIP: the open_clip architecture of a checkpoint (e.g. ViT-B-32, ViT-L-14, RN50);
+    /// SD single files: the built-in config (sd15, sd15-inpaint, sd21, sdxl) or a diffusers
+    /// folder of the same architecture (default: detected from the file's keys)
     #[arg(long)]
     pub arch: Option<String>,
     /// Data type of the export: float32, or float16 (CUDA only)

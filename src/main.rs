@@ -53,15 +53,21 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Doctor) => cmd::doctor::run(&loaded, device),
         Some(Command::Models(ModelsCommand::List { json })) => cmd::models::list(&models_dir, json),
-        Some(Command::Models(ModelsCommand::Verify { names })) => {
-            cmd::models::verify(&models_dir, &names)
+        Some(Command::Models(ModelsCommand::Verify { names, json })) => {
+            cmd::models::verify(&models_dir, &names, json)
+        }
+        Some(Command::Models(ModelsCommand::Info { name, json })) => {
+            cmd::models::info(&models_dir, &name, json)
+        }
+        Some(Command::Models(ModelsCommand::Remove { name, json })) => {
+            cmd::models::remove(&models_dir, &name, json)
         }
         Some(Command::Models(ModelsCommand::Import(args))) => {
             let target = match runtime::resolve_device(device) {
                 Ok(d) if d.is_cuda() => "cuda",
                 _ => "cpu",
             };
-            cmd::models::import(&models_dir, &args, target)
+            cmd::models::import(&loaded, &models_dir, &args, target)
         }
         Some(Command::Config(ConfigCommand::Check)) => cmd::config::check(cli.config.as_deref()),
         Some(Command::Config(ConfigCommand::Print)) => cmd::config::print(&loaded),
