@@ -32,7 +32,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check libtorch, devices, models, config, terminal and audio
-    Doctor,
+    Doctor {
+        /// One JSON object (docs/models.md lists its fields)
+        #[arg(long)]
+        json: bool,
+    },
     /// List, verify and import models
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -60,6 +64,12 @@ pub enum Command {
     Queue(QueueCommand),
     /// Generate images with Stable Diffusion (txt2img, img2img, inpainting, ControlNet, LoRA)
     Generate(Box<GenerateArgs>),
+    /// Write man pages (atelier.1 and one per subcommand) into DIR, or atelier.1 to stdout
+    #[command(hide = true)]
+    Man {
+        /// The folder (e.g. PREFIX/share/man/man1)
+        dir: Option<PathBuf>,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -277,6 +287,10 @@ pub struct TranscribeArgs {
     /// Print each segment as it is decoded
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = str2bool, default_value = "true")]
     pub verbose: bool,
+    /// Print each file's transcript to stdout as openai's JSON (one line per file; no
+    /// segment lines on stdout)
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options shared by the CLIP commands.
@@ -331,6 +345,9 @@ pub struct IndexArgs {
     /// The index database (default: clip.index in config.toml)
     #[arg(long)]
     pub index: Option<PathBuf>,
+    /// The summary as one JSON object on stdout (docs/clip.md)
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub clip: ClipModelArgs,
 }
@@ -494,6 +511,9 @@ pub struct WatchArgs {
     /// Process what is there (and what arrives meanwhile), then exit when nothing is left
     #[arg(long)]
     pub exit_when_idle: bool,
+    /// Print job events as JSON lines (the default when stdout is not a terminal)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -631,4 +651,7 @@ pub struct GenerateArgs {
     /// CPU threads for libtorch (default: all cores)
     #[arg(long)]
     pub threads: Option<i32>,
+    /// One JSON object per image on stdout: path, seed and parameters (docs/diffusion.md)
+    #[arg(long)]
+    pub json: bool,
 }

@@ -164,8 +164,9 @@ fn run(loaded: &Loaded, dir: &Path, args: &ImportArgs, device: &str) -> Result<(
     if let Some(Err(problem)) = args.name.as_deref().map(store::check_name) {
         return Err(usage(format!("--name: model name {problem}")));
     }
+    // The repo from the path as given: a hub snapshot's files are links into its blobs.
+    let repo = names::repo_of_source(&std::path::absolute(&source).unwrap_or(source.clone()));
     let source = std::fs::canonicalize(&source).unwrap_or(source);
-    let repo = names::repo_of_source(&source);
     let snapshot = detect::hub_snapshot(&source).map_err(failed)?;
     let bar = progress_bar();
     bar.set_message(format!("detect {}", source.display()));

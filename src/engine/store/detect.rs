@@ -436,7 +436,18 @@ pub fn detect(p: &Probe) -> Result<Detected, String> {
             } else {
                 ("sd15", "an SD 1.x single-file checkpoint")
             };
-            if inpaint && config != "sd15-inpaint" {
+            // The built-in configs by the UNet's width: 320 the real ones, 32 the tiny test
+            // ones of tools/export/sd_configs.py.
+            let tiny = t
+                .get("model.diffusion_model.input_blocks.0.0.weight")
+                .and_then(|s| s.first())
+                .is_some_and(|&w| w == 32);
+            let config = match (tiny, config) {
+                (false, c) => c.to_string(),
+                (true, "sd21") => "tiny-sd21v".to_string(),
+                (true, c) => format!("tiny-{c}"),
+            };
+            if inpaint && !config.ends_with("sd15-inpaint") {
                 return Err(format!(
                     "{}: an {config} inpainting checkpoint (only SD 1.x inpainting has a built-in config; import its diffusers folder)",
                     path.display()
@@ -593,6 +604,8 @@ mod tests {
             ],
         );
         assert_eq!(detect(&sdxl).unwrap().arch.as_deref(), Some("sdxl"));
+        let tiny = file("a.safetensors", &[(unet, &[32, 4, 3, 3])]);
+        assert_eq!(detect(&tiny).unwrap().arch.as_deref(), Some("tiny-sd15"));
         let cn = file(
             "cn.safetensors",
             &[("control_model.input_hint_block.0.weight", &[16])],
