@@ -32,7 +32,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check libtorch, devices, models, config, terminal and audio
-    Doctor,
+    Doctor {
+        /// One JSON object (docs/models.md lists its fields)
+        #[arg(long)]
+        json: bool,
+    },
     /// List, verify and import models
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -60,6 +64,12 @@ pub enum Command {
     Queue(QueueCommand),
     /// Generate images with Stable Diffusion (txt2img, img2img, inpainting, ControlNet, LoRA)
     Generate(Box<GenerateArgs>),
+    /// Write man pages (atelier.1 and one per subcommand) into DIR, or atelier.1 to stdout
+    #[command(hide = true)]
+    Man {
+        /// The folder (e.g. PREFIX/share/man/man1)
+        dir: Option<PathBuf>,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -79,34 +89,48 @@ pub enum ModelsCommand {
     Verify {
         /// Models to verify (all when empty)
         names: Vec<String>,
+        /// One JSON object per model (docs/models.md)
+        #[arg(long)]
+        json: bool,
     },
-    /// Convert and export a model from files on disk into the store
+    /// Show a model's files, sizes, hashes, device/dtype, export version and source
+    Info {
+        /// The model (any name it answers to: tiny.en, ViT-B-32, openai/whisper-base, …)
+        name: String,
+        /// One JSON object (docs/models.md)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a model folder from the store
+    Remove {
+        /// The model's name in the store (as `atelier models list` shows it)
+        name: String,
+        /// One JSON object describing what was removed
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert and export a model from files on disk into the store (the family is detected
+    /// from the files when not given)
     Import(ImportArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ImportFamily {
-    /// CTranslate2 / faster-whisper folder, openai-whisper .pt, or HF transformers folder
-    Whisper,
-    /// CLIP: a transformers folder, an open_clip checkpoint (with --arch) or an openai .pt
-    Clip,
-    /// Silero VAD: the silero-vad wheel (`pip download --no-deps silero-vad==6.2.3`)
-    Vad,
 }
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    #[arg(value_enum)]
-    pub family: ImportFamily,
-    /// The file or folder to import
-    pub source: PathBuf,
+    /// An optional family (whisper, clip, vad, sd, controlnet, lora), then the file or folder
+    /// to import: a CTranslate2 folder, an openai .pt, a transformers, diffusers or open_clip
+    /// folder, an SD/SDXL, open_clip or LoRA .safetensors, the silero-vad wheel, or a Hugging
+    /// Face cache folder (models--ORG--NAME)
+    #[arg(value_name = "[FAMILY] PATH", num_args = 1..=2, required = true)]
+    pub args: Vec<PathBuf>,
     /// Name of the model in the store (default: derived from the source)
     #[arg(long)]
     pub name: Option<String>,
     /// Source format: auto, ct2, openai, hf (Whisper); auto, hf, open_clip, openai (CLIP)
     #[arg(long, default_value = "auto")]
     pub format: String,
-    /// CLIP: the open_clip architecture of a checkpoint (e.g. ViT-B-32, ViT-L-14, RN50)
+    /// CLIP: the open_clip architecture of a checkpoint (e.g. ViT-B-32, ViT-L-14, RN50);
+    /// SD single files: the built-in config (sd15, sd15-inpaint, sd21, sdxl) or a diffusers
+    /// folder of the same architecture (default: detected from the file's keys)
     #[arg(long)]
     pub arch: Option<String>,
     /// Data type of the export: float32, or float16 (CUDA only)
@@ -263,6 +287,10 @@ pub struct TranscribeArgs {
     /// Print each segment as it is decoded
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = str2bool, default_value = "true")]
     pub verbose: bool,
+    /// Print each file's transcript to stdout as openai's JSON (one line per file; no
+    /// segment lines on stdout)
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options shared by the CLIP commands.
@@ -317,6 +345,9 @@ pub struct IndexArgs {
     /// The index database (default: clip.index in config.toml)
     #[arg(long)]
     pub index: Option<PathBuf>,
+    /// The summary as one JSON object on stdout (docs/clip.md)
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub clip: ClipModelArgs,
 }
@@ -480,6 +511,9 @@ pub struct WatchArgs {
     /// Process what is there (and what arrives meanwhile), then exit when nothing is left
     #[arg(long)]
     pub exit_when_idle: bool,
+    /// Print job events as JSON lines (the default when stdout is not a terminal)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -617,4 +651,7 @@ pub struct GenerateArgs {
     /// CPU threads for libtorch (default: all cores)
     #[arg(long)]
     pub threads: Option<i32>,
+    /// One JSON object per image on stdout: path, seed and parameters (docs/diffusion.md)
+    #[arg(long)]
+    pub json: bool,
 }

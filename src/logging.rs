@@ -1,5 +1,5 @@
 //! Logging to `$XDG_STATE_HOME/atelier/atelier.log`; the level comes from `ATELIER_LOG`,
-//! else the config. Nothing is logged to the terminal: the TUI owns it. The log rotates at
+//! else `RUST_LOG`, else the config. Nothing is logged to the terminal: the TUI owns it. The log rotates at
 //! [`LOG_MAX_BYTES`] (`atelier.log.1` … `.LOG_KEEP`, oldest dropped), so a daemon that runs
 //! for months keeps a bounded log.
 use std::path::PathBuf;
@@ -26,6 +26,7 @@ pub fn init(config_level: &str) -> Option<tracing_appender::non_blocking::Worker
     let dir = state_dir();
     std::fs::create_dir_all(&dir).ok()?;
     let filter = EnvFilter::try_from_env("ATELIER_LOG")
+        .or_else(|_| EnvFilter::try_from_env("RUST_LOG"))
         .or_else(|_| EnvFilter::try_new(config_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let appender = file_rotate::FileRotate::new(

@@ -21,7 +21,10 @@ fn main() -> ExitCode {
     // doctor and `config check|print` report it themselves.
     let reports_itself = matches!(
         cli.command,
-        None | Some(Command::Doctor) | Some(Command::Config(_)) | Some(Command::Completions { .. })
+        None | Some(Command::Doctor { .. })
+            | Some(Command::Config(_))
+            | Some(Command::Completions { .. })
+            | Some(Command::Man { .. })
     );
     if let (Some(e), false) = (&loaded.config_error, reports_itself) {
         eprintln!("error: {e}");
@@ -41,7 +44,7 @@ fn main() -> ExitCode {
         }
     };
     // `cuda:N` hides the other GPUs before CUDA starts (doctor lists them all).
-    if !matches!(cli.command, Some(Command::Doctor)) {
+    if !matches!(cli.command, Some(Command::Doctor { .. })) {
         if let Err(e) = runtime::pin_gpu(device) {
             eprintln!("error: --device {device}: {e}");
             return cmd::exit(cmd::EXIT_USAGE);
@@ -51,17 +54,23 @@ fn main() -> ExitCode {
     let models_dir = store::models_dir(&loaded.config.models_dir);
 
     match cli.command {
-        Some(Command::Doctor) => cmd::doctor::run(&loaded, device),
+        Some(Command::Doctor { json }) => cmd::doctor::run(&loaded, device, json),
         Some(Command::Models(ModelsCommand::List { json })) => cmd::models::list(&models_dir, json),
-        Some(Command::Models(ModelsCommand::Verify { names })) => {
-            cmd::models::verify(&models_dir, &names)
+        Some(Command::Models(ModelsCommand::Verify { names, json })) => {
+            cmd::models::verify(&models_dir, &names, json)
+        }
+        Some(Command::Models(ModelsCommand::Info { name, json })) => {
+            cmd::models::info(&models_dir, &name, json)
+        }
+        Some(Command::Models(ModelsCommand::Remove { name, json })) => {
+            cmd::models::remove(&models_dir, &name, json)
         }
         Some(Command::Models(ModelsCommand::Import(args))) => {
             let target = match runtime::resolve_device(device) {
                 Ok(d) if d.is_cuda() => "cuda",
                 _ => "cpu",
             };
-            cmd::models::import(&models_dir, &args, target)
+            cmd::models::import(&loaded, &models_dir, &args, target)
         }
         Some(Command::Config(ConfigCommand::Check)) => cmd::config::check(cli.config.as_deref()),
         Some(Command::Config(ConfigCommand::Print)) => cmd::config::print(&loaded),
@@ -77,6 +86,7 @@ fn main() -> ExitCode {
         Some(Command::Watch(args)) => cmd::watch::run(&loaded, *args, device, &models_dir),
         Some(Command::Queue(command)) => cmd::queue::run(&loaded, command),
         Some(Command::Generate(args)) => cmd::generate::run(&loaded, *args, device, &models_dir),
+        Some(Command::Man { dir }) => cmd::man::run(Cli::command(), dir.as_deref()),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

@@ -39,6 +39,7 @@ fn make_model(root: &Path, name: &str) -> InstalledModel {
         exported_with: format!("torch {}", atelier::engine::runtime::libtorch().version),
         created: String::new(),
         import_command: String::new(),
+        source_repo: String::new(),
         files,
         dims: BTreeMap::from([("window".to_string(), 512)]),
         config: toml::Table::new(),

@@ -268,6 +268,7 @@ step_install() {
     find "$share/tools.tmp" -name __pycache__ -prune -exec rm -rf {} +
     rm -rf "$share/tools" && mv "$share/tools.tmp" "$share/tools"
     ln -sfn "$VENV/bin/python" "$share/python"
+    "$TARGET/release/atelier" man "$prefix/share/man/man1"  # man atelier, man atelier-models-import …
     local built
     built=$(readelf -d "$lib/atelier" | sed -n 's/.*R[UN]*PATH.*\[\(.*\)\]/\1/p' | cut -d: -f1)
     sed -e "s|@TORCH_LIB@|$built|" tools/torch/launcher.sh > "$prefix/bin/atelier.tmp"

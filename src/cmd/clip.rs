@@ -467,11 +467,21 @@ pub fn index(
     if let Some(e) = db_error {
         return fail(e);
     }
-    eprintln!(
-        "indexed {}: {new} new, {updated} updated, {unchanged} unchanged, {pruned} pruned, {failed} failed ({})",
-        session.model.name(),
-        db_path.display()
-    );
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "model": session.model.name(), "index": db_path, "new": new,
+                "updated": updated, "unchanged": unchanged, "pruned": pruned, "failed": failed,
+            })
+        );
+    } else {
+        eprintln!(
+            "indexed {}: {new} new, {updated} updated, {unchanged} unchanged, {pruned} pruned, {failed} failed ({})",
+            session.model.name(),
+            db_path.display()
+        );
+    }
     finish(failed)
 }
 

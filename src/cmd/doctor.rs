@@ -3,35 +3,52 @@ use crate::app::terminal::{describe_protocol, image_picker};
 use crate::config::{self, DeviceChoice};
 use crate::engine::{runtime, store};
 use crate::media::playback;
+use serde_json::{json, Value};
 use std::process::ExitCode;
+
+/// Prints a report line unless the report is JSON.
+macro_rules! say {
+    ($json:expr) => { if !$json { println!() } };
+    ($json:expr, $($arg:tt)*) => { if !$json { println!($($arg)*) } };
+}
 
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
-/// Prints what Atelier found on this machine. Exit 1 when something needed is broken.
-pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
+/// Prints what Atelier found on this machine (with `json`, one JSON object: docs/models.md
+/// lists its fields). Exit 1 when something needed is broken.
+pub fn run(loaded: &config::Loaded, device: DeviceChoice, json: bool) -> ExitCode {
     let mut failures = 0;
-    println!("atelier {}", env!("CARGO_PKG_VERSION"));
-    println!();
+    let mut report = json!({ "version": env!("CARGO_PKG_VERSION") });
+    say!(json, "atelier {}", env!("CARGO_PKG_VERSION"));
+    say!(json);
     let torch = runtime::libtorch();
-    println!("libtorch");
-    println!(
+    say!(json, "libtorch");
+    say!(
+        json,
         "  in use         {} ({})",
         torch.version,
         torch.lib_dir.display()
     );
-    println!("  found by       {}", torch.found_by());
+    say!(json, "  found by       {}", torch.found_by());
     let built_series = runtime::series(runtime::LIBTORCH_VERSION);
+    report["libtorch"] = json!({
+        "version": torch.version, "lib_dir": torch.lib_dir, "found_by": torch.found_by(),
+        "built_against": runtime::LIBTORCH_VERSION,
+        "matches": built_series == torch.series(),
+    });
     if built_series == torch.series() {
-        println!(
+        say!(
+            json,
             "  built against  {} ({}): matches",
             runtime::LIBTORCH_VERSION,
             runtime::LIBTORCH_LIB
         );
     } else {
         failures += 1;
-        println!(
+        say!(
+            json,
             "  built against  {} ({}): MISMATCH, rebuild with tools/dev.sh install --torch {}",
             runtime::LIBTORCH_VERSION,
             runtime::LIBTORCH_LIB,
@@ -40,29 +57,59 @@ pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
     }
     match runtime::init() {
         runtime::CudaBackend::Loaded(path) => {
-            println!("  cuda backend   loaded ({})", path.display())
+            say!(json, "  cuda backend   loaded ({})", path.display());
+            report["libtorch"]["cuda_backend"] = json!({"loaded": true, "path": path});
         }
-        runtime::CudaBackend::Unavailable(why) => println!("  cuda backend   not loaded: {why}"),
+        runtime::CudaBackend::Unavailable(why) => {
+            say!(json, "  cuda backend   not loaded: {why}");
+            report["libtorch"]["cuda_backend"] = json!({"loaded": false, "reason": why});
+        }
     }
-    println!();
-    println!("export tools");
-    match export_tools::tools_root() {
-        Ok(root) => println!("  tools          {}", root.join("tools/export").display()),
-        Err(e) => println!("  tools          {e}"),
+    say!(json);
+    say!(json, "export tools");
+    let tools = export_tools::tools_root();
+    match &tools {
+        Ok(root) => say!(
+            json,
+            "  tools          {}",
+            root.join("tools/export").display()
+        ),
+        Err(e) => say!(json, "  tools          {e}"),
     }
-    match export_tools::python() {
-        Ok(py) => println!(
+    let python = export_tools::python();
+    match &python {
+        Ok(py) => say!(
+            json,
             "  python         {} (torch {}): matches",
             py.path.display(),
             py.torch.as_deref().unwrap_or("?")
         ),
-        Err(e) => println!("  python         {e}"),
+        Err(e) => say!(json, "  python         {e}"),
     }
-    println!();
-    println!("devices");
+    report["export_tools"] = json!({
+        "tools": tools.as_ref().ok().map(|r| r.join("tools/export")),
+        "tools_error": tools.as_ref().err(),
+        "python": python.as_ref().ok().map(|p| &p.path),
+        "python_torch": python.as_ref().ok().and_then(|p| p.torch.clone()),
+        "python_error": python.as_ref().err(),
+    });
+    say!(json);
+    say!(json, "devices");
+    let mut devices = json!({});
     match runtime::gpus() {
         Ok(report) => {
-            println!(
+            devices["driver"] = json!(report.driver_version);
+            devices["cuda_driver"] = json!(report.cuda_driver_version);
+            devices["gpus"] = report
+                .gpus
+                .iter()
+                .map(|g| {
+                    json!({"index": g.index, "name": g.name, "total_bytes": g.total_bytes,
+                           "free_bytes": g.free_bytes})
+                })
+                .collect();
+            say!(
+                json,
                 "  driver         NVIDIA {} (CUDA {})",
                 report.driver_version.as_deref().unwrap_or("?"),
                 report.cuda_driver_version.as_deref().unwrap_or("?")
@@ -72,7 +119,8 @@ pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
                     .free_bytes
                     .map(|f| format!(", {} free", gib(f)))
                     .unwrap_or_default();
-                println!(
+                say!(
+                    json,
                     "  gpu {}          {} ({}{free})",
                     gpu.index,
                     gpu.name,
@@ -80,41 +128,66 @@ pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
                 );
             }
         }
-        Err(why) => println!("  gpus           none listed: {why}"),
+        Err(why) => {
+            say!(json, "  gpus           none listed: {why}");
+            devices["gpus"] = json!([]);
+            devices["gpus_error"] = json!(why.to_string());
+        }
     }
+    devices["cuda_usable"] = json!(runtime::cuda_device_count());
+    devices["cuda_absent_reason"] = json!(runtime::cuda_unavailable_reason());
+    devices["cpu_threads"] = json!(runtime::cpu_threads());
     match runtime::cuda_unavailable_reason() {
-        None => println!(
+        None => say!(
+            json,
             "  cuda           {} GPU(s) usable",
             runtime::cuda_device_count()
         ),
-        Some(why) => println!("  cuda           absent: {why}; running on CPU"),
+        Some(why) => say!(json, "  cuda           absent: {why}; running on CPU"),
     }
-    println!("  cpu threads    {}", runtime::cpu_threads());
+    say!(json, "  cpu threads    {}", runtime::cpu_threads());
     match runtime::resolve_device(device) {
-        Ok(d) => println!("  selected       {d:?} (--device {device})"),
+        Ok(d) => {
+            say!(json, "  selected       {d:?} (--device {device})");
+            devices["selected"] = json!(format!("{d:?}"));
+        }
         Err(e) => {
-            println!("  selected       error: {e}");
+            say!(json, "  selected       error: {e}");
+            devices["selected_error"] = json!(e.to_string());
             failures += 1;
         }
     }
-    println!();
+    report["devices"] = devices;
+    let mut installed = Vec::new();
+    say!(json);
     let dir = store::models_dir(&loaded.config.models_dir);
-    println!("models           {}", dir.display());
+    say!(json, "models           {}", dir.display());
     let models = store::list(&dir);
     if models.is_empty() {
-        println!("  none installed (run tools/dev.sh demo, or `atelier models import`)");
+        say!(
+            json,
+            "  none installed (run tools/dev.sh demo, or `atelier models import`)"
+        );
     }
     for model in models {
         match model {
             Ok(m) => {
                 let problems = m.verify(true);
+                let mf = &m.manifest;
+                installed.push(json!({
+                    "name": mf.name, "family": mf.family, "variant": mf.variant,
+                    "device": mf.device, "dtype": mf.dtype, "exported_with": mf.exported_with,
+                    "random_init": mf.random_init, "ok": problems.is_empty(),
+                    "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                }));
                 let marker = if m.manifest.random_init {
                     " [random weights: tests only]"
                 } else {
                     ""
                 };
                 if problems.is_empty() {
-                    println!(
+                    say!(
+                        json,
                         "  ok    {:<24} {} {} {}/{} ({}){marker}",
                         m.name(),
                         m.manifest.family,
@@ -129,40 +202,67 @@ pub fn run(loaded: &config::Loaded, device: DeviceChoice) -> ExitCode {
                     );
                 } else {
                     failures += 1;
-                    println!("  BAD   {}", m.name());
+                    say!(json, "  BAD   {}", m.name());
                     for p in problems {
-                        println!("        {p}");
+                        say!(json, "        {p}");
                     }
                 }
             }
             Err(e) => {
                 failures += 1;
-                println!("  BAD   {e}");
+                say!(json, "  BAD   {e}");
+                installed.push(json!({"name": null, "ok": false, "problems": [e.to_string()]}));
             }
         }
     }
-    println!();
-    println!("configuration");
+    report["models"] = json!({"dir": dir, "installed": installed});
+    say!(json);
+    say!(json, "configuration");
     if loaded.sources.is_empty() {
-        println!("  files          presets only");
+        say!(json, "  files          presets only");
     }
     for path in &loaded.sources {
-        println!("  file           {}", path.display());
+        say!(json, "  file           {}", path.display());
     }
     for e in &loaded.errors {
-        println!("  error          {e} (presets used instead)");
+        say!(json, "  error          {e} (presets used instead)");
     }
-    println!("  theme          {}", loaded.theme.name);
-    println!("  log            {}", crate::logging::log_path().display());
-    println!();
-    println!("terminal");
+    say!(json, "  theme          {}", loaded.theme.name);
+    say!(
+        json,
+        "  log            {}",
+        crate::logging::log_path().display()
+    );
+    report["config"] = json!({
+        "files": loaded.sources,
+        "errors": loaded.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        "theme": loaded.theme.name, "log": crate::logging::log_path(),
+    });
+    say!(json);
+    say!(json, "terminal");
     let (picker, how) = image_picker(loaded.config.ui.image_protocol);
-    println!("  image protocol {}", describe_protocol(&picker, how));
-    println!();
-    println!("audio");
+    let protocol = describe_protocol(&picker, how);
+    say!(json, "  image protocol {protocol}");
+    report["terminal"] = json!({"image_protocol": protocol});
+    say!(json);
+    say!(json, "audio");
     match playback::output_device() {
-        Ok(name) => println!("  output         {name}"),
-        Err(why) => println!("  output         none: {why} (transcript playback is off)"),
+        Ok(name) => {
+            say!(json, "  output         {name}");
+            report["audio"] = json!({"output": name});
+        }
+        Err(why) => {
+            say!(
+                json,
+                "  output         none: {why} (transcript playback is off)"
+            );
+            report["audio"] = json!({"output": Value::Null, "error": why.to_string()});
+        }
+    }
+    report["failures"] = json!(failures);
+    report["ok"] = json!(failures == 0);
+    if json {
+        println!("{report}");
     }
     if failures > 0 {
         super::exit(super::EXIT_FAILURE)

@@ -233,7 +233,11 @@ pub fn run(
         if let Err(e) = png_meta::write_png_with_parameters(&path, image, &params.to_infotext()) {
             return fail(e);
         }
-        println!("{}", path.display());
+        if args.json {
+            println!("{}", image_json(&path, &params));
+        } else {
+            println!("{}", path.display());
+        }
         if args.preview && std::io::stdout().is_terminal() {
             show(image, protocol);
         }
@@ -252,6 +256,23 @@ pub fn run(
         generation.denoise_seconds / steps_run as f64
     );
     ExitCode::SUCCESS
+}
+
+/// `generate --json`: one object per image (docs/diffusion.md).
+fn image_json(
+    path: &std::path::Path,
+    p: &crate::engine::diffusion::infotext::GenerationParams,
+) -> serde_json::Value {
+    serde_json::json!({
+        "path": path, "seed": p.seed, "prompt": p.prompt, "negative_prompt": p.negative_prompt,
+        "steps": p.steps, "sampler": p.sampler, "schedule_type": p.schedule_type,
+        "cfg_scale": p.cfg_scale, "width": p.width, "height": p.height, "model": p.model,
+        "model_hash": p.model_hash, "denoising_strength": p.denoising_strength,
+        "variation_seed": p.variation_seed, "variation_strength": p.variation_strength,
+        "loras": p.lora_hashes.iter().map(|(n, h)| serde_json::json!({"name": n, "hash": h}))
+            .collect::<Vec<_>>(),
+        "infotext": p.to_infotext(),
+    })
 }
 
 fn show(image: &image::RgbImage, protocol: ProtocolType) {

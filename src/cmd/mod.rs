@@ -4,6 +4,8 @@ pub mod config;
 pub mod doctor;
 pub mod export_tools;
 pub mod generate;
+pub mod import;
+pub mod man;
 pub mod models;
 pub mod queue;
 pub mod transcribe;

@@ -1,8 +1,6 @@
-use super::export_tools;
-use crate::cli::{ImportArgs, ImportFamily};
 use crate::engine::store;
 use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 pub fn list(dir: &Path, json: bool) -> ExitCode {
     let models = store::list(dir);
@@ -49,45 +47,78 @@ pub fn list(dir: &Path, json: bool) -> ExitCode {
     }
 }
 
-pub fn verify(dir: &Path, names: &[String]) -> ExitCode {
+pub fn verify(dir: &Path, names: &[String], json: bool) -> ExitCode {
     let models = store::list(dir);
     let mut failures = 0;
     let mut seen = 0;
     let mut verified: Vec<String> = Vec::new();
+    let report = |name: &str, ok: bool, files: usize, problems: &[String]| {
+        if json {
+            let value = serde_json::json!({
+                "name": name, "ok": ok, "files": files, "problems": problems,
+            });
+            println!("{value}");
+        } else if ok {
+            println!("ok    {name} ({files} files)");
+        } else {
+            println!("FAIL  {name}");
+            for p in problems {
+                println!("      {p}");
+            }
+        }
+    };
+    // Names users type (tiny.en, openai/whisper-base) to the installed names.
+    let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+    for name in names {
+        let resolved = store::find_any(dir, name).ok().map(|m| m.manifest.name);
+        wanted.push((name.clone(), resolved));
+    }
     for model in models {
         let m = match model {
             Ok(m) => m,
             Err(e) => {
                 if names.is_empty() {
                     failures += 1;
-                    println!("FAIL  {e}");
+                    if json {
+                        let value = serde_json::json!({
+                            "name": null, "ok": false, "files": 0, "problems": [e.to_string()],
+                        });
+                        println!("{value}");
+                    } else {
+                        println!("FAIL  {e}");
+                    }
                 }
                 continue;
             }
         };
-        if !names.is_empty() && !names.iter().any(|n| n == m.name()) {
+        if !names.is_empty() && !wanted.iter().any(|(_, r)| r.as_deref() == Some(m.name())) {
             continue;
         }
         seen += 1;
         verified.push(m.name().to_string());
-        let problems = m.verify(true);
-        if problems.is_empty() {
-            println!("ok    {} ({} files)", m.name(), m.manifest.files.len());
-        } else {
+        let problems: Vec<String> = m.verify(true).iter().map(|p| p.to_string()).collect();
+        if !problems.is_empty() {
             failures += 1;
-            println!("FAIL  {}", m.name());
-            for p in problems {
-                println!("      {p}");
-            }
+        }
+        report(
+            m.name(),
+            problems.is_empty(),
+            m.manifest.files.len(),
+            &problems,
+        );
+    }
+    for (name, resolved) in &wanted {
+        if resolved.as_ref().is_none_or(|r| !verified.contains(r)) {
+            failures += 1;
+            report(
+                name,
+                false,
+                0,
+                &[format!("not installed in {}", dir.display())],
+            );
         }
     }
-    for name in names {
-        if !verified.contains(name) {
-            failures += 1;
-            println!("FAIL  {name}: not installed in {}", dir.display());
-        }
-    }
-    if seen == 0 && names.is_empty() && failures == 0 {
+    if seen == 0 && names.is_empty() && failures == 0 && !json {
         println!("no models installed in {}", dir.display());
     }
     if failures > 0 {
@@ -97,146 +128,116 @@ pub fn verify(dir: &Path, names: &[String]) -> ExitCode {
     }
 }
 
-pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
-    if !args.source.exists() {
-        eprintln!("error: {}: no such file or folder", args.source.display());
-        return super::exit(super::EXIT_USAGE);
-    }
-    if let Some(Err(problem)) = args.name.as_deref().map(store::check_name) {
-        eprintln!("error: --name: model name {problem}");
-        return super::exit(super::EXIT_USAGE);
-    }
-    if args.quantize.is_some() && !matches!(args.family, ImportFamily::Whisper) {
-        eprintln!("error: --quantize is for Whisper models");
-        return super::exit(super::EXIT_USAGE);
-    }
-    let source = std::fs::canonicalize(&args.source).unwrap_or_else(|_| args.source.clone());
-    let (root, python) =
-        match export_tools::tools_root().and_then(|r| Ok((r, export_tools::python()?))) {
-            Ok(found) => found,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return super::exit(super::EXIT_FAILURE);
-            }
-        };
-    let mut cmd = Command::new(&python.path);
-    cmd.current_dir(&root).args(["-m", "tools.export"]);
-    // What the manifest records as the command that made it (the re-import hint).
-    let family = match args.family {
-        ImportFamily::Whisper => "whisper",
-        ImportFamily::Clip => "clip",
-        ImportFamily::Vad => "vad",
-    };
-    let mut recorded: Vec<String> = ["atelier", "models", "import", family]
-        .into_iter()
-        .map(String::from)
-        .chain([source.display().to_string()])
-        .collect();
-    match args.family {
-        ImportFamily::Whisper => {
-            let name = args.name.clone().unwrap_or_else(|| default_name(&source));
-            recorded.extend(["--name".into(), name.clone()]);
-            if let Some(q) = &args.quantize {
-                recorded.extend(["--quantize".into(), q.clone()]);
-            }
-            cmd.arg("import-whisper")
-                .arg("--source")
-                .arg(&source)
-                .args([
-                    "--format",
-                    &args.format,
-                    "--dtype",
-                    &args.dtype,
-                    "--device",
-                    device,
-                ])
-                .args(["--name", &name]);
-            if let Some(q) = &args.quantize {
-                cmd.args(["--quantize", q]);
-            }
-        }
-        ImportFamily::Clip => {
-            let name = args.name.clone().unwrap_or_else(|| {
-                let stem = source
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "model".into());
-                if stem.to_lowercase().contains("clip") {
-                    stem
-                } else {
-                    format!("clip-{stem}")
-                }
-            });
-            recorded.extend(["--name".into(), name.clone()]);
-            cmd.arg("import-clip").arg("--source").arg(&source).args([
-                "--format",
-                &args.format,
-                "--device",
-                device,
-                "--dtype",
-                &args.dtype,
-                "--name",
-                &name,
-            ]);
-            if let Some(arch) = &args.arch {
-                cmd.args(["--arch", arch]);
-                recorded.extend(["--arch".into(), arch.clone()]);
-            }
-        }
-        ImportFamily::Vad => {
-            cmd.arg("export-vad")
-                .arg("--wheel")
-                .arg(&source)
-                .arg("--cache")
-                .arg(std::env::temp_dir().join("atelier-export"));
-            if let Some(name) = &args.name {
-                cmd.args(["--name", name]);
-                recorded.extend(["--name".into(), name.clone()]);
-            }
-        }
-    }
-    if args.format != "auto" {
-        recorded.extend(["--format".into(), args.format.clone()]);
-    }
-    cmd.env(
-        "ATELIER_IMPORT_COMMAND",
-        shlex::try_join(recorded.iter().map(String::as_str)).unwrap_or_default(),
-    );
-    cmd.arg("--models").arg(dir);
-    match cmd.status() {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(s) => {
-            eprintln!(
-                "error: the export tool failed ({s}) importing {}",
-                args.source.display()
-            );
-            super::exit(super::EXIT_FAILURE)
-        }
+/// `atelier models info NAME`: the manifest, and each file's size and hash.
+pub fn info(dir: &Path, name: &str, json: bool) -> ExitCode {
+    let model = match store::find_any(dir, name) {
+        Ok(m) => m,
         Err(e) => {
-            eprintln!(
-                "error: cannot run the export tool with {}: {e} (run tools/dev.sh setup, or set ATELIER_PYTHON)",
-                python.path.display()
-            );
-            super::exit(super::EXIT_FAILURE)
+            eprintln!("error: {e}");
+            return super::exit(super::EXIT_FAILURE);
         }
+    };
+    let mf = &model.manifest;
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    for (role, entry) in &mf.files {
+        let path = model.dir.join(&entry.path);
+        let size = std::fs::metadata(&path).map(|m| m.len()).ok();
+        total += size.unwrap_or(0);
+        files.push(serde_json::json!({
+            "role": role, "path": entry.path, "kind": entry.kind, "sha256": entry.sha256,
+            "size": size,
+        }));
     }
+    let names = store::names::names_of(&model);
+    let value = serde_json::json!({
+        "name": mf.name, "family": mf.family, "variant": mf.variant, "dir": model.dir,
+        "device": mf.device, "dtype": mf.dtype, "random_init": mf.random_init,
+        "source": mf.source, "source_repo": mf.source_repo, "exported_with": mf.exported_with,
+        "created": mf.created, "import_command": mf.import_command, "format": mf.format,
+        "size": total, "files": files, "dims": mf.dims, "aliases": names,
+    });
+    if json {
+        println!("{value}");
+        return ExitCode::SUCCESS;
+    }
+    println!("{} ({} {})", mf.name, mf.family, mf.variant);
+    println!("  folder        {}", model.dir.display());
+    println!("  device/dtype  {}/{}", mf.device, mf.dtype);
+    println!("  exported with {} on {}", mf.exported_with, mf.created);
+    println!("  source        {}", mf.source);
+    if !mf.source_repo.is_empty() {
+        println!("  source repo   {}", mf.source_repo);
+    }
+    if !mf.import_command.is_empty() {
+        println!("  import        {}", mf.import_command);
+    }
+    if mf.random_init {
+        println!("  RANDOM WEIGHTS (tests only)");
+    }
+    println!("  answers to    {}", names.join(", "));
+    println!("  files         {} ({})", mf.files.len(), human_size(total));
+    for (role, entry) in &mf.files {
+        let size = std::fs::metadata(model.dir.join(&entry.path))
+            .map(|m| human_size(m.len()))
+            .unwrap_or_else(|_| "MISSING".into());
+        println!(
+            "    {role:<14} {:<28} {size:>10}  sha256 {}",
+            entry.path, entry.sha256
+        );
+    }
+    ExitCode::SUCCESS
 }
 
-/// A store name from a source path: `~/m/faster-whisper-small` → `whisper-small`.
-fn default_name(source: &Path) -> String {
-    let base = if source.is_file() && source.file_name().is_some_and(|n| n == "model.bin") {
-        source.parent().unwrap_or(source)
-    } else {
-        source
-    };
-    let stem = base
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "whisper".into());
-    let stem = stem.strip_prefix("faster-").unwrap_or(&stem).to_string();
-    if stem.starts_with("whisper") {
-        stem
-    } else {
-        format!("whisper-{stem}")
-    }
+fn human_size(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
 }
+
+/// `atelier models remove NAME`: the folder is first renamed out of the store (one atomic
+/// step: the model is gone, or still whole), then deleted.
+pub fn remove(dir: &Path, name: &str, json: bool) -> ExitCode {
+    let model = match store::find_any(dir, name) {
+        Ok(m) if m.manifest.name == name || m.dir.file_name().is_some_and(|f| f == name) => m,
+        Ok(m) => {
+            eprintln!(
+                "error: '{name}' is another name of '{}': give its store name to remove it",
+                m.manifest.name
+            );
+            return super::exit(super::EXIT_USAGE);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return super::exit(super::EXIT_FAILURE);
+        }
+    };
+    let trash = match tempfile::Builder::new()
+        .prefix(".removing-")
+        .tempdir_in(dir)
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: cannot remove a model here: {e}", dir.display());
+            return super::exit(super::EXIT_FAILURE);
+        }
+    };
+    let gone = trash.path().join("model");
+    if let Err(e) = std::fs::rename(&model.dir, &gone) {
+        eprintln!("error: {}: cannot remove: {e}", model.dir.display());
+        return super::exit(super::EXIT_FAILURE);
+    }
+    // Dropping `trash` deletes the folder; a failure there leaves only a hidden folder.
+    if let Err(e) = trash.close() {
+        eprintln!("warning: removed from the store, but deleting its files failed: {e}");
+    }
+    if json {
+        let value = serde_json::json!({
+            "removed": model.manifest.name, "family": model.manifest.family, "dir": model.dir,
+        });
+        println!("{value}");
+    } else {
+        println!("removed {} ({})", model.manifest.name, model.dir.display());
+    }
+    ExitCode::SUCCESS
+}
+
+pub use super::import::import;

@@ -207,6 +207,21 @@ pub fn run(
             &args,
             interactive,
         ) {
+            Ok(transcript) if args.json => {
+                // openai's JSON (one line per file) on stdout; the files are written too.
+                println!(
+                    "{}",
+                    writers::write(writers::Format::Json, &transcript, &writer_options).trim_end()
+                );
+                write_outputs(
+                    &args,
+                    path,
+                    &formats,
+                    &transcript,
+                    &writer_options,
+                    &mut failed,
+                );
+            }
             Ok(transcript) => match writers::write_files(
                 registry.as_ref(),
                 &args.output_dir,
@@ -253,6 +268,24 @@ pub fn run(
         super::exit(super::EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn write_outputs(
+    args: &TranscribeArgs,
+    path: &Path,
+    formats: &[writers::Format],
+    transcript: &crate::transcript::Transcript,
+    options: &writers::WriterOptions,
+    failed: &mut usize,
+) {
+    if let Err(e) = writers::write_files(&args.output_dir, path, formats, transcript, options) {
+        eprintln!(
+            "error: {}: cannot write the outputs to {}: {e}",
+            path.display(),
+            args.output_dir.display()
+        );
+        *failed += 1;
     }
 }
 
@@ -306,7 +339,7 @@ fn transcribe_one(
                     None => eprintln!("{line}"),
                 }
             }
-            JobMsg::Event(Event::Segment(seg)) if args.verbose => {
+            JobMsg::Event(Event::Segment(seg)) if args.verbose && !args.json => {
                 let line = format!(
                     "[{} --> {}] {}",
                     format_timestamp(seg.start, false, "."),

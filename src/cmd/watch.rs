@@ -277,7 +277,7 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
         poll_interval: Duration::from_millis(qcfg.poll_interval_ms.max(100)),
     };
     let mut printer = Printer {
-        json: !std::io::stdout().is_terminal(),
+        json: args.json || !std::io::stdout().is_terminal(),
         inputs: HashMap::new(),
         failed: 0,
     };

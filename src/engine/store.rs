@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub mod detect;
+pub mod names;
+
 pub const MANIFEST: &str = "manifest.toml";
 pub const FAMILIES: &[&str] = &["whisper", "clip", "sd", "vad", "controlnet"];
 
@@ -40,8 +43,23 @@ pub enum StoreError {
         role: String,
         manifest: PathBuf,
     },
-    #[error("model '{name}' is not installed in {dir} (see `atelier models list`)")]
-    NotInstalled { name: String, dir: PathBuf },
+    #[error("model '{name}' is not installed in {dir}; installed {what}: {installed}{hint}")]
+    NotInstalled {
+        name: String,
+        dir: PathBuf,
+        /// "whisper models", or "models" (any family).
+        what: String,
+        /// The installed names of the family ("none" when empty).
+        installed: String,
+        /// "; found on disk: … (import it with `…`)", or empty.
+        hint: String,
+    },
+    #[error("model name '{name}' matches several installed {family} models: {matches} (give one of these names)")]
+    Ambiguous {
+        name: String,
+        family: String,
+        matches: String,
+    },
     #[error("{manifest}: exported {exported}, but this atelier runs {running}: import it again for this runtime: {command}")]
     WrongRuntime {
         manifest: PathBuf,
@@ -101,6 +119,10 @@ pub struct Manifest {
     pub random_init: bool,
     #[serde(default)]
     pub source: String,
+    /// The hub repo the weights came from (`openai/whisper-base`), when known: the model
+    /// answers to that name (engine::store::names).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source_repo: String,
     #[serde(default)]
     pub exported_with: String,
     #[serde(default)]
@@ -562,31 +584,103 @@ pub fn list(dir: &Path) -> Vec<Result<InstalledModel, StoreError>> {
         .collect()
 }
 
-/// Finds an installed model by name (the folder name or the manifest's name).
+/// Finds an installed model by a name users type: the folder or manifest name, else a name
+/// the model answers to ([`names::names_of`]: `tiny.en`, `whisper-base`, `ViT-B-32`,
+/// `openai/whisper-base`, …). Every command that takes a model name comes here.
 pub fn find(dir: &Path, name: &str, family: &str) -> Result<InstalledModel, StoreError> {
-    check_name(name).map_err(|problem| StoreError::BadName {
-        name: name.to_string(),
-        problem,
-    })?;
-    let candidate = dir.join(name);
-    let model = if candidate.join(MANIFEST).exists() {
-        InstalledModel::open(&candidate)?
-    } else {
-        list(dir)
-            .into_iter()
-            .flatten()
-            .find(|m| m.manifest.name == name)
-            .ok_or_else(|| StoreError::NotInstalled {
-                name: name.to_string(),
-                dir: dir.to_path_buf(),
-            })?
-    };
-    if model.manifest.family != family {
-        return Err(StoreError::WrongFamily {
+    resolve(dir, name, Some(family))
+}
+
+/// Finds an installed model of any family by a name users type (`models info`, `remove`).
+pub fn find_any(dir: &Path, name: &str) -> Result<InstalledModel, StoreError> {
+    resolve(dir, name, None)
+}
+
+fn resolve(dir: &Path, name: &str, family: Option<&str>) -> Result<InstalledModel, StoreError> {
+    if !names::is_repo_name(name) {
+        check_name(name).map_err(|problem| StoreError::BadName {
             name: name.to_string(),
-            expected: family.to_string(),
-            actual: model.manifest.family.clone(),
-        });
+            problem,
+        })?;
+        let candidate = dir.join(name);
+        if candidate.join(MANIFEST).exists() {
+            return of_family(InstalledModel::open(&candidate)?, name, family);
+        }
     }
-    Ok(model)
+    let installed: Vec<InstalledModel> = list(dir).into_iter().flatten().collect();
+    if let Some(m) = installed.iter().find(|m| m.manifest.name == name) {
+        return of_family(m.clone(), name, family);
+    }
+    let of: Vec<&InstalledModel> = installed
+        .iter()
+        .filter(|m| family.is_none_or(|f| m.manifest.family == f))
+        .collect();
+    let matches: Vec<&InstalledModel> = of
+        .iter()
+        .copied()
+        .filter(|m| names::answers_to(m, name))
+        .collect();
+    let family_text = family.unwrap_or("any").to_string();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(not_installed(dir, name, family, &of)),
+        many => Err(StoreError::Ambiguous {
+            name: name.to_string(),
+            family: family_text,
+            matches: many.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
+fn of_family(
+    model: InstalledModel,
+    name: &str,
+    family: Option<&str>,
+) -> Result<InstalledModel, StoreError> {
+    match family {
+        Some(f) if model.manifest.family != f => Err(StoreError::WrongFamily {
+            name: name.to_string(),
+            expected: f.to_string(),
+            actual: model.manifest.family.clone(),
+        }),
+        _ => Ok(model),
+    }
+}
+
+fn not_installed(
+    dir: &Path,
+    name: &str,
+    family: Option<&str>,
+    of: &[&InstalledModel],
+) -> StoreError {
+    let installed = if of.is_empty() {
+        "none".to_string()
+    } else {
+        of.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+    };
+    let families: Vec<&str> = family.map_or(FAMILIES.to_vec(), |f| vec![f]);
+    let found: Vec<String> = families
+        .iter()
+        .flat_map(|f| names::sources_on_disk(f))
+        .filter(|s| s.answers_to(name))
+        .map(|s| {
+            format!(
+                "{} (import it with `{}`)",
+                s.path.display(),
+                s.import_command()
+            )
+        })
+        .collect();
+    let hint = if found.is_empty() {
+        String::new()
+    } else {
+        format!("; found on disk: {}", found.join(", "))
+    };
+    StoreError::NotInstalled {
+        name: name.to_string(),
+        dir: dir.to_path_buf(),
+        what: family.map_or("models".to_string(), |f| format!("{f} models")),
+        installed,
+        hint,
+    }
 }

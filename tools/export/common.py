@@ -251,6 +251,10 @@ def write_manifest(
         "created": utc_now(),
         "import-command": import_command(),
     }
+    # The hub repo the weights came from (`atelier models import` passes it): the model then
+    # answers to that name (src/engine/store/names.rs).
+    if os.environ.get("ATELIER_SOURCE_REPO"):
+        head["source-repo"] = os.environ["ATELIER_SOURCE_REPO"]
     parts = ["".join(f"{k} = {_toml_value(v)}\n" for k, v in head.items())]
     for role, (fname, kind) in files.items():
         if kind not in KINDS:
