@@ -207,52 +207,27 @@ pub fn run(
             &args,
             interactive,
         ) {
-            Ok(transcript) if args.json => {
-                // openai's JSON (one line per file) on stdout; the files are written too.
-                println!(
-                    "{}",
-                    writers::write(writers::Format::Json, &transcript, &writer_options).trim_end()
-                );
-                write_outputs(
+            Ok(transcript) => {
+                if args.json {
+                    // openai's JSON (one line per file) on stdout; the files are written too.
+                    println!(
+                        "{}",
+                        writers::write(writers::Format::Json, &transcript, &writer_options)
+                            .trim_end()
+                    );
+                }
+                let ok = write_outputs(
+                    registry.as_ref(),
                     &args,
                     path,
                     &formats,
                     &transcript,
                     &writer_options,
-                    &mut failed,
                 );
-            }
-            Ok(transcript) => match writers::write_files(
-                registry.as_ref(),
-                &args.output_dir,
-                path,
-                &formats,
-                &transcript,
-                &writer_options,
-            ) {
-                Ok(written) => {
-                    for (w, format) in written.iter().zip(&formats) {
-                        let wanted = output_path(&args.output_dir, path, format.extension());
-                        if *w != wanted {
-                            eprintln!(
-                                "note: {} is not Atelier's transcript of {}: kept; wrote {}",
-                                wanted.display(),
-                                path.display(),
-                                w.display()
-                            );
-                        }
-                        tracing::info!("wrote {}", w.display());
-                    }
-                }
-                Err(e) => {
-                    eprintln!(
-                        "error: {}: cannot write the outputs to {}: {e}",
-                        path.display(),
-                        args.output_dir.display()
-                    );
+                if !ok {
                     failed += 1;
                 }
-            },
+            }
             Err(e) => {
                 // Audio errors already start with the file's name.
                 if e.starts_with(&path.display().to_string()) {
@@ -271,21 +246,47 @@ pub fn run(
     }
 }
 
+/// Writes the transcript's files, saying so when one took another name (a file at its name
+/// that is not our unchanged output of this input is kept). False on an error (reported).
 fn write_outputs(
+    registry: Option<&OutputRegistry>,
     args: &TranscribeArgs,
     path: &Path,
     formats: &[writers::Format],
     transcript: &crate::transcript::Transcript,
     options: &writers::WriterOptions,
-    failed: &mut usize,
-) {
-    if let Err(e) = writers::write_files(&args.output_dir, path, formats, transcript, options) {
-        eprintln!(
-            "error: {}: cannot write the outputs to {}: {e}",
-            path.display(),
-            args.output_dir.display()
-        );
-        *failed += 1;
+) -> bool {
+    match writers::write_files(
+        registry,
+        &args.output_dir,
+        path,
+        formats,
+        transcript,
+        options,
+    ) {
+        Ok(written) => {
+            for (w, format) in written.iter().zip(formats) {
+                let wanted = output_path(&args.output_dir, path, format.extension());
+                if *w != wanted {
+                    eprintln!(
+                        "note: {} is not Atelier's transcript of {}: kept; wrote {}",
+                        wanted.display(),
+                        path.display(),
+                        w.display()
+                    );
+                }
+                tracing::info!("wrote {}", w.display());
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "error: {}: cannot write the outputs to {}: {e}",
+                path.display(),
+                args.output_dir.display()
+            );
+            false
+        }
     }
 }
 
