@@ -48,6 +48,7 @@ impl Rng {
 
 fn word(w: &str, start: f64, end: f64, p: f64) -> Word {
     Word {
+        speaker: None,
         word: w.to_string(),
         start,
         end,
@@ -57,6 +58,7 @@ fn word(w: &str, start: f64, end: f64, p: f64) -> Word {
 
 fn segment(id: usize, start: f64, end: f64, text: &str, words: Option<Vec<Word>>) -> Segment {
     Segment {
+        speaker: None,
         id,
         seek: id * 3000,
         start,

@@ -126,6 +126,7 @@ pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
         ImportFamily::Whisper => "whisper",
         ImportFamily::Clip => "clip",
         ImportFamily::Vad => "vad",
+        ImportFamily::Speaker => "speaker",
     };
     let mut recorded: Vec<String> = ["atelier", "models", "import", family]
         .into_iter()
@@ -185,6 +186,17 @@ pub fn import(dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
         }
         ImportFamily::Vad => {
             cmd.arg("export-vad")
+                .arg("--wheel")
+                .arg(&source)
+                .arg("--cache")
+                .arg(std::env::temp_dir().join("atelier-export"));
+            if let Some(name) = &args.name {
+                cmd.args(["--name", name]);
+                recorded.extend(["--name".into(), name.clone()]);
+            }
+        }
+        ImportFamily::Speaker => {
+            cmd.arg("export-speaker")
                 .arg("--wheel")
                 .arg(&source)
                 .arg("--cache")
