@@ -116,9 +116,9 @@ pub enum ModelsCommand {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// An optional family (whisper, clip, vad, sd, controlnet, lora), then the file or folder
+    /// An optional family (whisper, clip, vad, speaker, sd, controlnet, lora), then the file or folder
     /// to import: a CTranslate2 folder, an openai .pt, a transformers, diffusers or open_clip
-    /// folder, an SD/SDXL, open_clip or LoRA .safetensors, the silero-vad wheel, or a Hugging
+    /// folder, an SD/SDXL, open_clip or LoRA .safetensors, the silero-vad or resemblyzer wheel, or a Hugging
     /// Face cache folder (models--ORG--NAME)
     #[arg(value_name = "[FAMILY] PATH", num_args = 1..=2, required = true)]
     pub args: Vec<PathBuf>,
@@ -268,9 +268,27 @@ pub struct TranscribeArgs {
     /// Folder for the output files
     #[arg(long, short = 'o', alias = "output_dir", default_value = ".")]
     pub output_dir: PathBuf,
-    /// txt, vtt, srt, tsv, json or all
+    /// txt, vtt, srt, tsv, json, rttm (with --diarize) or all (the first five)
     #[arg(long, short = 'f', alias = "output_format", default_value = "all")]
     pub output_format: String,
+    /// Tell speakers apart (who said what): every segment and word gets a speaker
+    #[arg(long)]
+    pub diarize: bool,
+    /// With --diarize: exactly this many speakers (default: estimated)
+    #[arg(long, value_name = "N", conflicts_with_all = ["min_speakers", "max_speakers"])]
+    pub speakers: Option<usize>,
+    /// With --diarize: at least this many speakers
+    #[arg(long, value_name = "A")]
+    pub min_speakers: Option<usize>,
+    /// With --diarize: at most this many speakers
+    #[arg(long, value_name = "B")]
+    pub max_speakers: Option<usize>,
+    /// With --diarize: names for the speakers in order of first appearance ("Alice,Bob")
+    #[arg(long, value_name = "NAMES")]
+    pub speaker_names: Option<String>,
+    /// With --diarize: the speaker encoder in the model store
+    #[arg(long, value_name = "NAME", default_value = "speaker-resemblyzer")]
+    pub speaker_model: String,
     /// Skip non-speech with Silero VAD (on by default)
     #[arg(long, overrides_with = "no_vad")]
     pub vad: bool,

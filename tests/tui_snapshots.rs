@@ -51,6 +51,7 @@ fn typed(s: &mut AppState, text: &str) {
 
 fn seg(id: usize, start: f64, text: &str) -> Segment {
     Segment {
+        speaker: None,
         id,
         seek: 0,
         start,

@@ -48,6 +48,7 @@ impl Rng {
 
 fn word(w: &str, start: f64, end: f64, p: f64) -> Word {
     Word {
+        speaker: None,
         word: w.to_string(),
         start,
         end,
@@ -57,6 +58,7 @@ fn word(w: &str, start: f64, end: f64, p: f64) -> Word {
 
 fn segment(id: usize, start: f64, end: f64, text: &str, words: Option<Vec<Word>>) -> Segment {
     Segment {
+        speaker: None,
         id,
         seek: id * 3000,
         start,
@@ -330,7 +332,8 @@ fn every_format_matches_openai_byte_for_byte() {
     let out = reference().join("out");
     let mut failures = Vec::new();
     for (name, t, options) in cases() {
-        for &(format, _, ext) in FORMATS {
+        // openai's formats (RTTM is not one: speaker_layouts_match_the_references)
+        for &(format, _, ext) in FORMATS.iter().filter(|f| Format::all().contains(&f.0)) {
             let want_path = output_path(&out.join(name), Path::new(AUDIO_PATH), ext);
             let want = std::fs::read(&want_path)
                 .unwrap_or_else(|e| panic!("{}: {e}", want_path.display()));
@@ -363,7 +366,7 @@ fn write_files_names_outputs_like_openai() {
         &options,
     )
     .unwrap();
-    assert_eq!(written.len(), FORMATS.len());
+    assert_eq!(written.len(), Format::all().len());
     let names = |d: &Path| -> BTreeSet<String> {
         std::fs::read_dir(d)
             .unwrap()
@@ -462,4 +465,134 @@ fn failed_atomic_writes_leave_nothing_behind() {
         }
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+}
+
+/// The transcript of tests/speaker_refs/make_refs.py, diarized.
+fn diarized() -> Transcript {
+    let seg = |id: usize,
+               seek: usize,
+               text: &str,
+               tokens: Vec<u32>,
+               speaker: &str,
+               words: &[(&str, f64, f64, f64)]| {
+        let words: Vec<Word> = words
+            .iter()
+            .map(|&(w, start, end, p)| Word {
+                speaker: Some(speaker.to_string()),
+                ..word(w, start, end, p)
+            })
+            .collect();
+        Segment {
+            speaker: Some(speaker.to_string()),
+            id,
+            seek,
+            start: words[0].start,
+            end: words[words.len() - 1].end,
+            text: text.to_string(),
+            tokens,
+            temperature: 0.0,
+            avg_logprob: -0.25,
+            compression_ratio: 1.1,
+            no_speech_prob: 0.01,
+            words: Some(words),
+        }
+    };
+    let segments = vec![
+        seg(
+            0,
+            0,
+            " Hello there.",
+            vec![50364, 2425, 456, 13],
+            "SPEAKER_00",
+            &[(" Hello", 0.0, 0.6, 0.91), (" there.", 0.6, 1.2, 0.88)],
+        ),
+        seg(
+            1,
+            0,
+            " Hi, Bob.",
+            vec![],
+            "SPEAKER_01",
+            &[(" Hi,", 3.0, 3.5, 0.75), (" Bob.", 3.62, 4.46, 0.5)],
+        ),
+        seg(
+            2,
+            500,
+            " Bye.",
+            vec![50364, 7014, 13],
+            "SPEAKER_00",
+            &[(" Bye.", 5.2, 5.9, 0.99)],
+        ),
+    ];
+    transcript(segments, "en")
+}
+
+#[test]
+fn speaker_layouts_match_the_references() {
+    let refs = common::root().join("tests/speaker_refs");
+    let t = diarized();
+    let opts = WriterOptions::default();
+    let json = write(Format::Json, &t, &opts);
+    let want = std::fs::read_to_string(refs.join("whisperx.json")).unwrap();
+    assert!(
+        json == want,
+        "whisperx.json: {}",
+        first_difference(&json, &want)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let written = write_files(
+        dir.path(),
+        Path::new("/rec/talk.wav"),
+        &[Format::Rttm],
+        &t,
+        &opts,
+    )
+    .unwrap();
+    let rttm = std::fs::read_to_string(&written[0]).unwrap();
+    let want = std::fs::read_to_string(refs.join("talk.rttm")).unwrap();
+    assert!(
+        rttm == want,
+        "talk.rttm: {}",
+        first_difference(&rttm, &want)
+    );
+    // a diarized JSON reads back as the same transcript (the queue and the TUI reload it)
+    let back: Transcript = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, t);
+}
+
+#[test]
+fn subtitles_and_tables_carry_the_speaker() {
+    let t = diarized();
+    let opts = WriterOptions::default();
+    assert_eq!(
+        write(Format::Txt, &t, &opts),
+        "[SPEAKER_00]: Hello there.\n[SPEAKER_01]: Hi, Bob.\n[SPEAKER_00]: Bye.\n"
+    );
+    assert_eq!(
+        write(Format::Tsv, &t, &opts),
+        "start\tend\ttext\n0\t1200\t[SPEAKER_00]: Hello there.\n3000\t4460\t[SPEAKER_01]: Hi, Bob.\n5200\t5900\t[SPEAKER_00]: Bye.\n"
+    );
+    let srt = write(Format::Srt, &t, &opts);
+    assert!(srt.starts_with("1\n00:00:00,000 --> 00:00:01,200\n[SPEAKER_00]: Hello there.\n\n2\n00:00:03,000 --> 00:00:04,460\n[SPEAKER_01]: Hi, Bob.\n\n"), "{srt}");
+    let vtt = write(Format::Vtt, &t, &opts);
+    assert!(vtt.starts_with("WEBVTT\n\n00:00.000 --> 00:01.200\n<v Speaker 1>Hello there.\n\n00:03.000 --> 00:04.460\n<v Speaker 2>Hi, Bob.\n\n"), "{vtt}");
+    // line-width cues never hold two speakers
+    let wide = WriterOptions {
+        max_line_width: Some(80),
+        max_line_count: Some(2),
+        ..WriterOptions::default()
+    };
+    let srt = write(Format::Srt, &t, &wide);
+    assert_eq!(srt.matches("-->").count(), 3, "{srt}");
+    // names from --speaker-names are kept as given
+    let mut named = t.clone();
+    for s in &mut named.segments {
+        if s.speaker.as_deref() == Some("SPEAKER_01") {
+            s.speaker = Some("Bob Smith".into());
+            for w in s.words.iter_mut().flatten() {
+                w.speaker = Some("Bob Smith".into());
+            }
+        }
+    }
+    assert!(write(Format::Vtt, &named, &opts).contains("<v Bob Smith>Hi, Bob."));
+    assert!(write(Format::Rttm, &named, &opts).contains(" Bob_Smith "));
 }

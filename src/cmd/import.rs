@@ -137,6 +137,7 @@ fn default_name(kind: Kind, source: &Path, repo: Option<&str>) -> String {
             format!("controlnet-{stem}")
         }
         Kind::Vad => "vad-silero".to_string(),
+        Kind::Speaker => "speaker-resemblyzer".to_string(),
         _ => stem,
     }
 }
@@ -148,7 +149,7 @@ fn run(loaded: &Loaded, dir: &Path, args: &ImportArgs, device: &str) -> Result<(
             let text = family.to_string_lossy();
             let kind = Kind::parse(&text).ok_or_else(|| {
                 usage(format!(
-                    "unknown family '{text}' (whisper, clip, vad, sd, controlnet, lora; or leave it out to detect it)"
+                    "unknown family '{text}' (whisper, clip, vad, speaker, sd, controlnet, lora; or leave it out to detect it)"
                 ))
             })?;
             (Some(kind), source.clone())
@@ -311,6 +312,14 @@ fn tool_args(
         }
         Kind::Vad => {
             cmd.arg("export-vad")
+                .arg("--wheel")
+                .arg(src)
+                .arg("--cache")
+                .arg(std::env::temp_dir().join("atelier-export"))
+                .args(["--name", name]);
+        }
+        Kind::Speaker => {
+            cmd.arg("export-speaker")
                 .arg("--wheel")
                 .arg(src)
                 .arg("--cache")

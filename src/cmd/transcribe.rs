@@ -1,7 +1,8 @@
 //! `atelier transcribe FILES…`: openai-whisper's CLI, with the model loaded once.
 use crate::cli::{TaskArg, TranscribeArgs};
 use crate::config::{DeviceChoice, Loaded};
-use crate::engine::whisper::job::{self, JobMsg};
+use crate::engine::speaker::{DiarizeOptions, SpeakerCount};
+use crate::engine::whisper::job::{self, JobMsg, SpeakerJob};
 use crate::engine::whisper::tokenizer::to_language_code;
 use crate::engine::whisper::{DecodeOptions, Event, Task, TranscribeOptions};
 use crate::engine::{runtime, store, CancelToken, DeviceThread};
@@ -114,6 +115,46 @@ pub fn options(args: &TranscribeArgs, config_beam: u32) -> Result<TranscribeOpti
     })
 }
 
+/// `--speakers`, `--min-speakers`, `--max-speakers`, `--speaker-names` (usage errors as text).
+pub fn diarize_options(args: &TranscribeArgs) -> Result<DiarizeOptions, String> {
+    let d = SpeakerCount::default();
+    let count = SpeakerCount {
+        exact: args.speakers,
+        min: args.min_speakers.unwrap_or(d.min),
+        max: args.max_speakers.unwrap_or(d.max),
+    };
+    if count.exact == Some(0) {
+        return Err("--speakers must be at least 1".into());
+    }
+    if count.min == 0 {
+        return Err("--min-speakers must be at least 1".into());
+    }
+    if count.min > count.max {
+        return Err(format!(
+            "--min-speakers {} is more than --max-speakers {}",
+            count.min, count.max
+        ));
+    }
+    let names: Vec<String> = args
+        .speaker_names
+        .as_deref()
+        .map(|n| n.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    if names.iter().any(String::is_empty) {
+        return Err("--speaker-names: a name is empty (give them as \"Alice,Bob\")".into());
+    }
+    let given = args.speakers.is_some()
+        || args.min_speakers.is_some()
+        || args.max_speakers.is_some()
+        || args.speaker_names.is_some();
+    if given && !args.diarize {
+        return Err(
+            "--speakers, --min-speakers, --max-speakers and --speaker-names need --diarize".into(),
+        );
+    }
+    Ok(DiarizeOptions { count, names })
+}
+
 pub fn run(
     loaded: &Loaded,
     args: TranscribeArgs,
@@ -130,6 +171,23 @@ pub fn run(
         Err(e) => return usage(e),
     };
     opts.word_timestamps = args.word_timestamps.unwrap_or(wcfg.word_timestamps);
+    let diarize = match diarize_options(&args) {
+        Ok(d) => d,
+        Err(e) => return usage(e),
+    };
+    if formats.contains(&Format::Rttm) && !args.diarize {
+        return usage("--output-format rttm needs --diarize");
+    }
+    if args.diarize {
+        if args.no_vad {
+            return usage("--diarize needs the VAD's speech ranges: drop --no-vad");
+        }
+        if !parse_clips(&args.clip_timestamps).is_ok_and(|c| c.is_empty()) {
+            return usage("--diarize cannot be combined with --clip-timestamps");
+        }
+        // speakers are aligned to words
+        opts.word_timestamps = true;
+    }
     if opts.word_timestamps && opts.decode.task == Task::Translate {
         eprintln!("warning: word-level timestamps on translations may not be reliable");
     }
@@ -145,7 +203,7 @@ pub fn run(
     let use_vad = if args.no_vad {
         false
     } else {
-        args.vad || wcfg.vad
+        args.vad || wcfg.vad || args.diarize
     } && opts.clips.is_empty();
     if let Some(n) = args.threads {
         runtime::set_threads(n);
@@ -173,6 +231,17 @@ pub fn run(
     } else {
         None
     };
+    let speaker_model = if args.diarize {
+        match store::find(models_dir, &args.speaker_model, "speaker") {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("error: {e}; --diarize needs the speaker encoder: atelier models import speaker Resemblyzer-0.1.4-py3-none-any.whl (pip download --no-deps resemblyzer==0.1.4)");
+                return super::exit(super::EXIT_FAILURE);
+            }
+        }
+    } else {
+        None
+    };
     if let Err(e) = std::fs::create_dir_all(&args.output_dir) {
         eprintln!(
             "error: {}: cannot create the output folder: {e}",
@@ -191,6 +260,16 @@ pub fn run(
         eprintln!("error: {e}");
         return super::exit(super::EXIT_FAILURE);
     }
+    let speakers = speaker_model.map(|model| SpeakerJob {
+        model,
+        options: diarize.clone(),
+    });
+    if let Some(s) = &speakers {
+        if let Err(e) = job::preload_speaker(&thread, s.model.clone()) {
+            eprintln!("error: {e}");
+            return super::exit(super::EXIT_FAILURE);
+        }
+    }
 
     let interactive = std::io::stderr().is_terminal();
     let registry = OutputRegistry::open_default();
@@ -201,6 +280,7 @@ pub fn run(
             &thread,
             &model,
             vad_model.clone(),
+            speakers.clone(),
             path,
             audio,
             &opts,
@@ -295,6 +375,7 @@ fn transcribe_one(
     thread: &DeviceThread,
     model: &store::InstalledModel,
     vad: Option<store::InstalledModel>,
+    speakers: Option<SpeakerJob>,
     path: &Path,
     audio: mpsc::Receiver<job::AudioChunk>,
     opts: &TranscribeOptions,
@@ -314,13 +395,14 @@ fn transcribe_one(
         );
         bar
     });
-    let rx = job::submit(
+    let rx = job::submit_diarized(
         thread,
         model.clone(),
         vad,
         audio,
         opts.clone(),
         CancelToken::new(),
+        speakers,
     );
     let mut stdout = std::io::stdout().lock();
     for msg in rx {
@@ -357,6 +439,13 @@ fn transcribe_one(
                 }
             }
             JobMsg::Event(Event::Segment(_)) => {}
+            JobMsg::Event(Event::Warning(w)) => {
+                let line = format!("warning: {}: {w}", path.display());
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
             JobMsg::Event(Event::Progress {
                 done_seconds,
                 total_seconds,

@@ -2,6 +2,7 @@
 pub mod clip;
 pub mod diffusion;
 pub mod runtime;
+pub mod speaker;
 pub mod store;
 pub mod whisper;
 

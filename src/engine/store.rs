@@ -10,13 +10,13 @@ pub mod detect;
 pub mod names;
 
 pub const MANIFEST: &str = "manifest.toml";
-pub const FAMILIES: &[&str] = &["whisper", "clip", "sd", "vad", "controlnet"];
+pub const FAMILIES: &[&str] = &["whisper", "clip", "sd", "vad", "controlnet", "speaker"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: cannot read the manifest: {message}")]
     BadManifest { path: PathBuf, message: String },
-    #[error("{path}: unknown model family '{family}' (known: whisper, clip, sd, vad, controlnet)")]
+    #[error("{path}: unknown model family '{family}' (known: whisper, clip, sd, vad, controlnet, speaker)")]
     UnknownFamily { path: PathBuf, family: String },
     #[error("{path}: missing (listed in {manifest} as '{role}')")]
     MissingFile {

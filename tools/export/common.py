@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 MANIFEST_FORMAT = 1
-FAMILIES = ("whisper", "clip", "sd", "controlnet", "vad")
+FAMILIES = ("whisper", "clip", "sd", "controlnet", "vad", "speaker")
 KINDS = ("torchscript", "asset")
 
 

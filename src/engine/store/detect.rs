@@ -12,6 +12,7 @@ pub enum Kind {
     Whisper,
     Clip,
     Vad,
+    Speaker,
     Sd,
     Controlnet,
     Lora,
@@ -22,6 +23,7 @@ impl Kind {
         Kind::Whisper,
         Kind::Clip,
         Kind::Vad,
+        Kind::Speaker,
         Kind::Sd,
         Kind::Controlnet,
         Kind::Lora,
@@ -32,6 +34,7 @@ impl Kind {
             Kind::Whisper => "whisper",
             Kind::Clip => "clip",
             Kind::Vad => "vad",
+            Kind::Speaker => "speaker",
             Kind::Sd => "sd",
             Kind::Controlnet => "controlnet",
             Kind::Lora => "lora",
@@ -412,8 +415,17 @@ pub fn detect(p: &Probe) -> Result<Detected, String> {
             if zip.iter().any(|n| n.ends_with("silero_vad.jit")) {
                 return Ok(at(Kind::Vad, "wheel", path, None, "the silero-vad wheel"));
             }
+            if zip.iter().any(|n| n.ends_with("resemblyzer/pretrained.pt")) {
+                return Ok(at(
+                    Kind::Speaker,
+                    "wheel",
+                    path,
+                    None,
+                    "the resemblyzer wheel (speaker encoder)",
+                ));
+            }
             return Err(format!(
-                "{}: a wheel without silero_vad/data/silero_vad.jit (only the silero-vad wheel is imported)",
+                "{}: a wheel without silero_vad/data/silero_vad.jit or resemblyzer/pretrained.pt (only the silero-vad and resemblyzer wheels are imported)",
                 path.display()
             ));
         }
@@ -672,6 +684,9 @@ mod tests {
         let mut whl = file("silero_vad-6.2.3-py3-none-any.whl", &[]);
         whl.zip_names = Some(vec!["silero_vad/data/silero_vad.jit".into()]);
         assert_eq!(detect(&whl).unwrap().kind, Kind::Vad);
+        let mut spk = file("Resemblyzer-0.1.4-py3-none-any.whl", &[]);
+        spk.zip_names = Some(vec!["resemblyzer/pretrained.pt".into()]);
+        assert_eq!(detect(&spk).unwrap().kind, Kind::Speaker);
         whl.zip_names = Some(vec!["numpy/__init__.py".into()]);
         assert!(detect(&whl).is_err());
         assert!(detect(&file("notes.txt", &[]))

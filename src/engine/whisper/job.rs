@@ -4,6 +4,7 @@ use super::transcribe::{transcribe, Event, TranscribeError, TranscribeOptions};
 use super::vad::{self, Vad};
 use super::WhisperModel;
 use crate::engine::runtime::{DeviceThread, ModelCache};
+use crate::engine::speaker::{self, DiarizeOptions, SpeakerModel};
 use crate::engine::store::InstalledModel;
 use crate::engine::CancelToken;
 use crate::transcript::Transcript;
@@ -44,6 +45,31 @@ fn vad(cache: &mut ModelCache, model: &InstalledModel) -> Result<Rc<Vad>, String
         .map_err(|e| e.to_string())
 }
 
+fn speaker_model(
+    cache: &mut ModelCache,
+    model: &InstalledModel,
+) -> Result<Rc<SpeakerModel>, String> {
+    let key = format!("speaker:{}", model.dir.display());
+    cache
+        .get_or_try_insert(&key, |_| SpeakerModel::load(model).map(Rc::new))
+        .map(|m| Rc::clone(m))
+        .map_err(|e| e.to_string())
+}
+
+/// Diarization of a job: the speaker model and how many speakers, with what names.
+#[derive(Clone)]
+pub struct SpeakerJob {
+    pub model: InstalledModel,
+    pub options: DiarizeOptions,
+}
+
+/// Loads the speaker model now, so a broken one fails before any file is read.
+pub fn preload_speaker(thread: &DeviceThread, model: InstalledModel) -> Result<(), String> {
+    thread
+        .run(move |cache| speaker_model(cache, &model).map(|_| ()))
+        .unwrap_or_else(|| Err("the model thread has stopped".into()))
+}
+
 /// Loads both models now, so a missing or broken model fails before any file is read.
 pub fn preload(
     thread: &DeviceThread,
@@ -72,8 +98,23 @@ pub fn submit(
     model: InstalledModel,
     vad_model: Option<InstalledModel>,
     audio: mpsc::Receiver<AudioChunk>,
+    options: TranscribeOptions,
+    cancel: CancelToken,
+) -> mpsc::Receiver<JobMsg> {
+    submit_diarized(thread, model, vad_model, audio, options, cancel, None)
+}
+
+/// [`submit`], then diarization when `speakers` is given: the audio is kept (4 bytes a
+/// sample, 230 MB an hour), windows over the VAD's speech ranges are embedded and clustered,
+/// and every segment and word gets its speaker. It needs the VAD model.
+pub fn submit_diarized(
+    thread: &DeviceThread,
+    model: InstalledModel,
+    vad_model: Option<InstalledModel>,
+    audio: mpsc::Receiver<AudioChunk>,
     mut options: TranscribeOptions,
     cancel: CancelToken,
+    speakers: Option<SpeakerJob>,
 ) -> mpsc::Receiver<JobMsg> {
     let (tx, rx) = mpsc::channel();
     let reply = tx.clone();
@@ -81,6 +122,17 @@ pub fn submit(
         let result = (|| -> Result<Transcript, String> {
             let whisper = whisper(cache, &model)?;
             let vad = vad_model.as_ref().map(|v| vad(cache, v)).transpose()?;
+            let spk = match &speakers {
+                Some(_) if vad.is_none() => {
+                    return Err(
+                        "diarization needs the VAD's speech ranges (turn the VAD on)".into(),
+                    )
+                }
+                Some(job) => Some(speaker_model(cache, &job.model)?),
+                None => None,
+            };
+            let mut kept: Vec<f32> = Vec::new();
+            let mut speech: Vec<(usize, usize)> = Vec::new();
             let started = std::time::Instant::now();
             let mut vad_seconds = 0.0;
             let mut mel = MelStream::new();
@@ -94,6 +146,9 @@ pub fn submit(
                     return Err("cancelled".into());
                 }
                 let chunk = chunk?;
+                if spk.is_some() {
+                    kept.extend_from_slice(&chunk);
+                }
                 whisper
                     .mel_push(&mut mel, &chunk)
                     .map_err(|e| e.to_string())?;
@@ -115,7 +170,7 @@ pub fn submit(
                     windows = probs.len(),
                     "voice activity detected"
                 );
-                let speech = vad::speech_timestamps(&probs, samples, &vad.params);
+                speech = vad::speech_timestamps(&probs, samples, &vad.params);
                 // Batched mode packs the raw speech ranges into windows itself.
                 let gap = if options.batch_size > 1 {
                     0.0
@@ -157,10 +212,33 @@ pub fn submit(
                 seconds = started.elapsed().as_secs_f64(),
                 "transcription finished"
             );
-            result.map_err(|e| match e {
+            let mut transcript = result.map_err(|e| match e {
                 TranscribeError::Cancelled => "cancelled".to_string(),
                 other => other.to_string(),
-            })
+            })?;
+            if let (Some(spk), Some(job)) = (spk, &speakers) {
+                if cancel.is_cancelled() {
+                    return Err("cancelled".into());
+                }
+                let t = std::time::Instant::now();
+                let d = speaker::diarize(&spk, &kept, &speech, &job.options)
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(
+                    seconds = t.elapsed().as_secs_f64(),
+                    windows = d.windows,
+                    speakers = d.speakers,
+                    "diarization finished"
+                );
+                if let Some(seconds) = d.too_short {
+                    let _ = tx.send(JobMsg::Event(Event::Warning(format!(
+                        "{seconds:.2} s of speech is too short to tell speakers apart \
+                         (a range needs {} s); it is all given to one speaker",
+                        speaker::diarize::MIN_EMBED_SECONDS
+                    ))));
+                }
+                speaker::assign_speakers(&mut transcript, &d.turns, &job.options.names);
+            }
+            Ok(transcript)
         })();
         let _ = tx.send(JobMsg::Done(result));
     });

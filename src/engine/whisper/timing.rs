@@ -367,6 +367,7 @@ pub fn add_word_timestamps(
             let timing = &alignment[word_index];
             if !timing.word.is_empty() {
                 words.push(Word {
+                    speaker: None,
                     word: timing.word.clone(),
                     start: round2(time_offset + timing.start),
                     end: round2(time_offset + timing.end),

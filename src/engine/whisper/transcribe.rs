@@ -75,6 +75,8 @@ pub enum Event {
         done_seconds: f64,
         total_seconds: f64,
     },
+    /// Something the user should know that does not fail the file (e.g. diarization's).
+    Warning(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +359,7 @@ pub(super) fn split_segments(
     let make = |start: f64, end: f64, toks: &[u32]| {
         let text_tokens: Vec<u32> = toks.iter().copied().filter(|&t| t < tok.eot()).collect();
         Segment {
+            speaker: None,
             id: 0,
             seek,
             start,
