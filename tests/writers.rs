@@ -540,6 +540,7 @@ fn speaker_layouts_match_the_references() {
     );
     let dir = tempfile::tempdir().unwrap();
     let written = write_files(
+        None,
         dir.path(),
         Path::new("/rec/talk.wav"),
         &[Format::Rttm],

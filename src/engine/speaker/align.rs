@@ -242,6 +242,7 @@ mod tests {
             language: "en".into(),
         };
         assign_speakers(&mut t, &turns, &["Alice".into()]);
+        #[allow(clippy::type_complexity)]
         let got: Vec<(usize, &str, Option<&str>, f64, f64, usize)> = t
             .segments
             .iter()

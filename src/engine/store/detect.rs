@@ -465,7 +465,7 @@ pub fn detect(p: &Probe) -> Result<Detected, String> {
                     path.display()
                 ));
             }
-            return Ok(at(Kind::Sd, "single-file", path, Some(config.into()), what));
+            return Ok(at(Kind::Sd, "single-file", path, Some(config), what));
         }
         if has_prefix(t, "control_model.") || has_prefix(t, "controlnet_cond_embedding.") {
             return Err(format!(
