@@ -508,8 +508,9 @@ pub struct WatchArgs {
     /// Use the polling watcher: auto (on network filesystems), always or never
     #[arg(long, value_enum, default_value = "auto")]
     pub poll: PollArg,
-    /// The job journal (default: [queue] path in config.toml)
-    #[arg(long, value_name = "FILE")]
+    /// The job journal, a file or a postgres:// URL (default: $ATELIER_QUEUE_URL, else
+    /// [queue] url, else [queue] path in config.toml)
+    #[arg(long, value_name = "FILE|URL")]
     pub queue: Option<PathBuf>,
     /// Milliseconds a file's size and mtime must stay the same (default: [queue] stable-ms)
     #[arg(long)]
@@ -565,6 +566,14 @@ pub enum QueueCommand {
         #[command(flatten)]
         journal: QueueFileArg,
     },
+    /// Live workers (processes running jobs from this queue, on any host) and their heartbeats
+    Workers {
+        /// One JSON object per worker
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        journal: QueueFileArg,
+    },
     /// Delete done jobs from the journal (with --all, failed and cancelled ones too)
     ClearDone {
         #[arg(long)]
@@ -576,8 +585,9 @@ pub enum QueueCommand {
 
 #[derive(Debug, Args)]
 pub struct QueueFileArg {
-    /// The job journal (default: [queue] path in config.toml)
-    #[arg(long, value_name = "FILE")]
+    /// The job journal, a file or a postgres:// URL (default: $ATELIER_QUEUE_URL, else
+    /// [queue] url, else [queue] path in config.toml)
+    #[arg(long, value_name = "FILE|URL")]
     pub queue: Option<PathBuf>,
 }
 

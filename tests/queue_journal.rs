@@ -2,7 +2,7 @@
 //! cancelling, crash recovery (orphaned running jobs and their temp files), missing kinds.
 use atelier::jobs::{
     JobEvent, JobFilter, JobKind, JobOptions, JobState, JobStore, NewJob, Priority, Queue,
-    QueueSettings, RunContext, RunError, Runner, Runners, SqliteStore,
+    QueueSettings, RunContext, RunError, Runner, Runners, SqliteStore, WorkerInfo,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -52,7 +52,14 @@ fn settings(backoff_ms: u64, attempts: u32) -> QueueSettings {
         retry_backoff: Duration::from_millis(backoff_ms),
         poll: Duration::from_millis(50),
         max_crashes: 2,
+        lease: Duration::from_secs(30),
+        device: "cpu".into(),
     }
+}
+
+/// A worker whose lease runs out at once, like a process that died right after its claim.
+fn dead_worker() -> WorkerInfo {
+    WorkerInfo::this_process("cpu")
 }
 
 fn touch(dir: &Path, name: &str) -> PathBuf {
@@ -302,7 +309,7 @@ fn a_job_left_running_by_a_crash_is_rerun_and_its_temp_files_removed() {
         })
         .unwrap();
     let claimed = store
-        .claim_next(atelier::jobs::now_ms(), 0)
+        .claim_next(&dead_worker(), Duration::ZERO)
         .unwrap()
         .unwrap();
     assert_eq!((claimed.id, claimed.state), (job.id, JobState::Running));
@@ -394,13 +401,13 @@ fn orphan(journal: &Path, input: &Path, crashes: u32, cancel: bool) -> atelier::
         })
         .unwrap();
     for n in 0..crashes {
-        let claimed = store.claim_next(atelier::jobs::now_ms(), 0).unwrap();
+        let claimed = store.claim_next(&dead_worker(), Duration::ZERO).unwrap();
         assert_eq!(claimed.map(|j| j.id), Some(job.id));
         if cancel {
             store.cancel(job.id, atelier::jobs::now_ms()).unwrap();
         }
         if n + 1 < crashes {
-            let back = store.requeue_orphans(&|_| false, 99).unwrap();
+            let back = store.requeue_expired(99, &mut |_| {}).unwrap();
             assert_eq!(back.len(), 1);
             assert_eq!(back[0].crashes, n + 1);
         }
@@ -464,21 +471,24 @@ fn max_crashes_is_configurable_and_a_cancelled_orphan_ends_cancelled() {
     let a = orphan(&journal, &touch(dir.path(), "a.bin"), 2, false);
     let mut store = SqliteStore::open(&journal).unwrap();
     // With three crashes allowed, the second is requeued.
-    let back = store.requeue_orphans(&|_| false, 3).unwrap();
+    let back = store.requeue_expired(3, &mut |_| {}).unwrap();
     assert_eq!(
         back.iter()
             .map(|j| (j.id, j.state, j.crashes))
             .collect::<Vec<_>>(),
         [(a, JobState::Queued, 2)]
     );
-    // A live owner's job is not an orphan.
-    store.claim_next(atelier::jobs::now_ms(), 7).unwrap();
-    assert!(store
-        .requeue_orphans(&|pid| pid == 7, 3)
+    // A job whose lease runs is not an orphan.
+    let held = store
+        .claim_next(&dead_worker(), Duration::from_secs(3600))
         .unwrap()
-        .is_empty());
+        .unwrap();
+    assert!(store.requeue_expired(3, &mut |_| {}).unwrap().is_empty());
     assert_eq!(store.get(a).unwrap().unwrap().state, JobState::Running);
-    let back = store.requeue_orphans(&|_| false, 3).unwrap();
+    // Its worker's last renewal runs out now, as when the worker dies.
+    let claim = held.claim.unwrap();
+    assert!(store.renew(a, &claim, Duration::ZERO).unwrap());
+    let back = store.requeue_expired(3, &mut |_| {}).unwrap();
     assert_eq!(back[0].state, JobState::Failed);
     drop(store);
 
@@ -486,7 +496,7 @@ fn max_crashes_is_configurable_and_a_cancelled_orphan_ends_cancelled() {
     let journal = dir.path().join("q.sqlite");
     let b = orphan(&journal, &touch(dir.path(), "b.bin"), 1, true);
     let mut store = SqliteStore::open(&journal).unwrap();
-    let back = store.requeue_orphans(&|_| false, 2).unwrap();
+    let back = store.requeue_expired(2, &mut |_| {}).unwrap();
     assert_eq!(
         back.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>(),
         [(b, JobState::Cancelled)]
@@ -558,7 +568,7 @@ fn an_old_journal_gains_the_crash_count_and_a_newer_one_is_refused() {
         .unwrap();
     }
     let mut store = SqliteStore::open(&journal).unwrap();
-    let back = store.requeue_orphans(&|_| false, 2).unwrap();
+    let back = store.requeue_expired(2, &mut |_| {}).unwrap();
     assert_eq!(
         back.iter()
             .map(|j| (j.input.clone(), j.state, j.crashes))
@@ -570,7 +580,7 @@ fn an_old_journal_gains_the_crash_count_and_a_newer_one_is_refused() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     conn.execute_batch("PRAGMA user_version = 99").unwrap();
     drop(conn);
     let err = SqliteStore::open(&journal).err().unwrap().to_string();
@@ -578,7 +588,7 @@ fn an_old_journal_gains_the_crash_count_and_a_newer_one_is_refused() {
         err,
         format!(
             "{}: job journal: schema version 99 was written by a newer atelier (this one reads \
-             up to 1)",
+             up to 2)",
             journal.display()
         )
     );

@@ -11,7 +11,7 @@ use crate::engine::clip::zero_shot;
 use crate::engine::{store, DeviceThread, InstalledModel};
 use crate::jobs::{
     self, runners, Job, JobEvent, JobFilter, JobId, JobKind, JobOptions, Priority, Queue,
-    QueueSettings, SqliteStore,
+    QueueSettings,
 };
 use crate::media::{walk, MediaKind};
 use crate::output::registry::OutputRegistry;
@@ -270,16 +270,16 @@ impl JobQueue {
 }
 
 fn open_queue(engine: &Engine, config: &Config) -> Result<Queue, String> {
-    let journal = jobs::journal_path(config, None);
-    let store = SqliteStore::open(&journal).map_err(|e| e.to_string())?;
+    let journal = jobs::QueueLocation::resolve(config, None);
+    let store = jobs::open_store(&journal).map_err(|e| e.to_string())?;
     let thread = engine.thread()?;
     // The kind the TUI queues (and checksums, always built): a daemon's CLIP and SD batches
     // stay with the daemon, so the TUI never loads those models for them.
     let runners = runners::build(config, &[JobKind::Transcribe], &thread, &engine.models_dir)
         .own_kinds_only();
     let settings = QueueSettings::from_config(&config.queue, thread.device.is_cuda());
-    tracing::info!("job journal {}", journal.display());
-    Queue::open(Box::new(store), runners, settings).map_err(|e| e.to_string())
+    tracing::info!("job journal {}", journal.describe());
+    Queue::open(store, runners, settings).map_err(|e| e.to_string())
 }
 
 /// How often the journal is read for changes made by other processes.

@@ -1,21 +1,26 @@
-//! `atelier queue list | retry | cancel | clear-done`: the job journal from the shell.
+//! `atelier queue list | workers | retry | cancel | clear-done`: the job journal (SQLite, or
+//! a shared PostgreSQL queue) from the shell.
 //!
 //! These change the journal only; a running `atelier watch` sees the change within its poll
 //! interval (a cancelled running job stops at its next check).
 use crate::cli::QueueCommand;
 use crate::config::Loaded;
-use crate::jobs::{self, CancelOutcome, JobFilter, JobId, JobState, JobStore, SqliteStore};
+use crate::jobs::{self, CancelOutcome, JobFilter, JobId, JobState, JobStore, QueueLocation};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     super::exit(super::EXIT_FAILURE)
 }
 
-fn open(loaded: &Loaded, flag: Option<&Path>) -> Result<SqliteStore, jobs::StoreError> {
-    SqliteStore::open(&jobs::journal_path(&loaded.config, flag))
+fn open(loaded: &Loaded, flag: Option<&Path>) -> Result<Box<dyn JobStore>, jobs::StoreError> {
+    jobs::open_store(&QueueLocation::resolve(&loaded.config, flag))
 }
+
+/// A worker is live while its heartbeat is younger than this many leases.
+const LIVE_LEASES: u32 = 2;
 
 fn when(ms: Option<i64>) -> String {
     match ms {
@@ -74,14 +79,19 @@ pub fn run(loaded: &Loaded, command: QueueCommand) -> ExitCode {
                         (None, JobState::Done) => format!("  {} output(s)", job.outputs.len()),
                         _ => String::new(),
                     };
+                    let on = match (&job.host, &job.device) {
+                        (Some(h), Some(d)) => format!("{h}/{d}"),
+                        _ => "-".to_string(),
+                    };
                     println!(
-                        "{:>6}  {:<10} {:<9} try {}/{}  {:>8}  {}{extra}",
+                        "{:>6}  {:<10} {:<9} try {}/{}  {:>8}  {:<16} {}{extra}",
                         job.id,
                         job.kind.name(),
                         job.state.name(),
                         job.attempts,
                         job.max_attempts,
                         when(job.finished_at.or(job.started_at).or(Some(job.created_at))),
+                        on,
                         job.input.display()
                     );
                 }
@@ -141,6 +151,39 @@ pub fn run(loaded: &Loaded, command: QueueCommand) -> ExitCode {
                 }
             }
             finish(bad)
+        }
+        QueueCommand::Workers { json, journal } => {
+            let store = match open(loaded, journal.queue.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let lease = Duration::from_millis(loaded.config.queue.lease_ms.max(300));
+            let workers = match store.workers(lease * LIVE_LEASES) {
+                Ok(w) => w,
+                Err(e) => return fail(e),
+            };
+            if !json && workers.is_empty() {
+                println!("no live workers on {}", store.describe());
+            }
+            for w in workers {
+                if json {
+                    match serde_json::to_string(&w) {
+                        Ok(line) => println!("{line}"),
+                        Err(e) => return fail(e),
+                    }
+                } else {
+                    println!(
+                        "{:<24} {:<8} pid {:<8} {} job(s)  heartbeat {}  up since {}",
+                        w.host,
+                        w.device,
+                        w.pid,
+                        w.running,
+                        when(Some(w.heartbeat_at)),
+                        when(Some(w.started_at))
+                    );
+                }
+            }
+            ExitCode::SUCCESS
         }
         QueueCommand::ClearDone { all, journal } => {
             let mut store = match open(loaded, journal.queue.as_deref()) {

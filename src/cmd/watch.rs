@@ -7,8 +7,8 @@ use crate::cli::{JobKindArg, OnDoneArg, PollArg, WatchArgs};
 use crate::config::{DeviceChoice, Loaded, WatchProfile};
 use crate::engine::{runtime, DeviceThread};
 use crate::jobs::{
-    expand_home, journal_path, runners, JobEvent, JobId, JobKind, JobOptions, OnDone, Priority,
-    Queue, QueueSettings, Runners, SqliteStore,
+    expand_home, open_store, runners, JobEvent, JobId, JobKind, JobOptions, OnDone, Priority,
+    Queue, QueueLocation, QueueSettings, Runners,
 };
 use crate::watch::{self, PollMode, Rule, RuleSpec, WatchSettings};
 use std::collections::{BTreeMap, HashMap};
@@ -58,9 +58,18 @@ fn kind_of(arg: JobKindArg) -> JobKind {
     }
 }
 
+/// How `atelier queue list` and `workers` name a device.
+fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cpu => "cpu".to_string(),
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 /// A rule spec and its journal, from `atelier watch DIR` and its flags.
-fn adhoc_specs(loaded: &Loaded, args: &WatchArgs) -> Vec<(RuleSpec, PathBuf)> {
-    let journal = journal_path(&loaded.config, args.queue.as_deref());
+fn adhoc_specs(loaded: &Loaded, args: &WatchArgs) -> Vec<(RuleSpec, QueueLocation)> {
+    let journal = QueueLocation::resolve(&loaded.config, args.queue.as_deref());
     args.dirs
         .iter()
         .map(|dir| {
@@ -98,11 +107,14 @@ fn adhoc_specs(loaded: &Loaded, args: &WatchArgs) -> Vec<(RuleSpec, PathBuf)> {
 }
 
 /// A rule spec and its journal from a `[[watch]]` profile (validated when config loaded).
-fn profile_spec(loaded: &Loaded, args: &WatchArgs, p: &WatchProfile) -> (RuleSpec, PathBuf) {
+fn profile_spec(loaded: &Loaded, args: &WatchArgs, p: &WatchProfile) -> (RuleSpec, QueueLocation) {
     let path = |s: &str| non_empty(s).map(|s| expand_home(&s));
-    let journal = match path(&p.queue) {
-        Some(q) if args.queue.is_none() => q,
-        _ => journal_path(&loaded.config, args.queue.as_deref()),
+    let journal = match QueueLocation::from_text(&p.queue) {
+        Some(url) if args.queue.is_none() => url,
+        _ => match path(&p.queue) {
+            Some(q) if args.queue.is_none() => QueueLocation::Sqlite(q),
+            _ => QueueLocation::resolve(&loaded.config, args.queue.as_deref()),
+        },
     };
     let spec = RuleSpec {
         name: non_empty(&p.name).unwrap_or_else(|| p.path.clone()),
@@ -237,7 +249,7 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
     if specs.is_empty() {
         return usage("nothing to watch: give folders (atelier watch DIR…) or add [[watch]] profiles to config.toml");
     }
-    let mut groups: BTreeMap<PathBuf, Vec<Rule>> = BTreeMap::new();
+    let mut groups: BTreeMap<QueueLocation, Vec<Rule>> = BTreeMap::new();
     for (spec, journal) in specs {
         match Rule::new(spec) {
             Ok(rule) => groups.entry(journal).or_default().push(rule),
@@ -270,6 +282,7 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
         retry_backoff: args
             .retry_backoff_ms
             .map_or(defaults.retry_backoff, Duration::from_millis),
+        device: device_name(device),
         ..defaults
     };
     let watch_settings = WatchSettings {
@@ -283,12 +296,12 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
     };
     let mut running: Vec<(Queue, watch::WatchHandle, mpsc::Receiver<JobEvent>)> = Vec::new();
     for (journal, rules) in groups {
-        let store = match SqliteStore::open(&journal) {
+        let store = match open_store(&journal) {
             Ok(s) => s,
             Err(e) => return fail(e),
         };
-        tracing::info!("journal {}", journal.display());
-        let queue = match Queue::open(Box::new(store), runners.clone(), settings.clone()) {
+        tracing::info!("journal {}", journal.describe());
+        let queue = match Queue::open(store, runners.clone(), settings.clone()) {
             Ok(q) => q,
             Err(e) => return fail(e),
         };

@@ -100,6 +100,12 @@ pub struct ClipConfig {
 pub struct QueueConfig {
     /// The journal (SQLite). Empty: `$XDG_DATA_HOME/atelier/queue.sqlite`.
     pub path: String,
+    /// A shared PostgreSQL queue (`postgres://user@host/db`; also `ATELIER_QUEUE_URL`).
+    /// Empty: the SQLite journal at `path`.
+    pub url: String,
+    /// How long a claimed job's lease runs; its worker renews it every third of that. A job
+    /// whose worker stopped renewing (its process or machine died) is re-run after it.
+    pub lease_ms: u64,
     /// Jobs at once on a CPU and on a GPU.
     pub workers_cpu: u32,
     pub workers_cuda: u32,
@@ -207,6 +213,8 @@ impl Config {
                 3_600_000.0,
             ),
             b("queue.stable-ms", q.stable_ms as f64, 0.0, 3_600_000.0),
+            // Shorter than the heartbeat's round trip would orphan live jobs.
+            b("queue.lease-ms", q.lease_ms as f64, 300.0, 86_400_000.0),
             b(
                 "queue.poll-interval-ms",
                 q.poll_interval_ms as f64,

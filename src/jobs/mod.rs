@@ -17,21 +17,30 @@
 //! Outputs are exactly-once: each is written to `.atelier-jobID-XXXXXXXX.tmp` in its final
 //! folder, fsynced and renamed without replacing anything but an earlier output of the same
 //! input (else it takes `NAME.1.EXT`), and only then is the job marked done, in the same
-//! transaction as its output records. A job found `running` at start-up (its process died) counts a crash and
-//! is re-run, until `max_crashes` crashes fail it; its temp files are removed.
+//! transaction as its output records. A running job is held by a lease that its worker's
+//! heartbeat renews; a job whose lease expired (its process or machine died) counts a crash
+//! and is re-run by any worker, until `max_crashes` crashes fail it; its temp files are
+//! removed. The journal is SQLite ([`SqliteStore`]) or a shared PostgreSQL ([`PgStore`]).
+mod backend;
+mod postgres;
 mod queue;
 mod runner;
 pub mod runners;
 mod sqlite;
 mod store;
 
+pub use backend::{open_store, QueueLocation};
+pub use postgres::PgStore;
 pub use queue::{fingerprint, Queue, QueueSettings};
 pub use runner::{
     is_temp_name, remove_temp_files, temp_path, write_output, OutputLedger, RunContext, RunError,
     Runner, Runners,
 };
 pub use sqlite::{default_path, expand_home, journal_path, SqliteStore};
-pub use store::{CancelOutcome, JobStore, NewJob, StoreError};
+pub use store::{
+    dedup_key, host_name, new_token, CancelOutcome, JobStore, NewJob, StoreError, WorkerInfo,
+    WorkerRow,
+};
 
 pub use crate::domain::{JobId, JobKind, JobState};
 use crate::transcript::Segment;
@@ -120,6 +129,18 @@ pub struct Job {
     pub crashes: u32,
     #[serde(serialize_with = "lossy_paths")]
     pub outputs: Vec<PathBuf>,
+    /// The host and device of the worker that claimed it last (where it runs or ran).
+    pub host: Option<String>,
+    pub device: Option<String>,
+    /// That worker's id ([`WorkerInfo::id`]).
+    pub worker: Option<String>,
+    /// The claim token of its current run: the owner's proof (never printed).
+    #[serde(skip)]
+    pub claim: Option<String>,
+    /// Until when its owner's lease runs (unix ms); past it the job is an orphan.
+    pub lease_until: Option<i64>,
+    /// When the journal last changed this job (unix ms; what a viewer polls for).
+    pub updated_at: i64,
 }
 
 impl Job {
@@ -210,6 +231,8 @@ pub struct JobFilter {
     pub input: Option<PathBuf>,
     /// At most this many (the newest).
     pub limit: Option<usize>,
+    /// Only jobs changed at or after this time (unix ms; see [`Job::updated_at`]).
+    pub changed_since: Option<i64>,
 }
 
 /// Errors of the queue handle.

@@ -1,7 +1,7 @@
 //! The running queue: worker threads take jobs from the journal in priority order, run them
 //! through their kind's [`Runner`], and broadcast [`JobEvent`]s.
 use super::runner::{remove_temp_files, OutputLedger, RunContext, RunError, Runners};
-use super::store::{CancelOutcome, JobStore, NewJob};
+use super::store::{CancelOutcome, JobStore, NewJob, WorkerInfo};
 use super::QueueError;
 use super::{
     now_ms, Job, JobEvent, JobFilter, JobId, JobKind, JobOptions, JobState, OnDone, Priority,
@@ -26,6 +26,11 @@ pub struct QueueSettings {
     pub poll: Duration,
     /// Times the process may die while running a job before the job is failed (at least 1).
     pub max_crashes: u32,
+    /// A claimed job's lease; renewed every third of it. A job whose lease ran out (its
+    /// worker died or stalled) is taken back by any worker of the queue.
+    pub lease: Duration,
+    /// The device this process runs jobs on, as `atelier queue workers` shows it.
+    pub device: String,
 }
 
 impl Default for QueueSettings {
@@ -36,6 +41,8 @@ impl Default for QueueSettings {
             retry_backoff: Duration::from_secs(5),
             poll: Duration::from_millis(500),
             max_crashes: 2,
+            lease: Duration::from_secs(30),
+            device: "cpu".to_string(),
         }
     }
 }
@@ -52,6 +59,7 @@ impl QueueSettings {
             max_attempts: config.max_attempts.max(1),
             retry_backoff: Duration::from_millis(config.retry_backoff_ms),
             max_crashes: config.max_crashes.max(1),
+            lease: Duration::from_millis(config.lease_ms.max(300)),
             ..QueueSettings::default()
         }
     }
@@ -71,26 +79,35 @@ struct Inner {
     /// Bumped whenever there may be new work; workers wait on it.
     work: Mutex<u64>,
     work_cv: Condvar,
-    running: Mutex<HashMap<JobId, CancelToken>>,
+    running: Mutex<HashMap<JobId, Running>>,
     stopping: AtomicBool,
+    worker: WorkerInfo,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// A job this process runs: its cancel token, its claim, and whether its lease was lost.
+#[derive(Clone)]
+struct Running {
+    token: CancelToken,
+    claim: String,
+    lost: Arc<AtomicBool>,
+}
+
+impl Running {
+    fn lose(&self, id: JobId) {
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                "job {id}: its lease was lost (this process stalled past it, and another \
+                 worker took the job over): stopping it; its output is discarded"
+            );
+        }
+        self.token.cancel();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A worker that panicked mid-update leaves plain data behind; keep going with it.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Whether process `pid` is alive and is an atelier (pids are reused after a reboot).
-fn owner_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return false;
-    }
-    let ours = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
-    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(comm) => comm == ours,
-        Err(_) => false,
-    }
 }
 
 /// The input's size and mtime (ns), as the journal records them.
@@ -108,35 +125,9 @@ impl Queue {
         runners: Runners,
         settings: QueueSettings,
     ) -> Result<Queue, QueueError> {
-        for job in store.requeue_orphans(&owner_alive, settings.max_crashes)? {
-            let removed = remove_temp_files(job.id, &job.output_dir());
-            let removed = if removed > 0 {
-                format!(" ({removed} temp file(s) removed)")
-            } else {
-                String::new()
-            };
-            match job.state {
-                JobState::Failed => tracing::error!(
-                    "job {} failed: {}{removed}",
-                    job.id,
-                    job.error.as_deref().unwrap_or_default()
-                ),
-                JobState::Cancelled => tracing::info!(
-                    "job {} ({}) was running when its process died, with a cancel requested: \
-                     cancelled{removed}",
-                    job.id,
-                    job.input.display()
-                ),
-                _ => tracing::warn!(
-                    "job {} ({}) was running when its process died ({} of {} crashes): \
-                     queued again{removed}",
-                    job.id,
-                    job.input.display(),
-                    job.crashes,
-                    settings.max_crashes.max(1)
-                ),
-            }
-        }
+        let me = WorkerInfo::this_process(&settings.device);
+        log_orphans(store.as_mut(), settings.max_crashes)?;
+        store.heartbeat(&me, 0)?;
         let queue = Queue {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
@@ -148,6 +139,7 @@ impl Queue {
                 running: Mutex::new(HashMap::new()),
                 stopping: AtomicBool::new(false),
                 threads: Mutex::new(Vec::new()),
+                worker: me,
             }),
         };
         queue.finish_moves();
@@ -198,6 +190,44 @@ impl Queue {
         Ok(job.id)
     }
 
+    /// [`Queue::enqueue`] unless the journal holds a job of this kind for this file with
+    /// the same size and mtime already (queued by this or another process, in any state):
+    /// then `None`. Two watchers of one folder thus queue each file once.
+    pub fn enqueue_unique(
+        &self,
+        kind: JobKind,
+        path: &Path,
+        options: JobOptions,
+        priority: Priority,
+    ) -> Result<Option<JobId>, QueueError> {
+        let fp = fingerprint(path);
+        let job = lock(&self.inner.store).insert_unique(&NewJob {
+            kind,
+            input: path.to_path_buf(),
+            options,
+            priority,
+            max_attempts: self.inner.settings.max_attempts.max(1),
+            input_size: fp.map(|f| f.0),
+            input_mtime_ns: fp.map(|f| f.1),
+        })?;
+        let Some(job) = job else {
+            return Ok(None);
+        };
+        self.inner.emit(JobEvent::Queued {
+            id: job.id,
+            kind,
+            input: job.input.clone(),
+            priority,
+        });
+        self.inner.wake();
+        Ok(Some(job.id))
+    }
+
+    /// This process as the journal's workers list shows it.
+    pub fn worker(&self) -> &WorkerInfo {
+        &self.inner.worker
+    }
+
     /// A failed or cancelled job goes back to the queue with its attempts reset.
     pub fn retry(&self, id: JobId) -> Result<bool, QueueError> {
         let mut store = lock(&self.inner.store);
@@ -221,8 +251,8 @@ impl Queue {
                 Ok(true)
             }
             CancelOutcome::Requested => {
-                if let Some(token) = lock(&self.inner.running).get(&id) {
-                    token.cancel();
+                if let Some(r) = lock(&self.inner.running).get(&id) {
+                    r.token.cancel();
                 }
                 Ok(true)
             }
@@ -275,13 +305,19 @@ impl Queue {
     /// so the next start runs it from the beginning. Waits for the workers to stop.
     pub fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
-        for token in lock(&self.inner.running).values() {
-            token.cancel();
+        for r in lock(&self.inner.running).values() {
+            r.token.cancel();
         }
         self.inner.wake();
         let threads = std::mem::take(&mut *lock(&self.inner.threads));
+        let joined = !threads.is_empty();
         for t in threads {
             let _ = t.join();
+        }
+        if joined {
+            if let Err(e) = lock(&self.inner.store).leave(&self.inner.worker) {
+                tracing::warn!("{e}");
+            }
         }
     }
 
@@ -330,11 +366,11 @@ impl Inner {
 }
 
 fn worker(inner: &Arc<Inner>) {
-    let pid = std::process::id();
     let kinds = inner.runners.claimed_kinds();
     while !inner.stopping() {
         let seen = *lock(&inner.work);
-        let claimed = lock(&inner.store).claim_next_of(now_ms(), pid, kinds.as_deref());
+        let claimed =
+            lock(&inner.store).claim_next_of(&inner.worker, inner.settings.lease, kinds.as_deref());
         match claimed {
             Ok(Some(job)) => run_one(inner, job),
             Ok(None) => inner.wait_for_work(seen),
@@ -346,25 +382,97 @@ fn worker(inner: &Arc<Inner>) {
     }
 }
 
-/// Passes cancel requests made by other processes (`atelier queue cancel`) to workers.
+/// Requeues the jobs whose lease expired (removing their temp files while no worker can
+/// claim them), logging each.
+fn log_orphans(store: &mut dyn JobStore, max_crashes: u32) -> Result<(), QueueError> {
+    let mut removed: HashMap<JobId, usize> = HashMap::new();
+    let mut clean = |job: &Job| {
+        removed.insert(job.id, remove_temp_files(job.id, &job.output_dir()));
+    };
+    for job in store.requeue_expired(max_crashes, &mut clean)? {
+        let removed = match removed.get(&job.id) {
+            Some(&n) if n > 0 => format!(" ({n} temp file(s) removed)"),
+            _ => String::new(),
+        };
+        let on = job.host.as_deref().unwrap_or("?");
+        match job.state {
+            JobState::Failed => tracing::error!(
+                "job {} failed: {}{removed}",
+                job.id,
+                job.error.as_deref().unwrap_or_default()
+            ),
+            JobState::Cancelled => tracing::info!(
+                "job {} ({}) was running on {on} when its worker died, with a cancel \
+                 requested: cancelled{removed}",
+                job.id,
+                job.input.display()
+            ),
+            _ => tracing::warn!(
+                "job {} ({}) was running on {on} when its worker died or stalled past its \
+                 lease ({} of {} crashes): queued again{removed}",
+                job.id,
+                job.input.display(),
+                job.crashes,
+                max_crashes.max(1)
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Renews the leases of this process's jobs and its heartbeat (every third of the lease),
+/// takes back expired jobs of any worker, and passes cancel requests made by other
+/// processes (`atelier queue cancel`) to workers.
 fn monitor(inner: &Arc<Inner>) {
+    let lease = inner.settings.lease;
+    let renew_every = lease / 3;
+    let sweep_every = (lease / 4).max(inner.settings.poll);
+    let tick = inner
+        .settings
+        .poll
+        .min(renew_every)
+        .max(Duration::from_millis(10));
+    let mut renewed = std::time::Instant::now();
+    let mut swept = std::time::Instant::now();
     while !inner.stopping() {
-        let ids: Vec<(JobId, CancelToken)> = lock(&inner.running)
+        let jobs: Vec<(JobId, Running)> = lock(&inner.running)
             .iter()
-            .map(|(id, t)| (*id, t.clone()))
+            .map(|(id, r)| (*id, r.clone()))
             .collect();
-        for (id, token) in ids {
-            if matches!(lock(&inner.store).cancel_requested(id), Ok(true)) {
-                token.cancel();
+        if renewed.elapsed() >= renew_every {
+            renewed = std::time::Instant::now();
+            for (id, r) in &jobs {
+                match lock(&inner.store).renew(*id, &r.claim, lease) {
+                    Ok(true) => {}
+                    Ok(false) => r.lose(*id),
+                    Err(e) => tracing::warn!("job {id}: cannot renew its lease: {e}"),
+                }
             }
+            let n = jobs.len() as u32;
+            if let Err(e) = lock(&inner.store).heartbeat(&inner.worker, n) {
+                tracing::warn!("heartbeat: {e}");
+            }
+        }
+        for (id, r) in &jobs {
+            if matches!(lock(&inner.store).cancel_requested(*id), Ok(true)) {
+                r.token.cancel();
+            }
+        }
+        if swept.elapsed() >= sweep_every {
+            swept = std::time::Instant::now();
+            let mut store = lock(&inner.store);
+            match log_orphans(store.as_mut(), inner.settings.max_crashes) {
+                Ok(()) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+            drop(store);
+            inner.wake();
         }
         let seen = *lock(&inner.work);
         let guard = lock(&inner.work);
         let _ = inner
             .work_cv
-            .wait_timeout_while(guard, inner.settings.poll, |g| {
-                *g == seen && !inner.stopping()
-            });
+            .wait_timeout_while(guard, tick, |g| *g == seen && !inner.stopping());
     }
 }
 
@@ -419,6 +527,7 @@ struct Ledger {
     job: JobId,
     input: PathBuf,
     kind: JobKind,
+    running: Running,
 }
 
 impl OutputLedger for Ledger {
@@ -431,9 +540,32 @@ impl OutputLedger for Ledger {
             })
     }
 
+    fn may_write(&self) -> bool {
+        if self.running.lost.load(Ordering::SeqCst) {
+            return false;
+        }
+        // Renewing proves the lease is still ours, and gives the write a whole lease.
+        let renewed =
+            lock(&self.inner.store).renew(self.job, &self.running.claim, self.inner.settings.lease);
+        match renewed {
+            Ok(true) => true,
+            Ok(false) => {
+                self.running.lose(self.job);
+                false
+            }
+            // Unreachable journal: write anyway; the commit decides.
+            Err(e) => {
+                tracing::warn!("job {}: {e}", self.job);
+                true
+            }
+        }
+    }
+
     fn record(&self, path: &Path) {
-        if let Err(e) = lock(&self.inner.store).record_output(self.job, path) {
-            tracing::warn!("job {}: {e}", self.job);
+        match lock(&self.inner.store).record_output(self.job, &self.running.claim, path) {
+            Ok(true) => {}
+            Ok(false) => self.running.lose(self.job),
+            Err(e) => tracing::warn!("job {}: {e}", self.job),
         }
     }
 }
@@ -460,13 +592,21 @@ fn backoff(settings: &QueueSettings, attempts: u32) -> Duration {
 
 fn run_one(inner: &Arc<Inner>, job: Job) {
     let id = job.id;
+    let running = Running {
+        token: CancelToken::new(),
+        claim: job.claim.clone().unwrap_or_default(),
+        lost: Arc::new(AtomicBool::new(false)),
+    };
+    let claim = running.claim.clone();
     if let Some((size, mtime)) = fingerprint(&job.input) {
-        if let Err(e) = lock(&inner.store).record_input(id, size, mtime) {
-            tracing::warn!("job {id}: {e}");
+        match lock(&inner.store).record_input(id, &claim, size, mtime) {
+            Ok(true) => {}
+            Ok(false) => running.lose(id),
+            Err(e) => tracing::warn!("job {id}: {e}"),
         }
     }
-    let token = CancelToken::new();
-    lock(&inner.running).insert(id, token.clone());
+    let token = running.token.clone();
+    lock(&inner.running).insert(id, running.clone());
     // A shutdown that began before the token was listed did not see it.
     if inner.stopping() {
         token.cancel();
@@ -482,6 +622,7 @@ fn run_one(inner: &Arc<Inner>, job: Job) {
         job: id,
         input: job.input.clone(),
         kind: job.kind,
+        running: running.clone(),
     });
     let ctx = RunContext::new(id, token, Box::new(move |e| emitter.emit(e)))
         .with_ledger(ledger)
@@ -504,24 +645,33 @@ fn run_one(inner: &Arc<Inner>, job: Job) {
     lock(&inner.running).remove(&id);
     // A long-lived process (watch, the TUI) hands a large job's freed memory back.
     crate::engine::runtime::release_freed_memory();
+    if running.lost.load(Ordering::SeqCst) {
+        // Someone else owns the job now: commit nothing, and leave the folder (its temp
+        // files may be the new owner's) alone.
+        inner.wake();
+        return;
+    }
     let now = now_ms();
     let mut store = lock(&inner.store);
     let (stored, event) = match result {
         Ok(outputs) => (
-            store.complete(id, &outputs, now),
+            store.complete(id, &claim, &outputs, now),
             JobEvent::Done {
                 id,
                 outputs: outputs.clone(),
             },
         ),
         Err(RunError::Cancelled) if inner.stopping() => (
-            store.requeue(id),
+            store.requeue(id, &claim),
             JobEvent::Requeued {
                 id,
                 priority: job.priority,
             },
         ),
-        Err(RunError::Cancelled) => (store.mark_cancelled(id, now), JobEvent::Cancelled { id }),
+        Err(RunError::Cancelled) => (
+            store.mark_cancelled(id, &claim, now),
+            JobEvent::Cancelled { id },
+        ),
         Err(e) => {
             let retry_at = match &e {
                 RunError::Transient(_) if job.attempts < job.max_attempts => {
@@ -531,7 +681,7 @@ fn run_one(inner: &Arc<Inner>, job: Job) {
             };
             let error = name_file(&job.input, &e.to_string());
             (
-                store.fail(id, &error, retry_at, now),
+                store.fail(id, &claim, &error, retry_at, now),
                 JobEvent::Failed {
                     id,
                     error,
@@ -541,16 +691,17 @@ fn run_one(inner: &Arc<Inner>, job: Job) {
         }
     };
     drop(store);
-    if !matches!(event, JobEvent::Done { .. }) {
+    if !matches!(event, JobEvent::Done { .. }) && !matches!(stored, Ok(false)) {
         remove_temp_files(id, &job.output_dir());
     }
     match stored {
-        Ok(()) => {
+        Ok(true) => {
             if matches!(event, JobEvent::Done { .. }) && job.options.on_done == OnDone::Move {
                 move_input(&job);
             }
             inner.emit(event);
         }
+        Ok(false) => running.lose(id),
         Err(e) => tracing::error!("job {id}: {e}"),
     }
     inner.wake();

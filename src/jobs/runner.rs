@@ -93,6 +93,11 @@ pub trait OutputLedger: Send + Sync {
     /// Whether this job may replace `path`: a recorded output of a job of the same input
     /// and kind. Any other file is the user's.
     fn may_replace(&self, path: &Path) -> bool;
+    /// Whether the job may still write: false once its lease is lost (another worker owns
+    /// the job now), so a worker that stalled never puts a late output in place.
+    fn may_write(&self) -> bool {
+        true
+    }
     /// Records `path` as this job's output as soon as it is in place, so a re-run after a
     /// crash replaces it instead of writing a copy.
     fn record(&self, path: &Path);
@@ -181,6 +186,9 @@ impl RunContext {
                 dir.display(),
                 self.roots[0].display()
             )));
+        }
+        if self.ledger.as_ref().is_some_and(|l| !l.may_write()) {
+            return Err(RunError::Cancelled);
         }
         let ledger = self.ledger.clone();
         let may_replace = move |p: &Path| ledger.as_ref().is_none_or(|l| l.may_replace(p));

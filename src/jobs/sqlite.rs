@@ -1,9 +1,13 @@
 //! The SQLite journal: WAL, one transaction per change, paths stored as raw bytes so
 //! non-UTF-8 names survive.
-use super::store::{CancelOutcome, JobStore, NewJob, StoreError};
+use super::store::{
+    decode_row, orphaned, CancelOutcome, JobStore, NewJob, Orphaned, StoreError, WorkerInfo,
+    WorkerRow,
+};
 use super::{Job, JobFilter, JobId, JobKind, JobOptions, JobState, Priority};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The default journal: `$XDG_DATA_HOME/atelier/queue.sqlite`.
 pub fn default_path() -> PathBuf {
@@ -34,7 +38,8 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
-const SCHEMA: &str = "
+/// Version 1: the jobs and their outputs (crash counts included).
+const V1: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -64,6 +69,42 @@ CREATE TABLE IF NOT EXISTS outputs (
 );
 CREATE INDEX IF NOT EXISTS outputs_path ON outputs (path);
 ";
+
+/// Version 2: leases (claim token, lease_until, host, device, worker), the de-duplication
+/// key, `updated_at` kept by a trigger (what a viewer polls), and the workers' heartbeats.
+const V2: &str = "
+ALTER TABLE jobs ADD COLUMN claim TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+ALTER TABLE jobs ADD COLUMN host TEXT;
+ALTER TABLE jobs ADD COLUMN device TEXT;
+ALTER TABLE jobs ADD COLUMN worker TEXT;
+ALTER TABLE jobs ADD COLUMN dedup TEXT;
+ALTER TABLE jobs ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET updated_at = COALESCE(finished_at, started_at, created_at);
+CREATE UNIQUE INDEX jobs_dedup ON jobs (dedup);
+CREATE INDEX jobs_lease ON jobs (state, lease_until);
+CREATE INDEX jobs_not_before ON jobs (state, not_before);
+CREATE INDEX jobs_updated ON jobs (updated_at);
+CREATE TRIGGER jobs_touched AFTER UPDATE ON jobs FOR EACH ROW
+    WHEN NEW.updated_at = OLD.updated_at
+    BEGIN
+        UPDATE jobs SET updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+        WHERE id = NEW.id;
+    END;
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    running INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX workers_heartbeat ON workers (heartbeat_at);
+";
+
+/// The versioned migrations, in order: a journal at version `v` gets every step above `v`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 /// The columns of `jobs` every schema version has (v1 adds `crashes`).
 const REQUIRED_COLUMNS: &[&str] = &[
@@ -114,11 +155,13 @@ fn check_journal_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// The schema version this build writes (`PRAGMA user_version`). 0: before crash counts.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes (`PRAGMA user_version`). 0: before crash counts;
+/// 1: before leases.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const COLUMNS: &str = "id, kind, input, options, state, priority, attempts, max_attempts, error, \
-     created_at, started_at, finished_at, not_before, input_size, input_mtime_ns, crashes";
+     created_at, started_at, finished_at, not_before, input_size, input_mtime_ns, crashes, \
+     host, device, worker, claim, lease_until, updated_at";
 
 fn path_bytes(p: &Path) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
@@ -129,9 +172,6 @@ fn bytes_path(b: Vec<u8>) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
     PathBuf::from(std::ffi::OsString::from_vec(b))
 }
-
-/// A running job as `requeue_orphans` reads it: id, owner, input, crashes, cancel requested.
-type OrphanRow = (i64, Option<u32>, Vec<u8>, u32, bool);
 
 /// A row as read, before its text columns are checked.
 struct RawJob {
@@ -161,6 +201,12 @@ fn raw_job(row: &Row) -> rusqlite::Result<RawJob> {
             input_mtime_ns: row.get(14)?,
             crashes: row.get(15)?,
             outputs: Vec::new(),
+            host: row.get(16)?,
+            device: row.get(17)?,
+            worker: row.get(18)?,
+            claim: row.get(19)?,
+            lease_until: row.get(20)?,
+            updated_at: row.get(21)?,
         },
         kind: row.get(1)?,
         state: row.get(4)?,
@@ -237,7 +283,15 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
                 .map_err(err)?;
         }
     }
-    tx.execute_batch(SCHEMA).map_err(err)?;
+    for (to, sql) in MIGRATIONS {
+        if version < *to {
+            tx.execute_batch(sql).map_err(err)?;
+            tracing::info!(
+                "{}: journal schema migrated to version {to}",
+                path.display()
+            );
+        }
+    }
     if version < SCHEMA_VERSION {
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
             .map_err(err)?;
@@ -313,12 +367,7 @@ impl SqliteStore {
             message,
         };
         let mut job = raw.job;
-        job.kind = JobKind::parse(&raw.kind)
-            .ok_or_else(|| corrupt(format!("job {}: unknown kind '{}'", job.id, raw.kind)))?;
-        job.state = JobState::parse(&raw.state)
-            .ok_or_else(|| corrupt(format!("job {}: unknown state '{}'", job.id, raw.state)))?;
-        job.options = serde_json::from_str(&raw.options)
-            .map_err(|e| corrupt(format!("job {}: options: {e}", job.id)))?;
+        decode_row(&mut job, &raw.kind, &raw.state, &raw.options).map_err(corrupt)?;
         let mut stmt = self
             .conn
             .prepare_cached("SELECT path FROM outputs WHERE job_id = ?1 ORDER BY rowid")
@@ -349,26 +398,26 @@ impl SqliteStore {
             )?
             .pop())
     }
-
-    fn state_of(&self, id: JobId) -> Result<Option<String>, StoreError> {
-        self.conn
-            .query_row("SELECT state FROM jobs WHERE id = ?1", [id.0], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))
-    }
 }
 
-impl JobStore for SqliteStore {
-    fn insert(&mut self, job: &NewJob) -> Result<Job, StoreError> {
+impl SqliteStore {
+    fn insert_with(
+        &mut self,
+        job: &NewJob,
+        dedup: Option<String>,
+    ) -> Result<Option<Job>, StoreError> {
         let options = serde_json::to_string(&job.options).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
             message: format!("cannot encode job options: {e}"),
         })?;
         let now = super::now_ms();
-        self.conn
+        let added = self
+            .conn
             .execute(
                 "INSERT INTO jobs (kind, input, options, state, priority, max_attempts, created_at, \
-                 not_before, input_size, input_mtime_ns) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, 0, ?7, ?8)",
+                 not_before, input_size, input_mtime_ns, dedup, updated_at) \
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, 0, ?7, ?8, ?9, ?6) \
+                 ON CONFLICT DO NOTHING",
                 params![
                     job.kind.name(),
                     path_bytes(&job.input),
@@ -377,15 +426,49 @@ impl JobStore for SqliteStore {
                     job.max_attempts,
                     now,
                     job.input_size.map(|s| s as i64),
-                    job.input_mtime_ns
+                    job.input_mtime_ns,
+                    dedup,
                 ],
             )
             .map_err(|e| self.err(e))?;
+        if added == 0 {
+            return Ok(None);
+        }
         let id = JobId(self.conn.last_insert_rowid());
-        self.one(id)?.ok_or_else(|| StoreError::Corrupt {
-            path: self.path.clone(),
-            message: format!("job {id} vanished after insert"),
-        })
+        self.one(id)?
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                message: format!("job {id} vanished after insert"),
+            })
+            .map(Some)
+    }
+
+    /// One guarded change: `sql` with `?1` the id and `?2` the claim token; whether it
+    /// changed the (running) job.
+    fn guarded(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<bool, StoreError> {
+        self.conn
+            .execute(sql, args)
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn lease_ms(lease: Duration) -> i64 {
+    lease.as_millis().min(i64::MAX as u128) as i64
+}
+
+impl JobStore for SqliteStore {
+    fn insert(&mut self, job: &NewJob) -> Result<Job, StoreError> {
+        self.insert_with(job, None)?
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                message: "a job without a de-duplication key was refused".to_string(),
+            })
+    }
+
+    fn insert_unique(&mut self, job: &NewJob) -> Result<Option<Job>, StoreError> {
+        let key = job.dedup_key();
+        self.insert_with(job, key)
     }
 
     fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -410,6 +493,9 @@ impl JobStore for SqliteStore {
         if !kinds.is_empty() {
             sql += &format!(" AND kind IN ({})", kinds.join(","));
         }
+        if let Some(t) = filter.changed_since {
+            sql += &format!(" AND updated_at >= {t}");
+        }
         let input = filter.input.as_deref().map(path_bytes);
         if input.is_some() {
             sql += " AND input = ?1";
@@ -428,8 +514,8 @@ impl JobStore for SqliteStore {
 
     fn claim_next_of(
         &mut self,
-        now: i64,
-        owner: u32,
+        worker: &WorkerInfo,
+        lease: Duration,
         kinds: Option<&[JobKind]>,
     ) -> Result<Option<Job>, StoreError> {
         // Kind names come from the fixed table, never from input.
@@ -440,13 +526,16 @@ impl JobStore for SqliteStore {
             }
             None => String::new(),
         };
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let now = super::now_ms();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            .map_err(err)?;
         let id: Option<i64> = tx
             .query_row(
                 &format!(
@@ -457,50 +546,82 @@ impl JobStore for SqliteStore {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| StoreError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            .map_err(err)?;
         if let Some(id) = id {
             tx.execute(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?2, \
-                 error = NULL, cancel_requested = 0, owner = ?3 WHERE id = ?1",
-                params![id, now, owner],
+                 error = NULL, cancel_requested = 0, owner = ?3, claim = ?4, lease_until = ?5, \
+                 host = ?6, device = ?7, worker = ?8 WHERE id = ?1",
+                params![
+                    id,
+                    now,
+                    worker.pid,
+                    super::new_token(),
+                    now.saturating_add(lease_ms(lease)),
+                    worker.host,
+                    worker.device,
+                    worker.id
+                ],
             )
-            .map_err(|e| StoreError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            .map_err(err)?;
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit().map_err(err)?;
         match id {
             Some(id) => self.one(JobId(id)),
             None => Ok(None),
         }
     }
 
-    fn record_input(&mut self, id: JobId, size: u64, mtime_ns: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE jobs SET input_size = ?2, input_mtime_ns = ?3 WHERE id = ?1",
-                params![id.0, size as i64, mtime_ns],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+    fn renew(&mut self, id: JobId, claim: &str, lease: Duration) -> Result<bool, StoreError> {
+        let until = super::now_ms().saturating_add(lease_ms(lease));
+        self.guarded(
+            "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+            &[&id.0, &claim, &until],
+        )
     }
 
-    fn complete(&mut self, id: JobId, outputs: &[PathBuf], now: i64) -> Result<(), StoreError> {
+    fn record_input(
+        &mut self,
+        id: JobId,
+        claim: &str,
+        size: u64,
+        mtime_ns: i64,
+    ) -> Result<bool, StoreError> {
+        self.guarded(
+            "UPDATE jobs SET input_size = ?3, input_mtime_ns = ?4 \
+             WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+            &[&id.0, &claim, &(size as i64), &mtime_ns],
+        )
+    }
+
+    fn complete(
+        &mut self,
+        id: JobId,
+        claim: &str,
+        outputs: &[PathBuf],
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(err)?;
-        tx.execute(
-            "UPDATE jobs SET state = 'done', finished_at = ?2, error = NULL WHERE id = ?1",
-            params![id.0, now],
-        )
-        .map_err(err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let held = tx
+            .execute(
+                "UPDATE jobs SET state = 'done', finished_at = ?3, error = NULL, \
+                 lease_until = NULL WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+                params![id.0, claim, now],
+            )
+            .map_err(err)?
+            > 0;
+        if !held {
+            // Lost the lease: the job is someone else's; record nothing.
+            return Ok(false);
+        }
         tx.execute("DELETE FROM outputs WHERE job_id = ?1", [id.0])
             .map_err(err)?;
         for out in outputs {
@@ -510,61 +631,64 @@ impl JobStore for SqliteStore {
             )
             .map_err(err)?;
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        Ok(true)
     }
 
     fn fail(
         &mut self,
         id: JobId,
+        claim: &str,
         error: &str,
         retry_at: Option<i64>,
         now: i64,
-    ) -> Result<(), StoreError> {
-        let changed = match retry_at {
-            Some(at) => self.conn.execute(
-                "UPDATE jobs SET state = 'queued', error = ?2, not_before = ?3, finished_at = ?4 \
-                 WHERE id = ?1",
-                params![id.0, error, at, now],
+    ) -> Result<bool, StoreError> {
+        match retry_at {
+            Some(at) => self.guarded(
+                "UPDATE jobs SET state = 'queued', error = ?3, not_before = ?4, finished_at = ?5, \
+                 lease_until = NULL WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+                &[&id.0, &claim, &error, &at, &now],
             ),
-            None => self.conn.execute(
-                "UPDATE jobs SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
-                params![id.0, error, now],
+            None => self.guarded(
+                "UPDATE jobs SET state = 'failed', error = ?3, finished_at = ?4, \
+                 lease_until = NULL WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+                &[&id.0, &claim, &error, &now],
             ),
-        };
-        changed.map(|_| ()).map_err(|e| self.err(e))
-    }
-
-    fn cancel(&mut self, id: JobId, now: i64) -> Result<CancelOutcome, StoreError> {
-        match self.state_of(id)?.as_deref() {
-            Some("queued") => {
-                self.conn
-                    .execute(
-                        "UPDATE jobs SET state = 'cancelled', finished_at = ?2 \
-                         WHERE id = ?1 AND state = 'queued'",
-                        params![id.0, now],
-                    )
-                    .map_err(|e| self.err(e))?;
-                Ok(CancelOutcome::Cancelled)
-            }
-            Some("running") => {
-                self.conn
-                    .execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id.0])
-                    .map_err(|e| self.err(e))?;
-                Ok(CancelOutcome::Requested)
-            }
-            _ => Ok(CancelOutcome::Nothing),
         }
     }
 
-    fn mark_cancelled(&mut self, id: JobId, now: i64) -> Result<(), StoreError> {
-        self.conn
+    fn cancel(&mut self, id: JobId, now: i64) -> Result<CancelOutcome, StoreError> {
+        let cancelled = self
+            .conn
             .execute(
-                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, cancel_requested = 0 \
-                 WHERE id = ?1",
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?2 \
+                 WHERE id = ?1 AND state = 'queued'",
                 params![id.0, now],
             )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        if cancelled > 0 {
+            return Ok(CancelOutcome::Cancelled);
+        }
+        let asked = self
+            .conn
+            .execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
+                [id.0],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(if asked > 0 {
+            CancelOutcome::Requested
+        } else {
+            CancelOutcome::Nothing
+        })
+    }
+
+    fn mark_cancelled(&mut self, id: JobId, claim: &str, now: i64) -> Result<bool, StoreError> {
+        self.guarded(
+            "UPDATE jobs SET state = 'cancelled', finished_at = ?3, cancel_requested = 0, \
+             lease_until = NULL WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+            &[&id.0, &claim, &now],
+        )
     }
 
     fn cancel_requested(&self, id: JobId) -> Result<bool, StoreError> {
@@ -579,15 +703,13 @@ impl JobStore for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
-    fn requeue(&mut self, id: JobId) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), \
-                 cancel_requested = 0 WHERE id = ?1 AND state = 'running'",
-                [id.0],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+    fn requeue(&mut self, id: JobId, claim: &str) -> Result<bool, StoreError> {
+        self.guarded(
+            "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), \
+             cancel_requested = 0, lease_until = NULL \
+             WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+            &[&id.0, &claim],
+        )
     }
 
     fn retry(&mut self, id: JobId, now: i64) -> Result<bool, StoreError> {
@@ -611,82 +733,156 @@ impl JobStore for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
-    fn requeue_orphans(
+    fn requeue_expired(
         &mut self,
-        alive: &dyn Fn(u32) -> bool,
         max_crashes: u32,
+        clean: &mut dyn FnMut(&Job),
     ) -> Result<Vec<Job>, StoreError> {
+        let now = super::now_ms();
+        // A cheap look first: most sweeps find nothing, and need no write lock.
+        let any: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'running' \
+                 AND (lease_until IS NULL OR lease_until <= ?1))",
+                [now],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        let max_crashes = max_crashes.max(1);
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        let now = super::now_ms();
-        let max_crashes = max_crashes.max(1);
-        let tx = self
+        // Explicit, so `finish` and `clean` can use the connection inside the transaction;
+        // held until COMMIT, so no worker claims these jobs meanwhile.
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
+        let raws: Result<Vec<RawJob>, StoreError> = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let orphans: Vec<OrphanRow> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id, owner, input, crashes, cancel_requested FROM jobs \
-                     WHERE state = 'running'",
-                )
-                .map_err(err)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get::<_, i64>(4)? != 0,
-                    ))
-                })
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-            rows.map_err(err)?
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM jobs WHERE state = 'running' \
+                 AND (lease_until IS NULL OR lease_until <= ?1)"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map([now], raw_job)
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            })
+            .map_err(err);
+        let raws = match raws {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
         };
-        let mut ids = Vec::new();
-        for (id, owner, input, crashes, cancel) in orphans {
-            if owner.is_some_and(alive) {
-                continue;
+        let result = (|| -> Result<Vec<JobId>, StoreError> {
+            let mut ids = Vec::new();
+            for raw in raws {
+                let cancel: bool = self
+                    .conn
+                    .query_row(
+                        "SELECT cancel_requested FROM jobs WHERE id = ?1",
+                        [raw.job.id.0],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(err)?
+                    != 0;
+                let job = self.finish(raw)?;
+                clean(&job);
+                let crashes = job.crashes.saturating_add(1);
+                let id = job.id.0;
+                match orphaned(&job, cancel, crashes, max_crashes) {
+                    Orphaned::Cancelled => self.conn.execute(
+                        "UPDATE jobs SET state = 'cancelled', cancel_requested = 0, owner = NULL, \
+                         lease_until = NULL, crashes = ?2, finished_at = ?3 WHERE id = ?1",
+                        params![id, crashes, now],
+                    ),
+                    Orphaned::Failed(error) => self.conn.execute(
+                        "UPDATE jobs SET state = 'failed', owner = NULL, lease_until = NULL, \
+                         crashes = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+                        params![id, crashes, error, now],
+                    ),
+                    // A crash uses up one of the job's crashes, not one of its attempts.
+                    Orphaned::Queued => self.conn.execute(
+                        "UPDATE jobs SET state = 'queued', cancel_requested = 0, owner = NULL, \
+                         lease_until = NULL, crashes = ?2, attempts = MAX(attempts - 1, 0) \
+                         WHERE id = ?1",
+                        params![id, crashes],
+                    ),
+                }
+                .map_err(err)?;
+                ids.push(job.id);
             }
-            let crashes = crashes.saturating_add(1);
-            if cancel {
-                // Cancelled while running, then the process died: the wish stands.
-                tx.execute(
-                    "UPDATE jobs SET state = 'cancelled', cancel_requested = 0, owner = NULL, \
-                     crashes = ?2, finished_at = ?3 WHERE id = ?1",
-                    params![id, crashes, now],
-                )
-            } else if crashes >= max_crashes {
-                let error = format!(
-                    "{}: the process died while running this job ({crashes} times)",
-                    bytes_path(input).display()
-                );
-                tx.execute(
-                    "UPDATE jobs SET state = 'failed', owner = NULL, crashes = ?2, error = ?3, \
-                     finished_at = ?4 WHERE id = ?1",
-                    params![id, crashes, error, now],
-                )
-            } else {
-                // A crash uses up one of the job's crashes, not one of its attempts.
-                tx.execute(
-                    "UPDATE jobs SET state = 'queued', cancel_requested = 0, owner = NULL, \
-                     crashes = ?2, attempts = MAX(attempts - 1, 0) WHERE id = ?1",
-                    params![id, crashes],
-                )
-            }
-            .map_err(err)?;
-            ids.push(id);
+            Ok(ids)
+        })();
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        if let Err(e) = self.conn.execute_batch(end) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(self.err(e));
         }
-        tx.commit().map_err(err)?;
         let mut jobs = Vec::new();
-        for id in ids {
-            jobs.extend(self.one(JobId(id))?);
+        for id in result? {
+            jobs.extend(self.one(id)?);
         }
         Ok(jobs)
+    }
+
+    fn heartbeat(&mut self, worker: &WorkerInfo, running: u32) -> Result<(), StoreError> {
+        let now = super::now_ms();
+        self.conn
+            .execute(
+                "INSERT INTO workers (id, host, pid, device, started_at, heartbeat_at, running) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) \
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = ?5, running = ?6",
+                params![
+                    worker.id,
+                    worker.host,
+                    worker.pid,
+                    worker.device,
+                    now,
+                    running
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn leave(&mut self, worker: &WorkerInfo) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM workers WHERE id = ?1", [&worker.id])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn workers(&self, within: Duration) -> Result<Vec<WorkerRow>, StoreError> {
+        let since = super::now_ms().saturating_sub(lease_ms(within));
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, host, pid, device, started_at, heartbeat_at, running FROM workers \
+                 WHERE heartbeat_at >= ?1 ORDER BY started_at, id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok(WorkerRow {
+                    id: r.get(0)?,
+                    host: r.get(1)?,
+                    pid: r.get(2)?,
+                    device: r.get(3)?,
+                    started_at: r.get(4)?,
+                    heartbeat_at: r.get(5)?,
+                    running: r.get(6)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|e| self.err(e))
     }
 
     fn clear_finished(&mut self, all: bool) -> Result<usize, StoreError> {
@@ -709,14 +905,12 @@ impl JobStore for SqliteStore {
             .pop())
     }
 
-    fn record_output(&mut self, id: JobId, path: &Path) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT OR IGNORE INTO outputs (job_id, path) VALUES (?1, ?2)",
-                params![id.0, path_bytes(path)],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+    fn record_output(&mut self, id: JobId, claim: &str, path: &Path) -> Result<bool, StoreError> {
+        self.guarded(
+            "INSERT OR IGNORE INTO outputs (job_id, path) SELECT id, ?3 FROM jobs \
+             WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+            &[&id.0, &claim, &path_bytes(path)],
+        )
     }
 
     fn is_output_of(&self, path: &Path, input: &Path, kind: JobKind) -> Result<bool, StoreError> {
@@ -773,5 +967,9 @@ impl JobStore for SqliteStore {
             &[],
         )?;
         Ok(jobs)
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
     }
 }

@@ -5,7 +5,8 @@
 //! once its size and mtime stayed the same for the stable period. A start-up scan and any
 //! overflow of the kernel's event queue (`need_rescan`) walk the folders again, so nothing
 //! dropped while Atelier was down or during a burst is missed. A file already journalled with
-//! the same size and mtime is never queued twice; a deleted input cancels its queued job.
+//! the same size and mtime is never queued twice, also not by two watchers of one folder (the
+//! journal's unique key, [`crate::jobs::dedup_key`]); a deleted input cancels its queued job.
 pub mod fstype;
 pub mod rules;
 
@@ -378,13 +379,26 @@ impl State {
                 if (same && !reappeared) || !job.state.is_finished() {
                     return;
                 }
+                if same {
+                    // Back unchanged after its job was cancelled: that job runs again (the
+                    // journal holds one job per kind, file, size and mtime).
+                    if let Err(e) = self.queue.retry(job.id) {
+                        tracing::error!("{}: cannot queue: {e}", path.display());
+                    }
+                    return;
+                }
             }
             Ok(None) => {}
             Err(e) => return tracing::error!("{e}"),
         }
         let options = r.options_for(path);
-        if let Err(e) = self.queue.enqueue(r.kind, path, options, r.priority) {
-            tracing::error!("{}: cannot queue: {e}", path.display());
+        match self.queue.enqueue_unique(r.kind, path, options, r.priority) {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::debug!(
+                "{}: already queued (by another watcher of this folder)",
+                path.display()
+            ),
+            Err(e) => tracing::error!("{}: cannot queue: {e}", path.display()),
         }
     }
 }
