@@ -79,7 +79,7 @@ CREATE INDEX workers_heartbeat ON workers (heartbeat_at);
 const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
 
 /// Serialises migrations of one database (`pg_advisory_xact_lock`): "atelier" in ASCII.
-const MIGRATION_LOCK: i64 = 0x6174_656c_6965_72;
+const MIGRATION_LOCK: i64 = 0x0061_7465_6c69_6572;
 
 const COLUMNS: &str = "id, kind, input, options, state, priority, attempts, max_attempts, error, \
      created_at, started_at, finished_at, not_before, input_size, input_mtime_ns, crashes, \
