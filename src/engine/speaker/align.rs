@@ -201,17 +201,21 @@ mod tests {
             end,
             speaker,
         };
-        assert_eq!(
-            turns,
-            vec![
-                t(0.0, 2.0, 0),
-                t(2.0, 4.0, 1),
-                // 5.0..5.2 had no window: nearest turn is 2.0..4.0 (gap 1.0) vs 6.0.. (0.8)
-                t(5.0, 5.2, 1),
-                t(6.0, 7.2, 1),
-                t(7.2, 9.0, 0),
-            ]
-        );
+        let want = vec![
+            t(0.0, 2.0, 0),
+            t(2.0, 4.0, 1),
+            // 5.0..5.2 had no window: nearest turn is 2.0..4.0 (gap 1.0) vs 6.0.. (0.8)
+            t(5.0, 5.2, 1),
+            t(6.0, 7.2, 1),
+            t(7.2, 9.0, 0),
+        ];
+        // Midpoints are f64 arithmetic ((6.8 + 7.6) / 2 is 7.199999999999999).
+        assert_eq!(turns.len(), want.len(), "{turns:?}");
+        for (got, want) in turns.iter().zip(&want) {
+            assert_eq!(got.speaker, want.speaker, "{turns:?}");
+            assert!((got.start - want.start).abs() < 1e-9, "{turns:?}");
+            assert!((got.end - want.end).abs() < 1e-9, "{turns:?}");
+        }
     }
 
     #[test]
