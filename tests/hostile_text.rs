@@ -158,13 +158,19 @@ fn hostile_manifests_are_refused_by_file_and_key() {
 #[test]
 fn model_names_are_single_components() {
     let root = tempfile::tempdir().unwrap();
-    for name in ["../models", "/etc", "a/b", "..", ".", ""] {
+    for name in ["../models", "/etc", "a/b/c", "./x", "../x/y", "..", ".", ""] {
         let err = store::find(root.path(), name, "whisper")
             .unwrap_err()
             .to_string();
         assert!(err.starts_with(&format!("model name '{name}'")), "{err}");
         one_line(&err);
     }
+    // `org/name` is a hub repo name (#13): a key matched against the manifests' recorded
+    // repos, never a path into the store.
+    let err = store::find(root.path(), "a/b", "whisper")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("model 'a/b' is not installed"), "{err}");
 }
 
 #[test]

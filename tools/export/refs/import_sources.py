@@ -24,8 +24,8 @@ def whisper_hf(out: str):
 
     torch.manual_seed(0)
     cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128,
-                        decoder_ffn_dim=128, max_source_positions=1500, max_target_positions=448)
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=256,
+                        decoder_ffn_dim=256, max_source_positions=1500, max_target_positions=448)
     WhisperForConditionalGeneration(cfg).eval().save_pretrained(out, safe_serialization=True)
 
 
