@@ -130,9 +130,14 @@ impl Runtime {
                 media,
                 transcript,
                 formats,
-            } => {
-                workers::save_transcript(media, transcript, formats, &self.config, self.tx.clone())
-            }
+            } => workers::save_transcript(
+                media,
+                transcript,
+                formats,
+                self.queue.clone(),
+                &self.config,
+                self.tx.clone(),
+            ),
             Effect::Play { path, start, end } => {
                 let _ = self.player.send(audio::PlayCmd::Play { path, start, end });
             }

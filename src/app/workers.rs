@@ -201,6 +201,20 @@ impl JobQueue {
         self.run(Op::Reprioritize(id, priority));
     }
 
+    /// The files the journal records as outputs of `input`'s latest `kind` job (the queue's
+    /// transcripts, which a save from the transcript pane replaces).
+    pub fn outputs_of(&self, input: &Path, kind: crate::jobs::JobKind) -> Vec<PathBuf> {
+        let queue = match self.slot.lock().as_deref() {
+            Ok(Slot::Open(q)) => Some(q.clone()),
+            _ => None,
+        };
+        queue
+            .and_then(|q| q.latest_for(input, kind).ok().flatten())
+            .filter(|j| j.state == crate::jobs::JobState::Done)
+            .map(|j| j.outputs)
+            .unwrap_or_default()
+    }
+
     /// Stops the workers: a running job is queued again (`atelier watch` or the next start
     /// runs it).
     pub fn shutdown(&self) {
@@ -525,6 +539,7 @@ pub fn save_transcript(
     media: PathBuf,
     transcript: Transcript,
     formats: Vec<String>,
+    queue: JobQueue,
     config: &Config,
     tx: Sender<Msg>,
 ) {
@@ -548,6 +563,14 @@ pub fn save_transcript(
     std::thread::spawn(move || {
         let dir = media.parent().unwrap_or(Path::new(".")).to_path_buf();
         let registry = OutputRegistry::open_default();
+        // The queue's own transcripts of this file (recorded in the journal) are ours too.
+        if let Some(r) = &registry {
+            for p in &queue.outputs_of(&media, crate::jobs::JobKind::Transcribe) {
+                if let Err(e) = r.record(p, &media, writers::KIND) {
+                    tracing::warn!("{}: cannot record the output: {e}", p.display());
+                }
+            }
+        }
         match writers::write_files(
             registry.as_ref(),
             &dir,

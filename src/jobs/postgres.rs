@@ -633,6 +633,32 @@ impl JobStore for PgStore {
         .map(|_| ())
     }
 
+    fn expire_dead_on_host(
+        &mut self,
+        host: &str,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<usize, StoreError> {
+        let rows = self
+            .client()?
+            .query("SELECT id, pid FROM workers WHERE host = $1", &[&host])
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (id, pid): (String, i32) = (row.get(0), row.get(1));
+            if !alive(pid.max(0) as u32) {
+                self.change("DELETE FROM workers WHERE id = $1", &[&id])?;
+            }
+        }
+        self.client()?
+            .execute(
+                "UPDATE jobs SET lease_until = 0 WHERE state = 'running' AND host = $1 \
+                 AND (worker IS NULL OR worker NOT IN (SELECT id FROM workers)) \
+                 AND (lease_until IS NULL OR lease_until > 0)",
+                &[&host],
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+    }
+
     fn leave(&mut self, worker: &WorkerInfo) -> Result<(), StoreError> {
         self.change("DELETE FROM workers WHERE id = $1", &[&worker.id])
             .map(|_| ())

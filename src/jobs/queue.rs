@@ -126,7 +126,7 @@ impl Queue {
         settings: QueueSettings,
     ) -> Result<Queue, QueueError> {
         let me = WorkerInfo::this_process(&settings.device);
-        log_orphans(store.as_mut(), settings.max_crashes)?;
+        log_orphans(store.as_mut(), &me.host, settings.max_crashes)?;
         store.heartbeat(&me, 0)?;
         let queue = Queue {
             inner: Arc::new(Inner {
@@ -384,7 +384,20 @@ fn worker(inner: &Arc<Inner>) {
 
 /// Requeues the jobs whose lease expired (removing their temp files while no worker can
 /// claim them), logging each.
-fn log_orphans(store: &mut dyn JobStore, max_crashes: u32) -> Result<(), QueueError> {
+/// Whether process `pid` on this machine is still an atelier (a pid the kernel reused for
+/// another program is not: `/proc/PID/comm` names it).
+fn atelier_alive(pid: u32) -> bool {
+    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm")).ok();
+    match (comm(&pid.to_string()), comm("self")) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+fn log_orphans(store: &mut dyn JobStore, host: &str, max_crashes: u32) -> Result<(), QueueError> {
+    // A process that died on this machine: its jobs are orphans now, not after the lease.
+    store.expire_dead_on_host(host, &atelier_alive)?;
     let mut removed: HashMap<JobId, usize> = HashMap::new();
     let mut clean = |job: &Job| {
         removed.insert(job.id, remove_temp_files(job.id, &job.output_dir()));
@@ -461,7 +474,11 @@ fn monitor(inner: &Arc<Inner>) {
         if swept.elapsed() >= sweep_every {
             swept = std::time::Instant::now();
             let mut store = lock(&inner.store);
-            match log_orphans(store.as_mut(), inner.settings.max_crashes) {
+            match log_orphans(
+                store.as_mut(),
+                &inner.worker.host,
+                inner.settings.max_crashes,
+            ) {
                 Ok(()) => {}
                 Err(e) => tracing::warn!("{e}"),
             }

@@ -853,6 +853,34 @@ impl JobStore for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn expire_dead_on_host(
+        &mut self,
+        host: &str,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<usize, StoreError> {
+        let workers: Vec<(String, u32)> = self
+            .conn
+            .prepare("SELECT id, pid FROM workers WHERE host = ?1")
+            .and_then(|mut st| {
+                st.query_map([host], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.err(e))?;
+        for (id, _) in workers.iter().filter(|(_, pid)| !alive(*pid)) {
+            self.conn
+                .execute("DELETE FROM workers WHERE id = ?1", [id])
+                .map_err(|e| self.err(e))?;
+        }
+        self.conn
+            .execute(
+                "UPDATE jobs SET lease_until = 0 WHERE state = 'running' AND host = ?1 \
+                 AND (worker IS NULL OR worker NOT IN (SELECT id FROM workers)) \
+                 AND (lease_until IS NULL OR lease_until > 0)",
+                [host],
+            )
+            .map_err(|e| self.err(e))
+    }
+
     fn leave(&mut self, worker: &WorkerInfo) -> Result<(), StoreError> {
         self.conn
             .execute("DELETE FROM workers WHERE id = ?1", [&worker.id])

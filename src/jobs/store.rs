@@ -225,6 +225,15 @@ pub trait JobStore: Send {
         max_crashes: u32,
         clean: &mut dyn FnMut(&Job),
     ) -> Result<Vec<Job>, StoreError>;
+    /// Ends at once the leases of `running` jobs claimed on `host` by a process that is gone
+    /// (`alive` says no to its pid, or it has no workers row: it never registered or it
+    /// left), so a process that died on this machine leaves orphans the next start takes
+    /// back without waiting out the lease. Returns how many leases it ended.
+    fn expire_dead_on_host(
+        &mut self,
+        host: &str,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<usize, StoreError>;
     /// Records that `worker` is alive, running `running` jobs.
     fn heartbeat(&mut self, worker: &WorkerInfo, running: u32) -> Result<(), StoreError>;
     /// `worker` stopped cleanly.
