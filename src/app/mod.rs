@@ -147,7 +147,9 @@ impl Runtime {
             Effect::TagImages { paths, label_set } => {
                 let _ = self.clip.send(workers::ClipWork::Tag { paths, label_set });
             }
-            Effect::WriteSidecars(writes) => workers::write_sidecars(writes, self.tx.clone()),
+            Effect::WriteSidecars(writes) => {
+                workers::write_sidecars(writes, self.queue.clone(), self.tx.clone())
+            }
             Effect::SearchIndex(q) => {
                 let _ = self.clip.send(workers::ClipWork::Search(q));
             }

@@ -203,7 +203,7 @@ impl JobQueue {
 
     /// The files the journal records as outputs of `input`'s latest `kind` job (the queue's
     /// transcripts, which a save from the transcript pane replaces).
-    pub fn outputs_of(&self, input: &Path, kind: crate::jobs::JobKind) -> Vec<PathBuf> {
+    pub fn outputs_of(&self, input: &Path, kind: JobKind) -> Vec<PathBuf> {
         let queue = match self.slot.lock().as_deref() {
             Ok(Slot::Open(q)) => Some(q.clone()),
             _ => None,
@@ -563,14 +563,13 @@ pub fn save_transcript(
     std::thread::spawn(move || {
         let dir = media.parent().unwrap_or(Path::new(".")).to_path_buf();
         let registry = OutputRegistry::open_default();
-        // The queue's own transcripts of this file (recorded in the journal) are ours too.
-        if let Some(r) = &registry {
-            for p in &queue.outputs_of(&media, crate::jobs::JobKind::Transcribe) {
-                if let Err(e) = r.record(p, &media, writers::KIND) {
-                    tracing::warn!("{}: cannot record the output: {e}", p.display());
-                }
-            }
-        }
+        adopt_queue_outputs(
+            registry.as_ref(),
+            &queue,
+            &media,
+            JobKind::Transcribe,
+            writers::KIND,
+        );
         match writers::write_files(
             registry.as_ref(),
             &dir,
@@ -592,11 +591,39 @@ pub fn save_transcript(
 }
 
 /// Writes (or, for None, removes) `NAME.tags.json` and the caption `NAME.txt` of each image.
-pub fn write_sidecars(writes: Vec<(PathBuf, Option<Vec<String>>)>, tx: Sender<Msg>) {
+/// The queue's own outputs of `input` (its latest done `job_kind` job, recorded in the
+/// journal) are the TUI's to replace too: recorded as `kind` outputs in the output record.
+fn adopt_queue_outputs(
+    registry: Option<&OutputRegistry>,
+    queue: &JobQueue,
+    input: &Path,
+    job_kind: JobKind,
+    kind: &str,
+) {
+    let Some(r) = registry else { return };
+    for p in &queue.outputs_of(input, job_kind) {
+        if let Err(e) = r.record(p, input, kind) {
+            tracing::warn!("{}: cannot record the output: {e}", p.display());
+        }
+    }
+}
+
+pub fn write_sidecars(
+    writes: Vec<(PathBuf, Option<Vec<String>>)>,
+    queue: JobQueue,
+    tx: Sender<Msg>,
+) {
     std::thread::spawn(move || {
         let registry = OutputRegistry::open_default();
         let mut n = 0;
         for (image, tags) in writes {
+            adopt_queue_outputs(
+                registry.as_ref(),
+                &queue,
+                &image,
+                JobKind::Tag,
+                sidecar::KIND,
+            );
             let result = match tags {
                 Some(tags) => {
                     let tags: Vec<sidecar::Tag> =
