@@ -7,8 +7,8 @@ use crate::cli::{JobKindArg, OnDoneArg, PollArg, WatchArgs};
 use crate::config::{DeviceChoice, Loaded, WatchProfile};
 use crate::engine::{runtime, DeviceThread};
 use crate::jobs::{
-    expand_home, open_store, runners, JobEvent, JobId, JobKind, JobOptions, OnDone, Priority,
-    Queue, QueueLocation, QueueSettings, Runners,
+    expand_home, open_store, runners, take_back_orphans, JobEvent, JobId, JobKind, JobOptions,
+    OnDone, Priority, Queue, QueueLocation, QueueSettings, Runners,
 };
 use crate::watch::{self, PollMode, Rule, RuleSpec, WatchSettings};
 use std::collections::{BTreeMap, HashMap};
@@ -260,11 +260,25 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
         Ok(d) => d,
         Err(e) => return usage(e),
     };
+    // The journals first, with what crashed processes left running taken back: a stop
+    // during model loading (below) must not leave their jobs to the lease.
+    let qcfg = &loaded.config.queue;
+    let mut stores = Vec::new();
+    for (journal, rules) in groups {
+        let mut store = match open_store(&journal) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        if let Err(e) = take_back_orphans(store.as_mut(), qcfg.max_crashes.max(1)) {
+            return fail(e);
+        }
+        stores.push((journal, rules, store));
+    }
     let thread = match DeviceThread::spawn(device) {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot start the model thread: {e}")),
     };
-    let all_rules: Vec<&Rule> = groups.values().flatten().collect();
+    let all_rules: Vec<&Rule> = stores.iter().flat_map(|(_, rules, _)| rules).collect();
     let runners = match runners_for(loaded, &all_rules, &thread, models_dir) {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -272,7 +286,6 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
     if SIGNALLED.load(Ordering::SeqCst) {
         return ExitCode::SUCCESS;
     }
-    let qcfg = &loaded.config.queue;
     let defaults = QueueSettings::from_config(qcfg, device.is_cuda());
     let settings = QueueSettings {
         workers: args.workers.unwrap_or(defaults.workers),
@@ -295,11 +308,7 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
         failed: 0,
     };
     let mut running: Vec<(Queue, watch::WatchHandle, mpsc::Receiver<JobEvent>)> = Vec::new();
-    for (journal, rules) in groups {
-        let store = match open_store(&journal) {
-            Ok(s) => s,
-            Err(e) => return fail(e),
-        };
+    for (journal, rules, store) in stores {
         tracing::info!("journal {}", journal.describe());
         let queue = match Queue::open(store, runners.clone(), settings.clone()) {
             Ok(q) => q,

@@ -31,7 +31,7 @@ mod store;
 
 pub use backend::{open_store, QueueLocation};
 pub use postgres::PgStore;
-pub use queue::{fingerprint, Queue, QueueSettings};
+pub use queue::{fingerprint, take_back_orphans, Queue, QueueSettings};
 pub use runner::{
     is_temp_name, remove_temp_files, temp_path, write_output, OutputLedger, RunContext, RunError,
     Runner, Runners,

@@ -395,6 +395,13 @@ fn atelier_alive(pid: u32) -> bool {
     }
 }
 
+/// Takes back the jobs that crashed or vanished processes left `running` (what
+/// [`Queue::open`] does first), for a caller that must do it before it can open the queue:
+/// `watch` runs it before loading its models, so a stop during loading leaves no orphan.
+pub fn take_back_orphans(store: &mut dyn JobStore, max_crashes: u32) -> Result<(), QueueError> {
+    log_orphans(store, &super::store::host_name(), max_crashes)
+}
+
 fn log_orphans(store: &mut dyn JobStore, host: &str, max_crashes: u32) -> Result<(), QueueError> {
     // A process that died on this machine: its jobs are orphans now, not after the lease.
     store.expire_dead_on_host(host, &atelier_alive)?;
