@@ -114,11 +114,25 @@ fn kill_9_at_random_points_then_restart_gives_exactly_one_complete_set_of_output
     // A clean stop: SIGTERM requeues the running job, and nothing is left `running`.
     let mut child = home.spawn_watch(&args);
     std::thread::sleep(Duration::from_millis(rng.next(1500, 4000)));
-    assert!(terminate(&mut child), "SIGTERM must exit 0");
+    let pid = child.id();
+    let stopped = terminate(&mut child);
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(stopped, "SIGTERM must exit 0: {log}");
+    let left: Vec<String> = home
+        .jobs()
+        .iter()
+        .filter(|j| j["state"] == "running")
+        .map(|j| {
+            format!(
+                "job {} {} worker {} lease_until {} attempts {} crashes {}",
+                j["id"], j["input"], j["worker"], j["lease_until"], j["attempts"], j["crashes"]
+            )
+        })
+        .collect();
     assert!(
-        home.jobs().iter().all(|j| j["state"] != "running"),
-        "{:#?}",
-        home.jobs()
+        left.is_empty(),
+        "left running after the SIGTERM of pid {pid}: {left:#?}\nits log:\n{log}"
     );
 
     let (ok, _, err) = home.watch_until_idle(&args);

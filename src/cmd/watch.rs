@@ -263,13 +263,14 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
     // The journals first, with what crashed processes left running taken back: a stop
     // during model loading (below) must not leave their jobs to the lease.
     let qcfg = &loaded.config.queue;
+    let defaults = QueueSettings::from_config(qcfg, device.is_cuda());
     let mut stores = Vec::new();
     for (journal, rules) in groups {
         let mut store = match open_store(&journal) {
             Ok(s) => s,
             Err(e) => return fail(e),
         };
-        if let Err(e) = take_back_orphans(store.as_mut(), qcfg.max_crashes.max(1)) {
+        if let Err(e) = take_back_orphans(store.as_mut(), defaults.max_crashes) {
             return fail(e);
         }
         stores.push((journal, rules, store));
@@ -286,7 +287,6 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
     if SIGNALLED.load(Ordering::SeqCst) {
         return ExitCode::SUCCESS;
     }
-    let defaults = QueueSettings::from_config(qcfg, device.is_cuda());
     let settings = QueueSettings {
         workers: args.workers.unwrap_or(defaults.workers),
         max_attempts: args

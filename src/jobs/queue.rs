@@ -382,8 +382,6 @@ fn worker(inner: &Arc<Inner>) {
     }
 }
 
-/// Requeues the jobs whose lease expired (removing their temp files while no worker can
-/// claim them), logging each.
 /// Whether process `pid` on this machine is still an atelier (a pid the kernel reused for
 /// another program is not: `/proc/PID/comm` names it).
 fn atelier_alive(pid: u32) -> bool {
@@ -402,6 +400,8 @@ pub fn take_back_orphans(store: &mut dyn JobStore, max_crashes: u32) -> Result<(
     log_orphans(store, &super::store::host_name(), max_crashes)
 }
 
+/// Requeues the jobs whose lease expired (removing their temp files while no worker can
+/// claim them), logging each; first ends the leases of dead processes on `host`.
 fn log_orphans(store: &mut dyn JobStore, host: &str, max_crashes: u32) -> Result<(), QueueError> {
     // A process that died on this machine: its jobs are orphans now, not after the lease.
     store.expire_dead_on_host(host, &atelier_alive)?;
