@@ -285,6 +285,35 @@ fn interactive_work_goes_ahead_and_cancel_works_queued_and_running() {
     queue.shutdown();
 }
 
+/// A queue on `journal` that runs checksum jobs.
+fn checksum_queue(journal: &Path) -> Queue {
+    let mut runners = Runners::new();
+    runners.insert(
+        JobKind::Checksum,
+        Arc::new(atelier::jobs::runners::ChecksumRunner),
+    );
+    Queue::open(
+        Box::new(SqliteStore::open(journal).unwrap()),
+        runners,
+        settings(10, 3),
+    )
+    .unwrap()
+}
+
+/// `out` holds the sha256 of `input`, as coreutils' sha256sum computes it.
+fn assert_sha256(out: &Path, input: &Path) {
+    let sha = std::fs::read_to_string(out).unwrap();
+    let expected = std::process::Command::new("sha256sum")
+        .arg(input)
+        .output()
+        .unwrap();
+    let expected = String::from_utf8(expected.stdout).unwrap();
+    assert_eq!(
+        sha.split_whitespace().next(),
+        expected.split_whitespace().next()
+    );
+}
+
 #[test]
 fn a_job_left_running_by_a_crash_is_rerun_and_its_temp_files_removed() {
     let dir = tempfile::tempdir().unwrap();
@@ -323,17 +352,7 @@ fn a_job_left_running_by_a_crash_is_rerun_and_its_temp_files_removed() {
     std::fs::write(&other, "other").unwrap();
     drop(store);
 
-    let mut runners = Runners::new();
-    runners.insert(
-        JobKind::Checksum,
-        Arc::new(atelier::jobs::runners::ChecksumRunner),
-    );
-    let queue = Queue::open(
-        Box::new(SqliteStore::open(&journal).unwrap()),
-        runners,
-        settings(10, 3),
-    )
-    .unwrap();
+    let queue = checksum_queue(&journal);
     let rx = queue.subscribe();
     // The requeue happened before the workers started, and removed the temp file.
     collect(&rx, |e| finished(e, 1));
@@ -343,17 +362,7 @@ fn a_job_left_running_by_a_crash_is_rerun_and_its_temp_files_removed() {
     assert_eq!(job.crashes, 1, "but it counts as a crash");
     assert!(!temp.exists());
     assert!(other.exists());
-    let sha = std::fs::read_to_string(out_dir.join("a.sha256")).unwrap();
-    // sha256("a.bin"), from coreutils' sha256sum.
-    let expected = std::process::Command::new("sha256sum")
-        .arg(&input)
-        .output()
-        .unwrap();
-    let expected = String::from_utf8(expected.stdout).unwrap();
-    assert_eq!(
-        sha.split_whitespace().next(),
-        expected.split_whitespace().next()
-    );
+    assert_sha256(&out_dir.join("a.sha256"), &input);
     assert_eq!(job.outputs, vec![out_dir.join("a.sha256")]);
     queue.shutdown();
 }
@@ -392,32 +401,13 @@ fn a_job_that_died_after_recording_an_output_completes_on_its_rerun() {
     assert!(!store.record_output(job.id, "not-the-claim", &out).unwrap());
     drop(store);
 
-    let mut runners = Runners::new();
-    runners.insert(
-        JobKind::Checksum,
-        Arc::new(atelier::jobs::runners::ChecksumRunner),
-    );
-    let queue = Queue::open(
-        Box::new(SqliteStore::open(&journal).unwrap()),
-        runners,
-        settings(10, 3),
-    )
-    .unwrap();
+    let queue = checksum_queue(&journal);
     let rx = queue.subscribe();
     collect(&rx, |e| finished(e, 1));
     let job = queue.get(job.id).unwrap().unwrap();
     assert_eq!((job.state, job.crashes), (JobState::Done, 1), "{job:#?}");
-    let expected = std::process::Command::new("sha256sum")
-        .arg(&input)
-        .output()
-        .unwrap();
-    let expected = String::from_utf8(expected.stdout).unwrap();
     assert_eq!(job.outputs, vec![out.clone()]);
-    let sha = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(
-        sha.split_whitespace().next(),
-        expected.split_whitespace().next()
-    );
+    assert_sha256(&out, &input);
     queue.shutdown();
 }
 
@@ -485,17 +475,7 @@ fn a_job_whose_process_dies_twice_fails_naming_the_crashes_and_the_queue_goes_on
     let poison = touch(dir.path(), "poison.bin");
     let good = touch(dir.path(), "good.bin");
     let id = orphan(&journal, &poison, 2, false);
-    let mut runners = Runners::new();
-    runners.insert(
-        JobKind::Checksum,
-        Arc::new(atelier::jobs::runners::ChecksumRunner),
-    );
-    let queue = Queue::open(
-        Box::new(SqliteStore::open(&journal).unwrap()),
-        runners,
-        settings(10, 3),
-    )
-    .unwrap();
+    let queue = checksum_queue(&journal);
     let rx = queue.subscribe();
     let job = queue.get(id).unwrap().unwrap();
     assert_eq!((job.state, job.crashes), (JobState::Failed, 2));
