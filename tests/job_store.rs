@@ -79,7 +79,7 @@ impl Backend for Pg {
     }
 
     fn schema_rows(&self) -> i64 {
-        let mut c = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
+        let mut c = ::postgres::Client::connect(&self.url, ::postgres::NoTls).unwrap();
         c.query_one("SELECT COUNT(*) FROM atelier_schema", &[])
             .unwrap()
             .get(0)
@@ -673,7 +673,7 @@ fn postgres_errors_name_the_queue_and_hide_the_password() {
     // A schema from a newer atelier is refused, not misread.
     let url = cluster.database("newer");
     drop(PgStore::open(&url).unwrap());
-    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     c.batch_execute("UPDATE atelier_schema SET version = 99").unwrap();
     let err = PgStore::open(&url).err().expect("refused").to_string();
     assert!(
@@ -688,7 +688,7 @@ fn postgres_reconnects_after_the_server_drops_the_connection() {
     let url = cluster.database("reconnect");
     let mut s = PgStore::open(&url).unwrap();
     let id = s.insert(&job("/in/a", 0)).unwrap().id;
-    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     let db = url.rsplit('/').next().unwrap();
     // What a server restart or a failover does to every client.
     admin
