@@ -11,7 +11,7 @@
 //! the insert rate, the claim latency percentiles and the claim query's plan. The journal
 //! must be new (a missing file, an empty database).
 use atelier::jobs::{JobKind, JobOptions, JobStore, NewJob, PgStore, Priority, SqliteStore};
-use atelier::jobs::{WorkerInfo, QueueLocation};
+use atelier::jobs::{QueueLocation, WorkerInfo};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,10 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// Fills `store` with `n` queued jobs, then times `claims` claims.
 fn measure(name: &str, store: &mut dyn JobStore, n: usize, claims: usize) -> Result<(), String> {
     if store.count_active().map_err(|e| e.to_string())? != 0 {
-        return Err(format!("{}: not empty; give a new journal", store.describe()));
+        return Err(format!(
+            "{}: not empty; give a new journal",
+            store.describe()
+        ));
     }
     let start = Instant::now();
     for i in 0..n {
@@ -81,7 +84,9 @@ fn measure(name: &str, store: &mut dyn JobStore, n: usize, claims: usize) -> Res
     let mut times = Vec::with_capacity(claims);
     for _ in 0..claims {
         let t = Instant::now();
-        let job = store.claim_next(&worker, lease).map_err(|e| e.to_string())?;
+        let job = store
+            .claim_next(&worker, lease)
+            .map_err(|e| e.to_string())?;
         times.push(t.elapsed());
         if job.is_none() {
             return Err(format!("{name}: the queue ran dry"));

@@ -179,7 +179,13 @@ fn claims_take_the_highest_priority_then_the_oldest_due_job(b: &dyn Backend) {
     assert_eq!(j.id, later);
     let at = now_ms() + 3_600_000;
     assert!(s
-        .fail(later, j.claim.as_deref().unwrap(), "transient", Some(at), now_ms())
+        .fail(
+            later,
+            j.claim.as_deref().unwrap(),
+            "transient",
+            Some(at),
+            now_ms()
+        )
         .unwrap());
     assert_eq!(state(s.as_ref(), later), JobState::Queued);
     assert_eq!(s.next_due().unwrap(), Some(at));
@@ -336,10 +342,16 @@ fn an_expired_lease_is_requeued_as_a_crash_until_max_crashes_fails_it(b: &dyn Ba
 fn cancel_ends_queued_jobs_and_a_cancelled_orphan_ends_cancelled(b: &dyn Backend) {
     let mut s = b.open();
     let queued = s.insert(&job("/in/q", 0)).unwrap().id;
-    assert_eq!(s.cancel(queued, now_ms()).unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        s.cancel(queued, now_ms()).unwrap(),
+        CancelOutcome::Cancelled
+    );
     assert_eq!(state(s.as_ref(), queued), JobState::Cancelled);
     assert_eq!(s.cancel(queued, now_ms()).unwrap(), CancelOutcome::Nothing);
-    assert_eq!(s.cancel(JobId(987_654), now_ms()).unwrap(), CancelOutcome::Nothing);
+    assert_eq!(
+        s.cancel(JobId(987_654), now_ms()).unwrap(),
+        CancelOutcome::Nothing
+    );
 
     // Running: the worker is asked; it stops and marks it.
     let asked = s.insert(&job("/in/asked", 0)).unwrap().id;
@@ -355,7 +367,10 @@ fn cancel_ends_queued_jobs_and_a_cancelled_orphan_ends_cancelled(b: &dyn Backend
     // Running, asked, and then its worker died: the wish stands.
     let orphan = s.insert(&job("/in/orphan", 0)).unwrap().id;
     let token = claim(s.as_mut(), LONG).unwrap().claim.unwrap();
-    assert_eq!(s.cancel(orphan, now_ms()).unwrap(), CancelOutcome::Requested);
+    assert_eq!(
+        s.cancel(orphan, now_ms()).unwrap(),
+        CancelOutcome::Requested
+    );
     assert!(s.renew(orphan, &token, Duration::ZERO).unwrap());
     let back = s.requeue_expired(5, &mut |_| {}).unwrap();
     assert_eq!(
@@ -380,7 +395,10 @@ fn cancel_ends_queued_jobs_and_a_cancelled_orphan_ends_cancelled(b: &dyn Backend
 fn insert_unique_holds_each_fingerprint_once_even_under_concurrent_inserts(b: &dyn Backend) {
     let mut s = b.open();
     let a = job("/in/a.wav", 0);
-    let first = s.insert_unique(&a).unwrap().expect("a new fingerprint is queued");
+    let first = s
+        .insert_unique(&a)
+        .unwrap()
+        .expect("a new fingerprint is queued");
     assert_eq!(s.insert_unique(&a).unwrap(), None);
     // In any state: a finished job still holds its fingerprint.
     let token = claim(s.as_mut(), LONG).unwrap().claim.unwrap();
@@ -445,9 +463,7 @@ fn concurrent_first_opens_migrate_once(b: &dyn Backend) {
                 scope.spawn(move || {
                     barrier.wait();
                     let mut store = b.open();
-                    store
-                        .insert(&job(&format!("/in/{round}-{t}"), 0))
-                        .unwrap();
+                    store.insert(&job(&format!("/in/{round}-{t}"), 0)).unwrap();
                 });
             }
         });
@@ -469,7 +485,10 @@ fn outputs_are_recorded_by_the_owner_and_committed_with_completion(b: &dyn Backe
     let stale = claim(s.as_mut(), LONG).unwrap().claim.unwrap();
     // Recorded as it is written: a re-run after a crash knows the file as its own.
     assert!(s.record_output(id, &stale, &txt).unwrap());
-    assert!(s.record_output(id, &stale, &txt).unwrap(), "recording twice is fine");
+    assert!(
+        s.record_output(id, &stale, &txt).unwrap(),
+        "recording twice is fine"
+    );
     assert!(s.is_output_of(&txt, input, JobKind::Checksum).unwrap());
     assert!(!s.is_output_of(&txt, input, JobKind::Transcribe).unwrap());
     assert!(!s
@@ -493,7 +512,10 @@ fn outputs_are_recorded_by_the_owner_and_committed_with_completion(b: &dyn Backe
     let mine = [json.clone(), txt.clone()];
     assert!(s.complete(id, &owner, &mine, now_ms()).unwrap());
     let j = s.get(id).unwrap().unwrap();
-    assert_eq!((j.state, j.outputs.clone()), (JobState::Done, mine.to_vec()));
+    assert_eq!(
+        (j.state, j.outputs.clone()),
+        (JobState::Done, mine.to_vec())
+    );
     assert!(s.is_output(&json).unwrap() && s.is_output(&txt).unwrap());
     assert!(!s.is_output(&srt).unwrap());
     // Done: no more records under its token.
@@ -525,7 +547,10 @@ fn workers_list_heartbeats_and_dead_local_processes_lose_their_leases(b: &dyn Ba
         .collect();
     assert_eq!(
         seen,
-        [("a-worker", "h1", 11, "cpu", 0), ("b-worker", "h2", 22, "cpu", 3)]
+        [
+            ("a-worker", "h1", 11, "cpu", 0),
+            ("b-worker", "h2", 22, "cpu", 3)
+        ]
     );
     assert!(rows.iter().all(|r| r.heartbeat_at >= r.started_at));
     let before = rows[0].clone();
@@ -575,7 +600,10 @@ fn workers_list_heartbeats_and_dead_local_processes_lose_their_leases(b: &dyn Ba
     assert_eq!(state(s.as_ref(), held[1]), JobState::Running);
     assert_eq!(state(s.as_ref(), held[3]), JobState::Running);
     // Ended leases are not ended twice.
-    assert_eq!(s.expire_dead_on_host("local", &|pid| pid == 102).unwrap(), 0);
+    assert_eq!(
+        s.expire_dead_on_host("local", &|pid| pid == 102).unwrap(),
+        0
+    );
 }
 
 fn changed_since_returns_only_changed_jobs(b: &dyn Backend) {
@@ -626,7 +654,10 @@ fn postgres_accepts_the_url_and_the_libpq_key_value_forms() {
     let kv = cluster.key_value(&db);
     assert!(kv.starts_with("host=/"), "{kv}");
     let by_kv = PgStore::open(&kv).unwrap();
-    assert_eq!(by_kv.get(id).unwrap().map(|j| j.input), Some("/in/a".into()));
+    assert_eq!(
+        by_kv.get(id).unwrap().map(|j| j.input),
+        Some("/in/a".into())
+    );
     let query_form = format!(
         "postgresql://postgres@/{db}?host={}&port={}",
         pgcluster::percent_encode(&cluster.socket_dir().to_string_lossy()),
@@ -661,7 +692,10 @@ fn postgres_errors_name_the_queue_and_hide_the_password() {
         "postgres://atelier:s3cret@{}:1/q",
         pgcluster::percent_encode(&cluster.socket_dir().to_string_lossy())
     );
-    let err = PgStore::open(&url).err().expect("no server there").to_string();
+    let err = PgStore::open(&url)
+        .err()
+        .expect("no server there")
+        .to_string();
     assert!(
         err.starts_with(&format!(
             "postgres://atelier@{}:1/q: job queue: cannot connect",
@@ -674,7 +708,8 @@ fn postgres_errors_name_the_queue_and_hide_the_password() {
     let url = cluster.database("newer");
     drop(PgStore::open(&url).unwrap());
     let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-    c.batch_execute("UPDATE atelier_schema SET version = 99").unwrap();
+    c.batch_execute("UPDATE atelier_schema SET version = 99")
+        .unwrap();
     let err = PgStore::open(&url).err().expect("refused").to_string();
     assert!(
         err.contains("schema version 99 was written by a newer atelier"),

@@ -317,7 +317,7 @@ fn held_by(job: &Value, pid: u32) -> bool {
             .is_some_and(|w| w.starts_with(&worker_prefix(pid)))
 }
 
-/// Speech inputs of 5 to 13 s: one LibriVox clip and then another.
+/// Speech inputs: the LibriVox clips (3 to 7 s) in turn, each under its own name.
 struct Speech {
     clips: Vec<Vec<f32>>,
     staging: PathBuf,
@@ -342,11 +342,10 @@ impl Speech {
     fn drop_files(&mut self, n: usize) {
         for _ in 0..n {
             let i = self.inputs.len();
-            let mut samples = self.clips[i % 5].clone();
-            samples.extend_from_slice(&self.clips[(i + 2) % 5]);
+            let samples = &self.clips[i % 5];
             let name = format!("speech_{i:02}.wav");
             let aside = self.staging.join(&name);
-            write_wav(&aside, &samples);
+            write_wav(&aside, samples);
             let input = self.inbox.join(&name);
             std::fs::rename(&aside, &input).unwrap();
             self.inputs.push(input);
@@ -400,7 +399,7 @@ fn stop_past_the_lease(fleet: &Fleet, rng: &mut Lcg) -> (i64, u32, String) {
             // Requeued (the lease is gone); give another worker a moment to take it.
             if j["crashes"].as_u64().unwrap() > crashes {
                 let at = *requeued_at.get_or_insert_with(Instant::now);
-                if at.elapsed() > Duration::from_secs(4) {
+                if at.elapsed() > Duration::from_secs(2) {
                     break true;
                 }
             }
@@ -421,13 +420,20 @@ fn stop_past_the_lease(fleet: &Fleet, rng: &mut Lcg) -> (i64, u32, String) {
     }
 }
 
-/// N watchers transcribe on one queue: one is stopped past its lease, then workers are
-/// killed at random and replaced; afterwards every input has exactly one complete set of
-/// outputs and nothing else is left.
-fn kills_and_a_lost_lease(test: &str, home: &Home, queue: &Shared, watchers: usize) {
+/// `watchers` watchers transcribe on one queue and one is stopped past its lease; then
+/// they are `grow_to`, and are killed at random and replaced. Afterwards every input has
+/// exactly one complete set of outputs and nothing else is left.
+fn kills_and_a_lost_lease(
+    test: &str,
+    home: &Home,
+    queue: &Shared,
+    watchers: usize,
+    grow_to: usize,
+) {
     home.config(&format!(
         "[whisper]\nbeam-size = 1\n[queue]\nlease-ms = {LEASE_MS}\nmax-crashes = 100\n"
     ));
+    let began = Instant::now();
     let mut rng = Lcg::seeded(test);
     let mut speech = Speech::new(home);
     let inbox = speech.inbox.clone();
@@ -462,8 +468,11 @@ fn kills_and_a_lost_lease(test: &str, home: &Home, queue: &Shared, watchers: usi
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Workers die at random points and are replaced.
-    speech.drop_files(2 * watchers);
+    // More watchers join; workers die at random points and are replaced.
+    while fleet.procs.len() < grow_to {
+        fleet.spawn();
+    }
+    speech.drop_files(grow_to + 1);
     let mut kills = 0;
     for round in 0..3 {
         std::thread::sleep(Duration::from_millis(rng.next(300, 2500)));
@@ -485,9 +494,10 @@ fn kills_and_a_lost_lease(test: &str, home: &Home, queue: &Shared, watchers: usi
     fleet.stop_all();
     let events = fleet.events();
     println!(
-        "{test}: {} inputs, {} processes in all, {kills} killed",
+        "{test}: {} inputs, {} processes in all, {kills} killed, {:.0} s",
         speech.inputs.len(),
-        fleet.spawned
+        fleet.spawned,
+        began.elapsed().as_secs_f64()
     );
 
     // One job per input, done, recorded outputs exactly the files on disk.
@@ -514,8 +524,7 @@ fn kills_and_a_lost_lease(test: &str, home: &Home, queue: &Shared, watchers: usi
         assert_eq!(recorded, wanted, "{job:#}");
         // Complete: the JSON parses with segments, and the text is theirs.
         let json: Value =
-            serde_json::from_slice(&std::fs::read(input.with_extension("json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(input.with_extension("json")).unwrap()).unwrap();
         let segments = json["segments"].as_array().unwrap();
         assert!(!segments.is_empty(), "{}", input.display());
         let txt = std::fs::read_to_string(input.with_extension("txt")).unwrap();
@@ -523,21 +532,32 @@ fn kills_and_a_lost_lease(test: &str, home: &Home, queue: &Shared, watchers: usi
             .iter()
             .map(|s| s["text"].as_str().unwrap().trim().to_string())
             .collect();
-        assert_eq!(txt.lines().collect::<Vec<_>>(), joined, "{}", input.display());
+        assert_eq!(
+            txt.lines().collect::<Vec<_>>(),
+            joined,
+            "{}",
+            input.display()
+        );
         let srt = std::fs::read_to_string(input.with_extension("srt")).unwrap();
         assert_eq!(srt.matches(" --> ").count(), segments.len());
         expected.extend(outputs);
     }
     expected.sort();
     assert!(temp_files(&inbox).is_empty(), "{:?}", temp_files(&inbox));
-    assert_eq!(files(&inbox), expected, "exactly one set of outputs, nothing else");
+    assert_eq!(
+        files(&inbox),
+        expected,
+        "exactly one set of outputs, nothing else"
+    );
 
     // No job was done twice: at most one `done` event per job in all processes' output (a
     // process killed between its commit and its print shows none).
     let mut done: HashMap<i64, Vec<u32>> = HashMap::new();
     for (pid, e) in &events {
         if e["event"] == "done" {
-            done.entry(e["id"].as_i64().unwrap()).or_default().push(*pid);
+            done.entry(e["id"].as_i64().unwrap())
+                .or_default()
+                .push(*pid);
         }
     }
     for (id, pids) in &done {
@@ -545,7 +565,11 @@ fn kills_and_a_lost_lease(test: &str, home: &Home, queue: &Shared, watchers: usi
     }
     // The stalled worker's job: run again by another, after a crash, and not by it.
     let job = jobs.iter().find(|j| j["id"] == lost_job).unwrap();
-    assert_ne!(job["worker"].as_str(), Some(stopped_worker.as_str()), "{job:#}");
+    assert_ne!(
+        job["worker"].as_str(),
+        Some(stopped_worker.as_str()),
+        "{job:#}"
+    );
     assert!(job["crashes"].as_u64().unwrap() >= 1, "{job:#}");
     assert_ne!(done.get(&lost_job), Some(&vec![stopped_pid]), "{job:#}");
     assert!(
@@ -556,24 +580,17 @@ fn kills_and_a_lost_lease(test: &str, home: &Home, queue: &Shared, watchers: usi
 }
 
 #[test]
-fn two_watchers_on_postgres_survive_kills_and_a_lost_lease() {
+fn two_then_three_watchers_on_postgres_survive_kills_and_a_lost_lease() {
     let home = Home::new();
-    let queue = Shared::postgres("two_watchers");
-    kills_and_a_lost_lease("postgres, 2 watchers", &home, &queue, 2);
-}
-
-#[test]
-fn three_watchers_on_postgres_survive_kills_and_a_lost_lease() {
-    let home = Home::new();
-    let queue = Shared::postgres("three_watchers");
-    kills_and_a_lost_lease("postgres, 3 watchers", &home, &queue, 3);
+    let queue = Shared::postgres("two_then_three");
+    kills_and_a_lost_lease("postgres, 2 then 3 watchers", &home, &queue, 2, 3);
 }
 
 #[test]
 fn two_watchers_on_sqlite_survive_kills_and_a_lost_lease() {
     let home = Home::new();
     let queue = Shared::Sqlite(home.journal());
-    kills_and_a_lost_lease("sqlite, 2 watchers", &home, &queue, 2);
+    kills_and_a_lost_lease("sqlite, 2 watchers", &home, &queue, 2, 2);
 }
 
 /// Peak resident memory (VmHWM) of a live process, in MiB.
@@ -665,7 +682,11 @@ fn five_thousand_files(test: &str, home: &Home, queue: &Shared) {
         let input = j["input"].as_str().unwrap();
         assert!(by_input.insert(input, j).is_none(), "{input} queued twice");
         assert_eq!(
-            (j["state"].as_str(), j["attempts"].as_u64(), j["crashes"].as_u64()),
+            (
+                j["state"].as_str(),
+                j["attempts"].as_u64(),
+                j["crashes"].as_u64()
+            ),
             (Some("done"), Some(1), Some(0)),
             "{j:#}"
         );

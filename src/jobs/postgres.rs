@@ -843,6 +843,9 @@ mod tests {
             redact("postgres://atelier:s3cret@%2Frun%2Fpostgresql:5433/q"),
             "postgres://atelier@/run/postgresql:5433/q"
         );
-        assert_eq!(redact("host=db user=atelier dbname=q"), "postgres://atelier@db/q");
+        assert_eq!(
+            redact("host=db user=atelier dbname=q"),
+            "postgres://atelier@db/q"
+        );
     }
 }

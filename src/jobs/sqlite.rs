@@ -548,11 +548,7 @@ impl JobStore for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
         let id: Option<i64> = tx
-            .query_row(
-                &claim_sql(&only),
-                [now],
-                |r| r.get(0),
-            )
+            .query_row(&claim_sql(&only), [now], |r| r.get(0))
             .optional()
             .map_err(err)?;
         if let Some(id) = id {

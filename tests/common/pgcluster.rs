@@ -187,7 +187,13 @@ impl PgCluster {
         let n = self.databases.fetch_add(1, Ordering::Relaxed);
         let clean: String = hint
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         let name = format!("t{n}_{clean}");
