@@ -64,11 +64,11 @@ pg_start() {
     as_pg "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -s \
         -o "-k $PGDIR -c listen_addresses='' -p $PORT" start
 }
-DBN=0
-pg_url() {  # a fresh database's URL
-    DBN=$((DBN + 1))
-    "$PG_BIN/createdb" -h "$PGDIR" -p "$PORT" -U postgres "bench$DBN"
-    printf 'postgres://postgres@%s:%s/bench%s' "$(printf %s "$PGDIR" | sed 's|/|%2F|g')" "$PORT" "$DBN"
+pg_url() {  # a fresh database's URL (called in $(…): the name cannot come from a counter)
+    local db
+    db=bench_$(date +%s%N)
+    "$PG_BIN/createdb" -h "$PGDIR" -p "$PORT" -U postgres "$db"
+    printf 'postgres://postgres@%s:%s/%s' "$(printf %s "$PGDIR" | sed 's|/|%2F|g')" "$PORT" "$db"
 }
 case " $BACKENDS " in *" postgres "*) pg_start ;; esac
 
