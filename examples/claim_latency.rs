@@ -66,7 +66,10 @@ fn measure(
     bulk: &dyn Fn(usize, usize) -> Result<(), String>,
 ) -> Result<(), String> {
     if store.count_active().map_err(|e| e.to_string())? != 0 {
-        return Err(format!("{}: not empty; give a new journal", store.describe()));
+        return Err(format!(
+            "{}: not empty; give a new journal",
+            store.describe()
+        ));
     }
     let start = Instant::now();
     let first = n.min(ONE_BY_ONE);
@@ -217,7 +220,9 @@ fn run() -> Result<(), String> {
                 .map(|_| ())
                 .map_err(|e| e.to_string())?;
             // What autovacuum would do soon after such a load anyway.
-            client.batch_execute("ANALYZE jobs").map_err(|e| e.to_string())
+            client
+                .batch_execute("ANALYZE jobs")
+                .map_err(|e| e.to_string())
         };
         measure("postgres", &mut store, args.jobs, args.claims, &bulk)?;
         postgres_plan(url)?;
