@@ -494,7 +494,10 @@ fn outputs_are_recorded_by_the_owner_and_committed_with_completion(b: &dyn Backe
     assert!(!s
         .is_output_of(&txt, Path::new("/in/other.wav"), JobKind::Checksum)
         .unwrap());
-    assert_eq!(s.get(id).unwrap().unwrap().outputs, [txt.clone()]);
+    assert_eq!(
+        s.get(id).unwrap().unwrap().outputs,
+        std::slice::from_ref(&txt)
+    );
     // The first run stalls past its lease; a second run takes over.
     assert!(s.renew(id, &stale, Duration::ZERO).unwrap());
     s.requeue_expired(5, &mut |_| {}).unwrap();
