@@ -354,8 +354,9 @@ impl Speech {
 }
 
 /// Stops (SIGSTOP) a watcher that is running a job until its lease ran out and the job is
-/// another's, then continues it (SIGCONT). The job's id, and the stopped pid and worker.
-fn stop_past_the_lease(fleet: &Fleet, rng: &mut Lcg) -> (i64, u32, String) {
+/// taken back, then continues it (SIGCONT). The job's id, the stopped pid and worker, and
+/// whether another worker had claimed the job by then.
+fn stop_past_the_lease(fleet: &Fleet, rng: &mut Lcg) -> (i64, u32, String, bool) {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         assert!(
@@ -394,27 +395,33 @@ fn stop_past_the_lease(fleet: &Fleet, rng: &mut Lcg) -> (i64, u32, String) {
             std::thread::sleep(Duration::from_millis(200));
             let j = fleet.job(id);
             if j["worker"].as_str() != Some(worker.as_str()) {
-                break true;
+                break Some(true);
             }
             // Requeued (the lease is gone); give another worker a moment to take it.
             if j["crashes"].as_u64().unwrap() > crashes {
                 let at = *requeued_at.get_or_insert_with(Instant::now);
                 if at.elapsed() > Duration::from_secs(2) {
-                    break true;
+                    break Some(false);
                 }
             }
             // Stopped inside a transaction, its locks keep the job: try another moment.
             if stopped.elapsed() > Duration::from_millis(LEASE_MS * 6) {
-                break false;
+                break None;
             }
         };
         proc.signal(libc::SIGCONT);
-        if taken {
+        if let Some(by_other) = taken {
             println!(
-                "stopped pid {pid} running job {id} for {} ms (lease {LEASE_MS} ms): taken over",
-                stopped.elapsed().as_millis()
+                "stopped pid {pid} running job {id} for {} ms (lease {LEASE_MS} ms): taken \
+                 back{}",
+                stopped.elapsed().as_millis(),
+                if by_other {
+                    " and claimed by another worker"
+                } else {
+                    " (queued)"
+                }
             );
-            return (id, pid, worker);
+            return (id, pid, worker, by_other);
         }
         println!("pid {pid} kept job {id} while stopped (inside a transaction?): again");
     }
@@ -457,7 +464,8 @@ fn kills_and_a_lost_lease(
     }
     // A worker loses its job by stalling past the lease.
     speech.drop_files(watchers + 1);
-    let (lost_job, stopped_pid, stopped_worker) = stop_past_the_lease(&fleet, &mut rng);
+    let (lost_job, stopped_pid, stopped_worker, taken_by_other) =
+        stop_past_the_lease(&fleet, &mut rng);
     let noticed = Instant::now();
     let lost_line = format!("job {lost_job}: its lease was lost");
     while !fleet.home.log().contains(&lost_line) {
@@ -563,15 +571,18 @@ fn kills_and_a_lost_lease(
     for (id, pids) in &done {
         assert_eq!(pids.len(), 1, "job {id} done by {pids:?}");
     }
-    // The stalled worker's job: run again by another, after a crash, and not by it.
+    // The stalled worker's job was taken back (a crash). Whoever ran it last, the stalled
+    // run committed nothing: it may have claimed the job again afresh once continued, but
+    // it noticed the lost lease first (the log line above) and the job is done once.
     let job = jobs.iter().find(|j| j["id"] == lost_job).unwrap();
-    assert_ne!(
-        job["worker"].as_str(),
-        Some(stopped_worker.as_str()),
-        "{job:#}"
-    );
+    if taken_by_other {
+        assert_ne!(
+            job["worker"].as_str(),
+            Some(stopped_worker.as_str()),
+            "{job:#}"
+        );
+    }
     assert!(job["crashes"].as_u64().unwrap() >= 1, "{job:#}");
-    assert_ne!(done.get(&lost_job), Some(&vec![stopped_pid]), "{job:#}");
     assert!(
         fleet.workers().is_empty(),
         "every watcher left: {:#?}",
