@@ -28,7 +28,7 @@ mkdir -p "$CACHE"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 2; }
 
-APT_PACKAGES=(pkg-config libasound2-dev pocketsphinx-testdata tmux ffmpeg sox espeak-ng)
+APT_PACKAGES=(pkg-config libasound2-dev pocketsphinx-testdata tmux ffmpeg sox espeak-ng postgresql-15)
 
 # Run a network step up to 4 times (the registries sometimes drop long downloads).
 retry() {

@@ -85,9 +85,29 @@ const COLUMNS: &str = "id, kind, input, options, state, priority, attempts, max_
      created_at, started_at, finished_at, not_before, input_size, input_mtime_ns, crashes, \
      host, device, worker, claim, lease_until, updated_at, cancel_requested";
 
-/// Whether `s` names a PostgreSQL queue rather than a journal file.
+/// The libpq keywords a `key=value` connection string may start with.
+const KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "connect_timeout",
+    "sslmode",
+    "options",
+];
+
+/// Whether `s` names a PostgreSQL queue rather than a journal file: a `postgres://` or
+/// `postgresql://` URL, or a libpq `key=value` string (`host=/run/postgresql dbname=q`).
 pub fn is_url(s: &str) -> bool {
-    s.starts_with("postgres://") || s.starts_with("postgresql://")
+    let s = s.trim_start();
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        return true;
+    }
+    s.split_once('=')
+        .is_some_and(|(key, _)| KEYWORDS.contains(&key.trim_end()))
 }
 
 /// `url` without its password, for messages.
@@ -784,5 +804,48 @@ impl JobStore for PgStore {
 
     fn describe(&self) -> String {
         self.shown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_libpq_key_value_strings_name_a_queue_and_paths_do_not() {
+        for q in [
+            "postgres://atelier@db/q",
+            "postgresql://atelier@%2Frun%2Fpostgresql:5432/q",
+            "host=/run/postgresql port=5433 user=atelier dbname=q",
+            "dbname=q",
+            "  user = atelier host=db",
+        ] {
+            assert!(is_url(q), "{q}");
+        }
+        for path in [
+            "/srv/queue.sqlite",
+            "queue.sqlite",
+            "~/q=1.sqlite",
+            "hosts=x",
+            "",
+        ] {
+            assert!(!is_url(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_libpq_host_form_is_shown_like_a_url_without_its_password() {
+        assert_eq!(
+            redact("host=/run/postgresql port=5433 user=atelier password=s3cret dbname=q"),
+            "postgres://atelier@/run/postgresql:5433/q"
+        );
+        assert_eq!(
+            redact("postgres://atelier:s3cret@%2Frun%2Fpostgresql:5433/q"),
+            "postgres://atelier@/run/postgresql:5433/q"
+        );
+        assert_eq!(
+            redact("host=db user=atelier dbname=q"),
+            "postgres://atelier@db/q"
+        );
     }
 }

@@ -453,6 +453,17 @@ impl SqliteStore {
     }
 }
 
+/// The next job to claim. `INDEXED BY`: left to itself, the planner (no statistics) picks
+/// `jobs_not_before` for the `not_before` range and then sorts every queued job to find the
+/// first; `jobs_due` (state, priority DESC, id) gives them in claim order, so the scan stops
+/// at the first due one: O(log n) at 100k queued jobs instead of O(n).
+fn claim_sql(only_kinds: &str) -> String {
+    format!(
+        "SELECT id FROM jobs INDEXED BY jobs_due WHERE state = 'queued' AND not_before <= ?1\
+         {only_kinds} ORDER BY priority DESC, id LIMIT 1"
+    )
+}
+
 fn lease_ms(lease: Duration) -> i64 {
     lease.as_millis().min(i64::MAX as u128) as i64
 }
@@ -537,14 +548,7 @@ impl JobStore for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
         let id: Option<i64> = tx
-            .query_row(
-                &format!(
-                    "SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?1{only} \
-                     ORDER BY priority DESC, id LIMIT 1"
-                ),
-                [now],
-                |r| r.get(0),
-            )
+            .query_row(&claim_sql(&only), [now], |r| r.get(0))
             .optional()
             .map_err(err)?;
         if let Some(id) = id {
@@ -1003,5 +1007,35 @@ impl JobStore for SqliteStore {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claim reads `jobs_due` in claim order: no sort of the queued jobs, with or
+    /// without a kinds filter (what keeps claiming flat at 100k queued jobs).
+    #[test]
+    fn the_claim_walks_the_due_index_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("q.sqlite")).unwrap();
+        for only in ["", " AND kind IN ('checksum','transcribe')"] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", claim_sql(only));
+            let mut stmt = store.conn.prepare(&sql).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map([0i64], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(
+                plan.iter().any(|p| p.contains("INDEX jobs_due")),
+                "{only}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+                "{only}: {plan:?}"
+            );
+        }
     }
 }
