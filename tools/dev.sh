@@ -285,8 +285,13 @@ run_tests() {
     # Test binaries (~2 GB) and the models the tests export into temp folders (~3 GB at peak).
     need_space "$ROOT" 5 "the test build"
     need_space "${TMPDIR:-/tmp}" 3 "the tests' temporary models"
+    # The harness's own arguments after a `--` of the caller's (`-- --test X -- --nocapture`),
+    # else after ours: a second `--` would make them test-name filters.
+    local sep=(--)
+    local a
+    for a in "$@"; do [ "$a" = "--" ] && sep=(); done
     ATELIER_PYTHON="$VENV/bin/python" ATELIER_TEST_MODELS="$MODELS" ATELIER_TEST_CONVERTED="$CONVERTED" \
-        cargo test --release "$@" -- --test-threads=2
+        cargo test --release "$@" "${sep[@]}" --test-threads=2
 }
 
 case "$CMD" in
