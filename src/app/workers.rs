@@ -4,9 +4,7 @@
 use super::Msg;
 use crate::config::Config;
 use crate::engine::clip::index::{self, Index};
-use crate::engine::clip::job as clip_job;
-use crate::engine::clip::label_cache;
-use crate::engine::clip::preprocess::load_image;
+use crate::engine::clip::session::ClipSession;
 use crate::engine::clip::zero_shot;
 use crate::engine::{store, DeviceThread, InstalledModel};
 use crate::jobs::{
@@ -679,13 +677,6 @@ pub fn label_sets() -> Vec<String> {
     names
 }
 
-struct ClipSession {
-    thread: DeviceThread,
-    model: InstalledModel,
-    info: clip_job::ClipInfo,
-    labels: HashMap<String, (Vec<String>, Vec<Vec<f32>>)>,
-}
-
 /// The CLIP worker: tags batches of images, searches the index. Latest work goes last.
 pub fn spawn_clip(engine: Engine, config: Config, tx: Sender<Msg>) -> Sender<ClipWork> {
     let (work_tx, rx) = mpsc::channel::<ClipWork>();
@@ -704,7 +695,7 @@ pub fn spawn_clip(engine: Engine, config: Config, tx: Sender<Msg>) -> Sender<Cli
                     }
                 }
             }
-            let Some(s) = session.as_mut() else { continue };
+            let Some(s) = session.as_ref() else { continue };
             match work {
                 ClipWork::Tag { paths, label_set } => {
                     tag(s, &config, &paths, &label_set, &tx);
@@ -714,13 +705,7 @@ pub fn spawn_clip(engine: Engine, config: Config, tx: Sender<Msg>) -> Sender<Cli
                     crate::engine::runtime::release_freed_memory();
                 }
                 ClipWork::Search(q) => {
-                    let r = clip_job::encode_texts(&s.thread, s.model.clone(), vec![q.clone()], 1)
-                        .and_then(|e| {
-                            e.into_iter()
-                                .next()
-                                .ok_or_else(|| "no embedding".to_string())
-                        })
-                        .and_then(|e| search(s, &config, &e));
+                    let r = s.text(&q).and_then(|e| search(s, &config, &e));
                     match r {
                         Ok(hits) => send(
                             &tx,
@@ -733,7 +718,7 @@ pub fn spawn_clip(engine: Engine, config: Config, tx: Sender<Msg>) -> Sender<Cli
                     }
                 }
                 ClipWork::Similar(path) => {
-                    let r = embed(s, &path).and_then(|e| search(s, &config, &e));
+                    let r = s.embed_image(&path).and_then(|e| search(s, &config, &e));
                     match r {
                         Ok(hits) => {
                             let title = format!(
@@ -763,37 +748,25 @@ fn start_clip(engine: &Engine, config: &Config, tx: &Sender<Msg>) -> Result<Clip
             status: Some("loading".into()),
         },
     );
-    let info = clip_job::preload(&thread, model.clone())?;
-    let status = model
+    let session = ClipSession::start(thread, model)?;
+    let status = session
+        .model()
         .manifest
         .random_init
         .then(|| "random weights".to_string());
     send(
         tx,
         Event::Model {
-            name: model.name().to_string(),
+            name: session.model().name().to_string(),
             status,
         },
     );
-    Ok(ClipSession {
-        thread,
-        model,
-        info,
-        labels: HashMap::new(),
-    })
-}
-
-fn embed(s: &ClipSession, path: &Path) -> Result<Vec<f32>, String> {
-    let px = load_image(path, &s.info.preprocess).map_err(|e| e.to_string())?;
-    clip_job::encode_images(&s.thread, s.model.clone(), vec![px])?
-        .into_iter()
-        .next()
-        .ok_or_else(|| "no embedding".to_string())
+    Ok(session)
 }
 
 fn search(s: &ClipSession, config: &Config, query: &[f32]) -> Result<Vec<(PathBuf, f32)>, String> {
     let path = index::default_path(&config.clip.index);
-    let idx = Index::open(&path, s.model.name()).map_err(|e| e.to_string())?;
+    let idx = Index::open(&path, s.model().name()).map_err(|e| e.to_string())?;
     if idx.is_empty().map_err(|e| e.to_string())? {
         return Err(format!(
             "the index {} is empty: run `atelier index DIR` first",
@@ -808,36 +781,21 @@ fn search(s: &ClipSession, config: &Config, query: &[f32]) -> Result<Vec<(PathBu
         .collect())
 }
 
-fn tag(s: &mut ClipSession, config: &Config, paths: &[PathBuf], set_name: &str, tx: &Sender<Msg>) {
-    if !s.labels.contains_key(set_name) {
-        let r = zero_shot::load_label_set(set_name, zero_shot::user_dir().as_deref())
-            .map_err(|e| e.to_string())
-            .and_then(|set| {
-                let (embs, _) = label_cache::embeddings(&s.thread, &s.model, &set, 64)?;
-                Ok((
-                    set.labels
-                        .iter()
-                        .map(|l| l.name.clone())
-                        .collect::<Vec<_>>(),
-                    embs,
-                ))
-            });
-        match r {
-            Ok(v) => {
-                s.labels.insert(set_name.to_string(), v);
-            }
-            Err(e) => return send(tx, Event::Error(format!("label set {set_name}: {e}"))),
-        }
-    }
-    let Some((names, embs)) = s.labels.get(set_name) else {
-        return;
+fn tag(s: &ClipSession, config: &Config, paths: &[PathBuf], set_name: &str, tx: &Sender<Msg>) {
+    let labels = zero_shot::load_label_set(set_name, zero_shot::user_dir().as_deref())
+        .map_err(|e| e.to_string())
+        .and_then(|set| s.labels(&set));
+    let labels = match labels {
+        Ok(l) => l,
+        Err(e) => return send(tx, Event::Error(format!("label set {set_name}: {e}"))),
     };
+    let names = labels.names();
     let batch = (config.clip.batch_size as usize).max(1);
     for chunk in paths.chunks(batch) {
         let mut ok = Vec::new();
         let mut pixels = Vec::new();
         for p in chunk {
-            match load_image(p, &s.info.preprocess) {
+            match s.pixels(p) {
                 Ok(px) => {
                     ok.push(p.clone());
                     pixels.push(px);
@@ -846,7 +804,7 @@ fn tag(s: &mut ClipSession, config: &Config, paths: &[PathBuf], set_name: &str, 
                     tx,
                     Event::TagFailed {
                         path: p.clone(),
-                        error: e.to_string(),
+                        error: e,
                     },
                 ),
             }
@@ -854,10 +812,10 @@ fn tag(s: &mut ClipSession, config: &Config, paths: &[PathBuf], set_name: &str, 
         if pixels.is_empty() {
             continue;
         }
-        match clip_job::encode_images(&s.thread, s.model.clone(), pixels) {
+        match s.embed_pixels(pixels) {
             Ok(image_embs) => {
                 for (p, e) in ok.into_iter().zip(image_embs) {
-                    let probs = zero_shot::scores(&e, embs, s.info.logit_scale);
+                    let probs = s.scores(&e, &labels);
                     let scores = zero_shot::top_k(&probs, CANDIDATES, 0.0)
                         .into_iter()
                         .map(|(i, sc)| (names[i].clone(), sc as f32))
