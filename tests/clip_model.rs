@@ -170,6 +170,12 @@ fn transformers_folder_import_matches_transformers() {
         .arg(&hf)
         .args(["--name", "clip-hf-rand"])));
     check_embeddings(&models, "clip-hf-rand", "embed-hf", &hf);
+    // The same folder with no family given: its config.json says CLIP.
+    ok(&run(atelier_with(tmp.path(), &models)
+        .args(["models", "import"])
+        .arg(&hf)
+        .args(["--name", "clip-hf-auto"])));
+    check_embeddings(&models, "clip-hf-auto", "embed-hf", &hf);
 }
 
 /// The fixture's weights saved as a bare state dict (the layout of openai `clip` `.pt` state
@@ -202,6 +208,12 @@ fn openai_and_open_clip_checkpoint_imports_match_open_clip() {
             .args(extra)));
         check_embeddings(&models, name, "embed", &fixture().checkpoint());
     }
+    // No family, format or architecture given: the file says what it is.
+    ok(&run(atelier_with(tmp.path(), &models)
+        .args(["models", "import"])
+        .arg(&pt)
+        .args(["--name", "clip-auto-rand"])));
+    check_embeddings(&models, "clip-auto-rand", "embed", &fixture().checkpoint());
 }
 
 /// `reference`: the clip_model_ref.py mode ("embed": open_clip checkpoint, "embed-hf":
@@ -223,6 +235,7 @@ fn check_embeddings(models: &Path, model: &str, reference: &str, source: &Path) 
         cmd.args(["--text", t]);
     }
     let ours: Value = serde_json::from_str(&ok(&run(&mut cmd))).unwrap();
+    common::json_schema::check("embed", &ours);
     let reference = python_ref(
         reference,
         &[source.as_os_str()],
@@ -325,10 +338,7 @@ fn zero_shot_top5_matches_python() {
             .args(["tag", "--model", MODEL, "--json", "--top-k", "5"])
             .args(&flags)
             .args(&images)));
-        let ours: Vec<Value> = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let ours = common::json_schema::check_lines("tag", out.as_bytes());
         let reference = python_ref("zeroshot", &[ckpt.as_os_str()], &req);
         assert_eq!(ours.len(), images.len());
         for (i, o) in ours.iter().enumerate() {
@@ -338,6 +348,65 @@ fn zero_shot_top5_matches_python() {
                 &format!("{flags:?} {}", images[i].display()),
             );
         }
+    }
+}
+
+#[test]
+fn moderation_scores_match_python_and_flag_at_each_threshold() {
+    let state = tempfile::tempdir().unwrap();
+    let images: Vec<PathBuf> = image_list()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .take(3)
+        .collect();
+    let set_path = common::root().join("config/labels/moderation.toml");
+    let set: toml::Value = toml::from_str(&std::fs::read_to_string(&set_path).unwrap()).unwrap();
+    let thresholds: Vec<(String, f64)> = set["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| {
+            let t = l.get("threshold")?;
+            let t = t.as_float().or_else(|| t.as_integer().map(|i| i as f64))?;
+            Some((l["name"].as_str().unwrap().to_string(), t))
+        })
+        .collect();
+    let all = set["labels"].as_array().unwrap().len();
+    let out = ok(&run(atelier(state.path())
+        .args(["moderate", "--model", MODEL, "--json"])
+        .args(&images)));
+    let ours = common::json_schema::check_lines("moderate", out.as_bytes());
+    let reference = python_ref(
+        "zeroshot",
+        &[fixture().checkpoint().as_os_str()],
+        &serde_json::json!({"images": images, "label_set": set_path, "top_k": all}),
+    );
+    assert_eq!(ours.len(), images.len());
+    for (i, o) in ours.iter().enumerate() {
+        let cats = o["categories"].as_array().unwrap();
+        assert_eq!(
+            cats.len(),
+            thresholds.len(),
+            "every safety category, no benign label"
+        );
+        let mut any = false;
+        for (c, (name, threshold)) in cats.iter().zip(&thresholds) {
+            assert_eq!(c["category"], name.as_str());
+            assert_eq!(c["threshold"].as_f64().unwrap(), *threshold);
+            let want = reference[i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r[0] == name.as_str())
+                .unwrap()[1]
+                .as_f64()
+                .unwrap();
+            let score = c["score"].as_f64().unwrap();
+            assert!((score - want).abs() < 1e-5, "{name}: {score} vs {want}");
+            assert_eq!(c["flagged"], score >= *threshold, "{c}");
+            any |= score >= *threshold;
+        }
+        assert_eq!(o["flagged"], any, "{o}");
     }
 }
 
@@ -436,6 +505,20 @@ fn index_is_incremental_prunes_and_searches_like_brute_force() {
         "{}",
         summary(&second)
     );
+    // --json: the same summary as one documented object.
+    let mut c = atelier(state.path());
+    c.args(["index", "--model", MODEL, "--json", "--index"])
+        .arg(&db)
+        .arg(&dir);
+    let summary_json = common::json_schema::check_lines("index", ok(&run(&mut c)).as_bytes());
+    assert_eq!(summary_json.len(), 1);
+    let s = &summary_json[0];
+    let counts: Vec<i64> = ["new", "updated", "unchanged", "pruned", "failed"]
+        .iter()
+        .map(|k| s[k].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts, [0, 0, 4, 0, 0], "{s}");
+    assert_eq!(s["index"], serde_json::json!(db.to_string_lossy()));
 
     // Search equals brute force over the stored matrix (numpy).
     let out = ok(&run(atelier(state.path()).args([
@@ -458,10 +541,7 @@ fn index_is_incremental_prunes_and_searches_like_brute_force() {
             "--index",
         ])
         .arg(&db)));
-    let ours: Vec<Value> = hits
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let ours = common::json_schema::check_lines("search", hits.as_bytes());
     let reference = python_ref(
         "search",
         &[db.as_os_str(), std::ffi::OsStr::new(MODEL)],
@@ -504,7 +584,7 @@ fn index_is_incremental_prunes_and_searches_like_brute_force() {
         ])
         .arg(&db)
         .arg(&files[1])));
-    let top: Value = serde_json::from_str(sim.lines().next().unwrap()).unwrap();
+    let top = common::json_schema::check_lines("search", sim.as_bytes()).remove(0);
     assert_eq!(
         top["path"].as_str().unwrap(),
         std::fs::canonicalize(&files[2]).unwrap().to_str().unwrap()

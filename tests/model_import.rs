@@ -4,9 +4,8 @@
 //! name; the Hugging Face cache layout is taken as it is and its repo recorded; a source that
 //! is no model, or an export that fails, leaves the store as it was.
 //!
-//! Not run end to end here (their detection is unit-tested in engine::store::detect): open_clip
-//! and openai CLIP checkpoints (a real ViT-B-32 is 600 MB of random weights to trace; the
-//! `clip` tests import those formats with the family given).
+//! CLIP checkpoints (openai/open_clip state dicts) are imported with no family given in
+//! tests/clip_model.rs, which has the random ViT-B-32 fixture they need.
 mod common;
 
 use serde_json::Value;

@@ -359,6 +359,69 @@ fn a_job_left_running_by_a_crash_is_rerun_and_its_temp_files_removed() {
 }
 
 #[test]
+fn a_job_that_died_after_recording_an_output_completes_on_its_rerun() {
+    // The rerun writes the same output again; the journal must take that as the job's own
+    // (it took it for a lost lease, and the job stayed `running` after every retry).
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("q.sqlite");
+    let input = touch(dir.path(), "a.bin");
+    let out = dir.path().join("a.sha256");
+    let mut store = SqliteStore::open(&journal).unwrap();
+    let job = store
+        .insert(&NewJob {
+            kind: JobKind::Checksum,
+            input: input.clone(),
+            options: JobOptions::default(),
+            priority: Priority::BATCH,
+            max_attempts: 3,
+            input_size: None,
+            input_mtime_ns: None,
+        })
+        .unwrap();
+    let claimed = store
+        .claim_next(&dead_worker(), Duration::ZERO)
+        .unwrap()
+        .unwrap();
+    let claim = claimed.claim.clone().unwrap();
+    std::fs::write(&out, "written by the run that died\n").unwrap();
+    assert!(store.record_output(job.id, &claim, &out).unwrap());
+    assert!(
+        store.record_output(job.id, &claim, &out).unwrap(),
+        "recording a path twice in one run still holds the claim"
+    );
+    assert!(!store.record_output(job.id, "not-the-claim", &out).unwrap());
+    drop(store);
+
+    let mut runners = Runners::new();
+    runners.insert(
+        JobKind::Checksum,
+        Arc::new(atelier::jobs::runners::ChecksumRunner),
+    );
+    let queue = Queue::open(
+        Box::new(SqliteStore::open(&journal).unwrap()),
+        runners,
+        settings(10, 3),
+    )
+    .unwrap();
+    let rx = queue.subscribe();
+    collect(&rx, |e| finished(e, 1));
+    let job = queue.get(job.id).unwrap().unwrap();
+    assert_eq!((job.state, job.crashes), (JobState::Done, 1), "{job:#?}");
+    let expected = std::process::Command::new("sha256sum")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let expected = String::from_utf8(expected.stdout).unwrap();
+    assert_eq!(job.outputs, vec![out.clone()]);
+    let sha = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        sha.split_whitespace().next(),
+        expected.split_whitespace().next()
+    );
+    queue.shutdown();
+}
+
+#[test]
 fn a_kind_without_a_runner_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("q.sqlite")).unwrap();

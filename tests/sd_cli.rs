@@ -197,6 +197,49 @@ fn names_never_overwrite_seeds_are_reproducible_and_from_image_round_trips() {
 }
 
 #[test]
+fn json_lists_each_image_with_its_seed_and_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = generate(
+        &[
+            "a lighthouse at dusk",
+            "--seed",
+            "11",
+            "-b",
+            "2",
+            "-n",
+            "fog",
+            "--json",
+        ],
+        &out,
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let images = common::json_schema::check_lines("generate", &run.stdout);
+    let files = pngs(&out);
+    assert_eq!(images.len(), 2, "one object per image");
+    assert_eq!(files.len(), 2);
+    for (image, file) in images.iter().zip(&files) {
+        assert_eq!(image["path"], serde_json::json!(file.to_string_lossy()));
+        // The object says what the PNG's own A1111 parameters say.
+        let params = png_meta::read_parameters(file).unwrap().unwrap();
+        assert_eq!(image["infotext"], serde_json::json!(params));
+        let seed = image["seed"].as_i64().unwrap();
+        assert!(params.contains(&format!("Seed: {seed},")), "{params}");
+        assert_eq!(
+            (image["prompt"].as_str(), image["negative_prompt"].as_str()),
+            (Some("a lighthouse at dusk"), Some("fog"))
+        );
+        assert_eq!(
+            (image["steps"].as_i64(), image["width"].as_i64()),
+            (Some(2), Some(64))
+        );
+    }
+    // A1111's batch: consecutive seeds.
+    assert_eq!(images[0]["seed"], 11);
+    assert_eq!(images[1]["seed"], 12);
+}
+
+#[test]
 fn a1111_parameters_and_a_mismatched_mask_are_taken() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");

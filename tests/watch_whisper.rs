@@ -36,6 +36,16 @@ fn watch_args(inbox: &Path) -> Vec<String> {
     ]
 }
 
+/// Reads the child's stderr to its end in the background (a full pipe would block it).
+fn drain_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+        log
+    })
+}
+
 /// Reads the daemon's JSON lines until a job starts (or the daemon ends, or `limit` passes);
 /// the rest of its output is drained in the background. Says which happened.
 fn first_started(child: &mut std::process::Child, limit: Duration) -> &'static str {
@@ -99,6 +109,7 @@ fn kill_9_at_random_points_then_restart_gives_exactly_one_complete_set_of_output
     let mut rng = Lcg(seed);
     for round in 0..10 {
         let mut child = home.spawn_watch(&args);
+        let stderr = drain_stderr(&mut child);
         // Kill at a random point after the first job started (model loading takes a while
         // on a busy machine, and a kill before any work would test little).
         let started = first_started(&mut child, Duration::from_secs(180));
@@ -106,6 +117,7 @@ fn kill_9_at_random_points_then_restart_gives_exactly_one_complete_set_of_output
         std::thread::sleep(Duration::from_millis(wait));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        let _ = stderr.join();
         let done = home.jobs().iter().filter(|j| j["state"] == "done").count();
         println!(
             "round {round}: killed {wait} ms after the first job started ({started}); {done} done so far"
@@ -113,11 +125,14 @@ fn kill_9_at_random_points_then_restart_gives_exactly_one_complete_set_of_output
     }
     // A clean stop: SIGTERM requeues the running job, and nothing is left `running`.
     let mut child = home.spawn_watch(&args);
+    let stderr = drain_stderr(&mut child);
+    let stdout = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || std::io::copy(&mut { stdout }, &mut std::io::sink()));
     std::thread::sleep(Duration::from_millis(rng.next(1500, 4000)));
     let pid = child.id();
     let stopped = terminate(&mut child);
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let log = stderr.join().unwrap();
+    let _ = stdout.join();
     assert!(stopped, "SIGTERM must exit 0: {log}");
     let left: Vec<String> = home
         .jobs()

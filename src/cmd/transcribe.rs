@@ -289,12 +289,10 @@ pub fn run(
         ) {
             Ok(transcript) => {
                 if args.json {
-                    // openai's JSON (one line per file) on stdout; the files are written too.
-                    println!(
-                        "{}",
-                        writers::write(writers::Format::Json, &transcript, &writer_options)
-                            .trim_end()
-                    );
+                    // openai's JSON (one line per file, the input first) on stdout; the
+                    // files are written too.
+                    let body = writers::write(writers::Format::Json, &transcript, &writer_options);
+                    println!("{}", json_line(path, body.trim_end()));
                 }
                 let ok = write_outputs(
                     registry.as_ref(),
@@ -470,4 +468,14 @@ fn transcribe_one(
         }
     }
     Err("the model thread stopped".into())
+}
+
+/// One `transcribe --json` line: `{"input": PATH, …openai's fields}` (docs/json.md).
+fn json_line(input: &Path, body: &str) -> String {
+    let input = serde_json::to_string(&input.to_string_lossy()).unwrap_or_default();
+    match body.strip_prefix('{') {
+        Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"input\":{input}}}"),
+        Some(rest) => format!("{{\"input\":{input},{rest}"),
+        None => body.to_string(),
+    }
 }

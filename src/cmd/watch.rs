@@ -362,7 +362,9 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
             printer.print(&e);
         }
     }
-    if printer.failed > 0 {
+    // A daemon stopped by a signal exits 0 (systemd counts anything else as a failure; the
+    // journal keeps the failed jobs); `--exit-when-idle` reports them with exit 1.
+    if printer.failed > 0 && !SIGNALLED.load(Ordering::SeqCst) {
         super::exit(super::EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS

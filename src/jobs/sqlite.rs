@@ -934,9 +934,13 @@ impl JobStore for SqliteStore {
     }
 
     fn record_output(&mut self, id: JobId, claim: &str, path: &Path) -> Result<bool, StoreError> {
+        // An upsert, so a path an earlier run of the job recorded (it died before its
+        // commit) still counts as held: `OR IGNORE` changed no row, and the rerun took that
+        // for a lost lease, abandoning the job `running` on every retry.
         self.guarded(
-            "INSERT OR IGNORE INTO outputs (job_id, path) SELECT id, ?3 FROM jobs \
-             WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+            "INSERT INTO outputs (job_id, path) SELECT id, ?3 FROM jobs \
+             WHERE id = ?1 AND claim = ?2 AND state = 'running' \
+             ON CONFLICT (job_id, path) DO UPDATE SET path = excluded.path",
             &[&id.0, &claim, &path_bytes(path)],
         )
     }

@@ -1,6 +1,7 @@
 //! Shared test helpers: the project venv's Python and fixtures made by tools/export.
 #![allow(dead_code)]
 pub mod hostile_images;
+pub mod json_schema;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
