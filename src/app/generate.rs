@@ -6,6 +6,7 @@ use crate::config::{Config, DeviceChoice, DiffusionConfig};
 use crate::engine::diffusion::inputs;
 use crate::engine::diffusion::pipeline::{self, Progress, SessionSpec};
 use crate::engine::diffusion::request::{self, SdRequest, SeedChoice};
+use crate::engine::runtime::ModelJobError;
 use crate::engine::{runtime, store, CancelToken, DeviceThread};
 use crate::output::atomic::write_atomic;
 use crate::output::png_meta;
@@ -128,8 +129,14 @@ impl GenerateRunner for SdRunner {
                     }
                     send(&events, Event::GenerateDone { id, image });
                 }
-                Err(e) if e == "cancelled" => send(&events, Event::GenerateCancelled { id }),
-                Err(error) => send(&events, Event::GenerateFailed { id, error }),
+                Err(ModelJobError::Cancelled) => send(&events, Event::GenerateCancelled { id }),
+                Err(e) => send(
+                    &events,
+                    Event::GenerateFailed {
+                        id,
+                        error: e.to_string(),
+                    },
+                ),
             }
         });
     }
@@ -255,7 +262,7 @@ fn run_one(
     req: &GenerateRequest,
     cancel: &CancelToken,
     events: &Sender<Msg>,
-) -> Result<(PathBuf, Vec<PathBuf>), String> {
+) -> Result<(PathBuf, Vec<PathBuf>), ModelJobError> {
     let mut note = |n: String| send(events, Event::Info(n));
     let (spec, request, model_name) = prepare(&shared.models_dir, &shared.config, req, &mut note)?;
     let out_dir = output_dir(&shared.config);
@@ -320,7 +327,7 @@ fn run_one(
     }
     let result = job
         .join()
-        .unwrap_or_else(|_| Err("the generation thread panicked".into()));
+        .unwrap_or_else(|_| Err(ModelJobError::Panicked("the generation thread".into())));
     // The latents, decoded images and previews are freed: return them to the OS, as the
     // queue does after each job (the model stays cached on the device thread).
     crate::engine::runtime::release_freed_memory();
@@ -332,12 +339,11 @@ fn run_one(
             status: (!now_loaded).then(|| "not loaded".to_string()),
         },
     );
-    let generation = result.map_err(|e| {
-        if cancel.is_cancelled() {
-            "cancelled".to_string()
-        } else {
-            format!("{model_name}: {e}")
-        }
+    let generation = result.map_err(|e| match e {
+        _ if cancel.is_cancelled() => ModelJobError::Cancelled,
+        ModelJobError::Permanent(m) => ModelJobError::Permanent(format!("{model_name}: {m}")),
+        ModelJobError::Transient(m) => ModelJobError::Transient(format!("{model_name}: {m}")),
+        e => e,
     })?;
     let image = generation
         .images

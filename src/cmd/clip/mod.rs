@@ -13,6 +13,7 @@ pub use index::index;
 pub use search::{search, similar};
 pub use tag::{moderate, tag};
 
+use super::fail;
 use crate::cli::ClipModelArgs;
 use crate::config::{DeviceChoice, Loaded};
 use crate::engine::clip::index::{self as clip_index, Index};
@@ -21,11 +22,6 @@ use crate::engine::{runtime, store, DeviceThread};
 use crate::media::{walk, MediaKind};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    super::exit(super::EXIT_FAILURE)
-}
 
 fn finish(failed: usize) -> ExitCode {
     if failed > 0 {

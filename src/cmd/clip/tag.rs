@@ -76,8 +76,7 @@ pub fn tag(loaded: &Loaded, args: TagArgs, device: DeviceChoice, models_dir: &Pa
     let set = match label_set_for(&args) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
-            return crate::cmd::exit(crate::cmd::EXIT_USAGE);
+            return crate::cmd::usage(e);
         }
     };
     let registry = args
@@ -141,8 +140,7 @@ pub fn moderate(
     let set = match zero_shot::load_label_set(&args.labels, zero_shot::user_dir().as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
-            return crate::cmd::exit(crate::cmd::EXIT_USAGE);
+            return crate::cmd::usage(e);
         }
     };
     if set.labels.iter().all(|l| l.threshold.is_none()) {
