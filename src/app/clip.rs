@@ -7,7 +7,7 @@ use crate::engine::clip::index::{self, Index};
 use crate::engine::clip::session::ClipSession;
 use crate::engine::clip::zero_shot;
 use crate::state::{tags::CANDIDATES, Action, Event};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Sender};
 
 fn send(tx: &Sender<Msg>, ev: Event) {

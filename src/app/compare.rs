@@ -1,5 +1,6 @@
 //! The compare view's two images, decoded and resized off the UI thread.
 use super::Msg;
+use crate::state::{Action, AppState, GenStatus};
 use crate::ui::PreviewImage;
 use ratatui_image::picker::Picker;
 use ratatui_image::thread::{ResizeRequest, ResizeResponse, ThreadProtocol};

@@ -11,15 +11,11 @@ use crate::engine::{runtime, store, CancelToken, DeviceThread};
 use crate::output::atomic::write_atomic;
 use crate::output::png_meta;
 use crate::state::generate::Defaults;
-use crate::state::{Action, AppState, Event, GenStatus, GenerateRequest, Memory};
-use crate::ui::PreviewImage;
-use ratatui_image::picker::Picker;
-use ratatui_image::thread::{ResizeRequest, ResizeResponse, ThreadProtocol};
+use crate::state::{Action, Event, GenerateRequest};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// A live preview every this many steps.
 const PREVIEW_EVERY: usize = 1;

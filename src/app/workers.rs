@@ -3,9 +3,6 @@
 //! `Action::Event` on the one event channel.
 use super::Msg;
 use crate::config::Config;
-use crate::engine::clip::index::{self, Index};
-use crate::engine::clip::session::ClipSession;
-use crate::engine::clip::zero_shot;
 use crate::engine::{store, DeviceThread, InstalledModel};
 use crate::jobs::{
     self, runners, Job, JobEvent, JobFilter, JobId, JobKind, JobOptions, Priority, Queue,
@@ -15,7 +12,7 @@ use crate::media::{walk, MediaKind};
 use crate::output::registry::OutputRegistry;
 use crate::output::sidecar;
 use crate::output::writers::{self, Format, WriterOptions};
-use crate::state::{tags::CANDIDATES, Action, Event, Found, JobState, JobUpdate};
+use crate::state::{Action, Event, Found, JobState, JobUpdate};
 use crate::transcript::{Segment, Transcript};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
