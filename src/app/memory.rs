@@ -7,10 +7,6 @@ use crate::state::{Action, Event, Memory};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-fn send(tx: &Sender<Msg>, ev: Event) {
-    let _ = tx.send(Msg::Action(Action::Event(ev)));
-}
-
 /// Samples memory every `every` and sends `Event::Memory` when the figure (in MiB) changed.
 /// CUDA: the GPU's used and total memory through NVML (loaded at run time; without it, no
 /// figure). CPU: this process's resident set and the machine's RAM, from /proc.
