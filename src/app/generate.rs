@@ -1,24 +1,21 @@
 //! The generate pane's runtime: Stable Diffusion requests on the model thread (through the
-//! engine's `run_job`, as `atelier generate` runs them), live previews, the PNGs; the images of
-//! the compare view; and the status bar's memory figure, sampled off the UI thread.
+//! engine's `run_job`, as `atelier generate` runs them), live previews, the PNGs. The compare
+//! view's images are compare.rs, the status bar's memory figure memory.rs.
 use super::{GenerateRunner, Msg};
 use crate::config::{Config, DeviceChoice, DiffusionConfig};
 use crate::engine::diffusion::inputs;
 use crate::engine::diffusion::pipeline::{self, Progress, SessionSpec};
 use crate::engine::diffusion::request::{self, SdRequest, SeedChoice};
+use crate::engine::runtime::ModelJobError;
 use crate::engine::{runtime, store, CancelToken, DeviceThread};
 use crate::output::atomic::write_atomic;
 use crate::output::png_meta;
 use crate::state::generate::Defaults;
-use crate::state::{Action, AppState, Event, GenStatus, GenerateRequest, Memory};
-use crate::ui::PreviewImage;
-use ratatui_image::picker::Picker;
-use ratatui_image::thread::{ResizeRequest, ResizeResponse, ThreadProtocol};
+use crate::state::{Action, Event, GenerateRequest};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// A live preview every this many steps.
 const PREVIEW_EVERY: usize = 1;
@@ -128,8 +125,14 @@ impl GenerateRunner for SdRunner {
                     }
                     send(&events, Event::GenerateDone { id, image });
                 }
-                Err(e) if e == "cancelled" => send(&events, Event::GenerateCancelled { id }),
-                Err(error) => send(&events, Event::GenerateFailed { id, error }),
+                Err(ModelJobError::Cancelled) => send(&events, Event::GenerateCancelled { id }),
+                Err(e) => send(
+                    &events,
+                    Event::GenerateFailed {
+                        id,
+                        error: e.to_string(),
+                    },
+                ),
             }
         });
     }
@@ -255,7 +258,7 @@ fn run_one(
     req: &GenerateRequest,
     cancel: &CancelToken,
     events: &Sender<Msg>,
-) -> Result<(PathBuf, Vec<PathBuf>), String> {
+) -> Result<(PathBuf, Vec<PathBuf>), ModelJobError> {
     let mut note = |n: String| send(events, Event::Info(n));
     let (spec, request, model_name) = prepare(&shared.models_dir, &shared.config, req, &mut note)?;
     let out_dir = output_dir(&shared.config);
@@ -320,7 +323,7 @@ fn run_one(
     }
     let result = job
         .join()
-        .unwrap_or_else(|_| Err("the generation thread panicked".into()));
+        .unwrap_or_else(|_| Err(ModelJobError::Panicked("the generation thread".into())));
     // The latents, decoded images and previews are freed: return them to the OS, as the
     // queue does after each job (the model stays cached on the device thread).
     crate::engine::runtime::release_freed_memory();
@@ -332,12 +335,11 @@ fn run_one(
             status: (!now_loaded).then(|| "not loaded".to_string()),
         },
     );
-    let generation = result.map_err(|e| {
-        if cancel.is_cancelled() {
-            "cancelled".to_string()
-        } else {
-            format!("{model_name}: {e}")
-        }
+    let generation = result.map_err(|e| match e {
+        _ if cancel.is_cancelled() => ModelJobError::Cancelled,
+        ModelJobError::Permanent(m) => ModelJobError::Permanent(format!("{model_name}: {m}")),
+        ModelJobError::Transient(m) => ModelJobError::Transient(format!("{model_name}: {m}")),
+        e => e,
     })?;
     let image = generation
         .images
@@ -353,237 +355,9 @@ fn run_one(
     Ok((std::path::absolute(&path).unwrap_or(path), previews))
 }
 
-// ---- the status bar's memory figure ----
-
-/// Samples memory every `every` and sends `Event::Memory` when the figure (in MiB) changed.
-/// CUDA: the GPU's used and total memory through NVML (loaded at run time; without it, no
-/// figure). CPU: this process's resident set and the machine's RAM, from /proc.
-pub fn spawn_memory_monitor(device: DeviceChoice, tx: Sender<Msg>, every: Duration) {
-    std::thread::spawn(move || {
-        let gpu = match runtime::resolve_device(device) {
-            Ok(tch::Device::Cuda(i)) => Some(i),
-            _ => None,
-        };
-        let nvml = gpu.and_then(|_| {
-            nvml_wrapper::Nvml::init()
-                .map_err(|e| tracing::info!("no GPU memory figure: NVML: {e}"))
-                .ok()
-        });
-        let mut last = None;
-        loop {
-            let m = match (gpu, &nvml) {
-                (Some(i), Some(nvml)) => gpu_memory(nvml, i),
-                (Some(_), None) => None,
-                (None, _) => process_memory(),
-            };
-            let shown = m.map(|m| (m.used >> 20, m.total >> 20));
-            if let (Some(m), true) = (m, shown != last) {
-                last = shown;
-                if tx
-                    .send(Msg::Action(Action::Event(Event::Memory(m))))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            std::thread::sleep(every);
-        }
-    });
-}
-
-/// The NVML device behind CUDA device `index`: CUDA numbers only the visible devices, NVML
-/// all of them, so `CUDA_VISIBLE_DEVICES` (indices or UUIDs) maps one onto the other.
-fn gpu_memory(nvml: &nvml_wrapper::Nvml, index: usize) -> Option<Memory> {
-    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let entry = visible
-        .as_deref()
-        .and_then(|v| v.split(',').nth(index).map(|s| s.trim().to_string()));
-    let device = match entry {
-        Some(e) if e.starts_with("GPU-") || e.starts_with("MIG-") => nvml.device_by_uuid(e),
-        Some(e) => nvml.device_by_index(e.parse().ok()?),
-        None => nvml.device_by_index(index as u32),
-    }
-    .ok()?;
-    let info = device.memory_info().ok()?;
-    Some(Memory {
-        used: info.used,
-        total: info.total,
-        gpu: true,
-    })
-}
-
-fn proc_kib(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    let kib: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// This process's resident set (VmRSS) and the machine's RAM (MemTotal).
-pub fn process_memory() -> Option<Memory> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    Some(Memory {
-        used: proc_kib(&status, "VmRSS:")?,
-        total: proc_kib(&meminfo, "MemTotal:")?,
-        gpu: false,
-    })
-}
-
-// ---- the compare view's images ----
-
-enum SlotMsg {
-    Decoded {
-        slot: usize,
-        path: PathBuf,
-        image: Result<image::DynamicImage, String>,
-    },
-    Resized {
-        slot: usize,
-        done: Result<ResizeResponse, String>,
-    },
-}
-
-struct Slot {
-    wanted: Option<PathBuf>,
-    image: Option<PreviewImage>,
-    resize_tx: Sender<ResizeRequest>,
-}
-
-/// The two images of the compare view, decoded and resized off the UI thread (each slot has
-/// its own resize thread: a protocol's resize ids are its own).
-pub struct CompareImages {
-    slots: [Slot; 2],
-    tx: Sender<SlotMsg>,
-    rx: Receiver<SlotMsg>,
-    wake: Sender<Msg>,
-}
-
-impl CompareImages {
-    pub fn new(wake: Sender<Msg>) -> Self {
-        let (tx, rx) = mpsc::channel();
-        let slot = |i: usize| {
-            let (resize_tx, resize_rx) = mpsc::channel::<ResizeRequest>();
-            let tx: Sender<SlotMsg> = tx.clone();
-            let wake = wake.clone();
-            std::thread::spawn(move || {
-                for req in resize_rx {
-                    let done = req.resize_encode().map_err(|e| e.to_string());
-                    if tx.send(SlotMsg::Resized { slot: i, done }).is_err() {
-                        break;
-                    }
-                    let _ = wake.send(Msg::Action(Action::Tick));
-                }
-            });
-            Slot {
-                wanted: None,
-                image: None,
-                resize_tx,
-            }
-        };
-        CompareImages {
-            slots: [slot(0), slot(1)],
-            tx,
-            rx,
-            wake,
-        }
-    }
-
-    /// The images the compare view shows now: each generation's PNG, or its latest preview.
-    fn wanted(state: &AppState) -> [Option<PathBuf>; 2] {
-        let g = &state.generate;
-        let path = |i: usize| {
-            let h = g.history.get(i)?;
-            match &h.status {
-                GenStatus::Done(p) => Some(p.clone()),
-                _ => h.preview.clone(),
-            }
-        };
-        match g.compare {
-            Some((a, b)) => [path(a), path(b)],
-            None => [None, None],
-        }
-    }
-
-    /// Starts decoding what the state wants and takes in what has finished; true when the
-    /// screen must be redrawn.
-    pub fn sync(&mut self, state: &AppState, picker: Option<&Picker>) -> bool {
-        let mut changed = false;
-        for (i, want) in Self::wanted(state).into_iter().enumerate() {
-            let slot = &mut self.slots[i];
-            if slot.wanted == want {
-                continue;
-            }
-            changed = true;
-            slot.wanted = want.clone();
-            slot.image = None;
-            if let (Some(path), Some(_)) = (want, picker) {
-                let tx = self.tx.clone();
-                let wake = self.wake.clone();
-                std::thread::spawn(move || {
-                    let image = image::open(&path).map_err(|e| format!("{}: {e}", path.display()));
-                    if tx
-                        .send(SlotMsg::Decoded {
-                            slot: i,
-                            path,
-                            image,
-                        })
-                        .is_ok()
-                    {
-                        let _ = wake.send(Msg::Action(Action::Tick));
-                    }
-                });
-            }
-        }
-        for msg in self.rx.try_iter() {
-            match msg {
-                SlotMsg::Decoded { slot, path, image } => {
-                    let s = &mut self.slots[slot];
-                    match (image, picker) {
-                        (Ok(img), Some(picker)) if s.wanted.as_ref() == Some(&path) => {
-                            let proto = picker.new_resize_protocol(img);
-                            s.image = Some(PreviewImage {
-                                path,
-                                protocol: ThreadProtocol::new(s.resize_tx.clone(), Some(proto)),
-                            });
-                            changed = true;
-                        }
-                        (Err(e), _) => tracing::warn!("compare: {e}"),
-                        _ => {}
-                    }
-                }
-                SlotMsg::Resized { slot, done } => match (done, self.slots[slot].image.as_mut()) {
-                    (Ok(done), Some(img)) => {
-                        changed |= img.protocol.update_resized_protocol(done);
-                    }
-                    (Err(e), _) => tracing::warn!("compare: {e}"),
-                    _ => {}
-                },
-            }
-        }
-        changed
-    }
-
-    /// The images for `ui::Ctx::compare`.
-    pub fn images(&mut self) -> [Option<&mut PreviewImage>; 2] {
-        let [a, b] = &mut self.slots;
-        [a.image.as_mut(), b.image.as_mut()]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proc_figures_are_read_in_bytes() {
-        assert_eq!(
-            proc_kib("Name:\tx\nVmRSS:\t  2048 kB\n", "VmRSS:"),
-            Some(2048 * 1024)
-        );
-        assert_eq!(proc_kib("MemTotal: 8 kB", "MemFree:"), None);
-        let m = process_memory().unwrap();
-        assert!(!m.gpu && m.used > 0 && m.used < m.total);
-    }
 
     #[test]
     fn pane_numbers_reach_the_pipeline_as_typed() {

@@ -1,7 +1,10 @@
 //! The TUI runtime: terminal guard, one event channel, effects handed to workers, and a
 //! throttled render that only runs when something changed.
 mod audio;
+mod clip;
+mod compare;
 pub mod generate;
+mod memory;
 pub mod terminal;
 pub mod workers;
 
@@ -109,10 +112,10 @@ struct Runtime {
     theme: Theme,
     tx: Sender<Msg>,
     queue: workers::JobQueue,
-    clip: Sender<workers::ClipWork>,
+    clip: Sender<clip::ClipWork>,
     player: Sender<audio::PlayCmd>,
     sd: Box<dyn GenerateRunner>,
-    compare: generate::CompareImages,
+    compare: compare::CompareImages,
     picker: Option<Picker>,
     resize_tx: Sender<ResizeRequest>,
     preview: Option<PreviewImage>,
@@ -145,16 +148,16 @@ impl Runtime {
                 let _ = self.player.send(audio::PlayCmd::Stop);
             }
             Effect::TagImages { paths, label_set } => {
-                let _ = self.clip.send(workers::ClipWork::Tag { paths, label_set });
+                let _ = self.clip.send(clip::ClipWork::Tag { paths, label_set });
             }
             Effect::WriteSidecars(writes) => {
                 workers::write_sidecars(writes, self.queue.clone(), self.tx.clone())
             }
             Effect::SearchIndex(q) => {
-                let _ = self.clip.send(workers::ClipWork::Search(q));
+                let _ = self.clip.send(clip::ClipWork::Search(q));
             }
             Effect::Similar(p) => {
-                let _ = self.clip.send(workers::ClipWork::Similar(p));
+                let _ = self.clip.send(clip::ClipWork::Similar(p));
             }
             Effect::ShowImage(path) => {
                 self.preview = None;
@@ -311,7 +314,7 @@ pub fn run_with(
     );
 
     let (tx, rx) = mpsc::channel::<Msg>();
-    generate::spawn_memory_monitor(device, tx.clone(), Duration::from_secs(2));
+    memory::spawn_memory_monitor(device, tx.clone(), Duration::from_secs(2));
     {
         let tx = tx.clone();
         std::thread::spawn(move || loop {
@@ -354,20 +357,20 @@ pub fn run_with(
     let engine = workers::Engine::new(device, models_dir);
     let mut rt = Runtime {
         queue: workers::JobQueue::open(engine.clone(), config.clone(), tx.clone()),
-        clip: workers::spawn_clip(engine, config.clone(), tx.clone()),
+        clip: clip::spawn_clip(engine, config.clone(), tx.clone()),
         player: audio::spawn(tx.clone()),
         config,
         keymap,
         theme,
         tx: tx.clone(),
         sd,
-        compare: generate::CompareImages::new(tx.clone()),
+        compare: compare::CompareImages::new(tx.clone()),
         picker: Some(picker),
         resize_tx,
         preview: None,
     };
     let _ = tx.send(Msg::Action(Action::Event(Event::LabelSets(
-        workers::label_sets(),
+        clip::label_sets(),
     ))));
     workers::scan(dirs, tx.clone());
 

@@ -1,13 +1,8 @@
 //! Work the UI thread never does: scanning folders, the job queue (shared with `atelier
-//! watch` through its journal), CLIP jobs, file writes. Every worker reports back as
+//! watch` through its journal), transcript and sidecar writes (CLIP jobs: clip.rs). Every worker reports back as
 //! `Action::Event` on the one event channel.
 use super::Msg;
 use crate::config::Config;
-use crate::engine::clip::index::{self, Index};
-use crate::engine::clip::job as clip_job;
-use crate::engine::clip::label_cache;
-use crate::engine::clip::preprocess::load_image;
-use crate::engine::clip::zero_shot;
 use crate::engine::{store, DeviceThread, InstalledModel};
 use crate::jobs::{
     self, runners, Job, JobEvent, JobFilter, JobId, JobKind, JobOptions, Priority, Queue,
@@ -17,7 +12,7 @@ use crate::media::{walk, MediaKind};
 use crate::output::registry::OutputRegistry;
 use crate::output::sidecar;
 use crate::output::writers::{self, Format, WriterOptions};
-use crate::state::{tags::CANDIDATES, Action, Event, Found, JobState, JobUpdate};
+use crate::state::{Action, Event, Found, JobState, JobUpdate};
 use crate::transcript::{Segment, Transcript};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -102,7 +97,7 @@ impl Engine {
         }
     }
 
-    fn thread(&self) -> Result<DeviceThread, String> {
+    pub(super) fn thread(&self) -> Result<DeviceThread, String> {
         let mut slot = self
             .thread
             .lock()
@@ -118,7 +113,7 @@ impl Engine {
         Ok(t)
     }
 
-    fn model(&self, name: &str, family: &str) -> Result<InstalledModel, String> {
+    pub(super) fn model(&self, name: &str, family: &str) -> Result<InstalledModel, String> {
         store::find(&self.models_dir, name, family).map_err(|e| e.to_string())
     }
 }
@@ -646,236 +641,4 @@ pub fn write_sidecars(
         }
         send(&tx, Event::SidecarsWritten(n));
     });
-}
-
-pub enum ClipWork {
-    Tag {
-        paths: Vec<PathBuf>,
-        label_set: String,
-    },
-    Search(String),
-    Similar(PathBuf),
-}
-
-/// Names of the label sets: presets and the user's folder.
-pub fn label_sets() -> Vec<String> {
-    let mut names: Vec<String> = zero_shot::PRESET_LABEL_SETS
-        .iter()
-        .map(|(n, _)| n.to_string())
-        .collect();
-    if let Some(Ok(entries)) = zero_shot::user_dir().map(std::fs::read_dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "toml") {
-                if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
-                    if stem != "templates" && !names.iter().any(|n| n == stem) {
-                        names.push(stem.to_string());
-                    }
-                }
-            }
-        }
-    }
-    names.retain(|n| n != "templates");
-    names
-}
-
-struct ClipSession {
-    thread: DeviceThread,
-    model: InstalledModel,
-    info: clip_job::ClipInfo,
-    labels: HashMap<String, (Vec<String>, Vec<Vec<f32>>)>,
-}
-
-/// The CLIP worker: tags batches of images, searches the index. Latest work goes last.
-pub fn spawn_clip(engine: Engine, config: Config, tx: Sender<Msg>) -> Sender<ClipWork> {
-    let (work_tx, rx) = mpsc::channel::<ClipWork>();
-    std::thread::spawn(move || {
-        let mut session: Option<ClipSession> = None;
-        for work in rx {
-            if session.is_none() {
-                match start_clip(&engine, &config, &tx) {
-                    Ok(s) => session = Some(s),
-                    Err(e) => {
-                        send(&tx, Event::Error(format!("CLIP: {e}")));
-                        if matches!(work, ClipWork::Tag { .. }) {
-                            send(&tx, Event::TaggingDone);
-                        }
-                        continue;
-                    }
-                }
-            }
-            let Some(s) = session.as_mut() else { continue };
-            match work {
-                ClipWork::Tag { paths, label_set } => {
-                    tag(s, &config, &paths, &label_set, &tx);
-                    send(&tx, Event::TaggingDone);
-                    // A batch decodes many images: hand the freed heap back, as the queue
-                    // does after each job.
-                    crate::engine::runtime::release_freed_memory();
-                }
-                ClipWork::Search(q) => {
-                    let r = clip_job::encode_texts(&s.thread, s.model.clone(), vec![q.clone()], 1)
-                        .and_then(|e| {
-                            e.into_iter()
-                                .next()
-                                .ok_or_else(|| "no embedding".to_string())
-                        })
-                        .and_then(|e| search(s, &config, &e));
-                    match r {
-                        Ok(hits) => send(
-                            &tx,
-                            Event::SearchResults {
-                                title: format!("'{q}'"),
-                                hits,
-                            },
-                        ),
-                        Err(e) => send(&tx, Event::Error(format!("search: {e}"))),
-                    }
-                }
-                ClipWork::Similar(path) => {
-                    let r = embed(s, &path).and_then(|e| search(s, &config, &e));
-                    match r {
-                        Ok(hits) => {
-                            let title = format!(
-                                "similar to {}",
-                                path.file_name()
-                                    .map(|n| n.to_string_lossy())
-                                    .unwrap_or_default()
-                            );
-                            send(&tx, Event::SearchResults { title, hits })
-                        }
-                        Err(e) => send(&tx, Event::Error(format!("similar: {e}"))),
-                    }
-                }
-            }
-        }
-    });
-    work_tx
-}
-
-fn start_clip(engine: &Engine, config: &Config, tx: &Sender<Msg>) -> Result<ClipSession, String> {
-    let thread = engine.thread()?;
-    let model = engine.model(&config.clip.model, "clip")?;
-    send(
-        tx,
-        Event::Model {
-            name: model.name().to_string(),
-            status: Some("loading".into()),
-        },
-    );
-    let info = clip_job::preload(&thread, model.clone())?;
-    let status = model
-        .manifest
-        .random_init
-        .then(|| "random weights".to_string());
-    send(
-        tx,
-        Event::Model {
-            name: model.name().to_string(),
-            status,
-        },
-    );
-    Ok(ClipSession {
-        thread,
-        model,
-        info,
-        labels: HashMap::new(),
-    })
-}
-
-fn embed(s: &ClipSession, path: &Path) -> Result<Vec<f32>, String> {
-    let px = load_image(path, &s.info.preprocess).map_err(|e| e.to_string())?;
-    clip_job::encode_images(&s.thread, s.model.clone(), vec![px])?
-        .into_iter()
-        .next()
-        .ok_or_else(|| "no embedding".to_string())
-}
-
-fn search(s: &ClipSession, config: &Config, query: &[f32]) -> Result<Vec<(PathBuf, f32)>, String> {
-    let path = index::default_path(&config.clip.index);
-    let idx = Index::open(&path, s.model.name()).map_err(|e| e.to_string())?;
-    if idx.is_empty().map_err(|e| e.to_string())? {
-        return Err(format!(
-            "the index {} is empty: run `atelier index DIR` first",
-            path.display()
-        ));
-    }
-    Ok(idx
-        .search(query, 50)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(p, score)| (PathBuf::from(p), score))
-        .collect())
-}
-
-fn tag(s: &mut ClipSession, config: &Config, paths: &[PathBuf], set_name: &str, tx: &Sender<Msg>) {
-    if !s.labels.contains_key(set_name) {
-        let r = zero_shot::load_label_set(set_name, zero_shot::user_dir().as_deref())
-            .map_err(|e| e.to_string())
-            .and_then(|set| {
-                let (embs, _) = label_cache::embeddings(&s.thread, &s.model, &set, 64)?;
-                Ok((
-                    set.labels
-                        .iter()
-                        .map(|l| l.name.clone())
-                        .collect::<Vec<_>>(),
-                    embs,
-                ))
-            });
-        match r {
-            Ok(v) => {
-                s.labels.insert(set_name.to_string(), v);
-            }
-            Err(e) => return send(tx, Event::Error(format!("label set {set_name}: {e}"))),
-        }
-    }
-    let Some((names, embs)) = s.labels.get(set_name) else {
-        return;
-    };
-    let batch = (config.clip.batch_size as usize).max(1);
-    for chunk in paths.chunks(batch) {
-        let mut ok = Vec::new();
-        let mut pixels = Vec::new();
-        for p in chunk {
-            match load_image(p, &s.info.preprocess) {
-                Ok(px) => {
-                    ok.push(p.clone());
-                    pixels.push(px);
-                }
-                Err(e) => send(
-                    tx,
-                    Event::TagFailed {
-                        path: p.clone(),
-                        error: e.to_string(),
-                    },
-                ),
-            }
-        }
-        if pixels.is_empty() {
-            continue;
-        }
-        match clip_job::encode_images(&s.thread, s.model.clone(), pixels) {
-            Ok(image_embs) => {
-                for (p, e) in ok.into_iter().zip(image_embs) {
-                    let probs = zero_shot::scores(&e, embs, s.info.logit_scale);
-                    let scores = zero_shot::top_k(&probs, CANDIDATES, 0.0)
-                        .into_iter()
-                        .map(|(i, sc)| (names[i].clone(), sc as f32))
-                        .collect();
-                    send(tx, Event::TagScores { path: p, scores });
-                }
-            }
-            Err(e) => {
-                for p in ok {
-                    send(
-                        tx,
-                        Event::TagFailed {
-                            path: p,
-                            error: e.clone(),
-                        },
-                    );
-                }
-            }
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! `atelier generate PROMPT`: Stable Diffusion from the command line. Images are written as
 //! `NNNNN-SEED.png` (the next free number, never overwriting) with A1111's `parameters` chunk.
+use super::{fail, usage};
 use crate::app::terminal;
 use crate::cli::GenerateArgs;
 use crate::config::{DeviceChoice, Loaded};
@@ -16,16 +17,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc;
-
-fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    super::exit(super::EXIT_USAGE)
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    super::exit(super::EXIT_FAILURE)
-}
 
 /// `NAME:W` (W defaults to 1).
 pub fn parse_lora_flag(text: &str) -> Result<(String, f64), String> {
@@ -208,7 +199,7 @@ pub fn run(
     }
     bar.finish_and_clear();
     let result = match job.join() {
-        Ok(r) => r,
+        Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err("the generation thread panicked".to_string()),
     };
     let generation = match result {

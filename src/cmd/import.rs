@@ -17,32 +17,20 @@ const STAGES: &[&str] = &["detect", "export", "check", "install"];
 /// Lines of the export tool's stderr shown when it fails.
 const STDERR_TAIL: usize = 20;
 
-struct Failure {
-    code: u8,
-    message: String,
-}
+use super::CmdError as Failure;
 
 fn usage(message: impl Into<String>) -> Failure {
-    Failure {
-        code: super::EXIT_USAGE,
-        message: message.into(),
-    }
+    Failure::usage(message.into())
 }
 
 fn failed(message: impl Into<String>) -> Failure {
-    Failure {
-        code: super::EXIT_FAILURE,
-        message: message.into(),
-    }
+    Failure::failure(message.into())
 }
 
 pub fn import(loaded: &Loaded, dir: &Path, args: &ImportArgs, device: &str) -> ExitCode {
     match run(loaded, dir, args, device) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            eprintln!("error: {}", f.message);
-            super::exit(f.code)
-        }
+        Err(f) => f.report(),
     }
 }
 

@@ -133,8 +133,7 @@ pub fn info(dir: &Path, name: &str, json: bool) -> ExitCode {
     let model = match store::find_any(dir, name) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: {e}");
-            return super::exit(super::EXIT_FAILURE);
+            return super::fail(e);
         }
     };
     let mf = &model.manifest;
@@ -206,8 +205,7 @@ pub fn remove(dir: &Path, name: &str, json: bool) -> ExitCode {
             return super::exit(super::EXIT_USAGE);
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            return super::exit(super::EXIT_FAILURE);
+            return super::fail(e);
         }
     };
     let trash = match tempfile::Builder::new()

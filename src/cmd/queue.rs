@@ -3,17 +3,13 @@
 //!
 //! These change the journal only; a running `atelier watch` sees the change within its poll
 //! interval (a cancelled running job stops at its next check).
+use super::fail;
 use crate::cli::QueueCommand;
 use crate::config::Loaded;
 use crate::jobs::{self, CancelOutcome, JobFilter, JobId, JobState, JobStore, QueueLocation};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    super::exit(super::EXIT_FAILURE)
-}
 
 fn open(loaded: &Loaded, flag: Option<&Path>) -> Result<Box<dyn JobStore>, jobs::StoreError> {
     jobs::open_store(&QueueLocation::resolve(&loaded.config, flag))

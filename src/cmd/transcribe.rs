@@ -1,4 +1,5 @@
 //! `atelier transcribe FILES…`: openai-whisper's CLI, with the model loaded once.
+use super::usage;
 use crate::cli::{TaskArg, TranscribeArgs};
 use crate::config::{DeviceChoice, Loaded};
 use crate::engine::speaker::{DiarizeOptions, SpeakerCount};
@@ -14,11 +15,6 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
-
-fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    super::exit(super::EXIT_USAGE)
-}
 
 /// openai's `np.arange(temperature, 1.0 + 1e-6, increment)`.
 fn temperatures(start: f64, increment: f64) -> Vec<f64> {
@@ -216,8 +212,7 @@ pub fn run(
     let model = match store::find(models_dir, &model_name, "whisper") {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: {e}");
-            return super::exit(super::EXIT_FAILURE);
+            return super::fail(e);
         }
     };
     let vad_model = if use_vad {
@@ -257,8 +252,7 @@ pub fn run(
         }
     };
     if let Err(e) = job::preload(&thread, model.clone(), vad_model.clone()) {
-        eprintln!("error: {e}");
-        return super::exit(super::EXIT_FAILURE);
+        return super::fail(e);
     }
     let speakers = speaker_model.map(|model| SpeakerJob {
         model,
@@ -266,8 +260,7 @@ pub fn run(
     });
     if let Some(s) = &speakers {
         if let Err(e) = job::preload_speaker(&thread, s.model.clone()) {
-            eprintln!("error: {e}");
-            return super::exit(super::EXIT_FAILURE);
+            return super::fail(e);
         }
     }
 

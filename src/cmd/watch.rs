@@ -3,6 +3,7 @@
 //! Config profiles or ad-hoc folders become watch rules; files become jobs in the journal;
 //! one JSON line per job event goes to stdout when it is not a terminal (a readable line
 //! when it is). SIGINT/SIGTERM stop cleanly: a running job is cancelled and queued again.
+use super::{fail, usage};
 use crate::cli::{JobKindArg, OnDoneArg, PollArg, WatchArgs};
 use crate::config::{DeviceChoice, Loaded, WatchProfile};
 use crate::engine::{runtime, DeviceThread};
@@ -32,16 +33,6 @@ fn install_signal_handlers() {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
     }
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    super::exit(super::EXIT_FAILURE)
-}
-
-fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    super::exit(super::EXIT_USAGE)
 }
 
 fn non_empty(s: &str) -> Option<String> {

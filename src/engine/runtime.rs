@@ -453,6 +453,46 @@ impl ModelCache {
 
 type Job = Box<dyn FnOnce(&mut ModelCache) + Send>;
 
+/// Why a job on the model thread gave no result: the one error at that boundary, by cause
+/// (the queue turns it into a [`RunError`](crate::jobs::RunError) of the same kind).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelJobError {
+    /// The request cannot succeed as given (a broken model, a bad input, a bad setting).
+    #[error("{0}")]
+    Permanent(String),
+    /// It may succeed later (the model thread stopped, a model was evicted meanwhile).
+    #[error("{0}")]
+    Transient(String),
+    /// Its cancel token was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// It panicked; the panic's message is kept.
+    #[error("the model job panicked: {0}")]
+    Panicked(String),
+}
+
+impl ModelJobError {
+    pub fn stopped() -> Self {
+        ModelJobError::Transient("the model thread has stopped".to_string())
+    }
+}
+
+/// A setup step's error (a message): the request as given cannot run.
+impl From<String> for ModelJobError {
+    fn from(message: String) -> Self {
+        ModelJobError::Permanent(message)
+    }
+}
+
+/// The message of a caught panic (`panic!("…")` payloads are `&str` or `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
 /// One OS thread per device that owns every TorchScript module. Model work never runs on
 /// tokio workers or the UI thread; callers send closures and get replies on their own channels.
 #[derive(Clone)]
@@ -501,18 +541,27 @@ impl DeviceThread {
         self.tx.send(Box::new(job)).is_ok()
     }
 
-    /// Runs `job` on the model thread and waits for its result.
+    /// Runs `job` on the model thread and waits for its result. A panic in it comes back as
+    /// [`ModelJobError::Panicked`] with its message; a thread that has gone as a transient
+    /// error.
     pub fn run<R: Send + 'static>(
         &self,
         job: impl FnOnce(&mut ModelCache) -> R + Send + 'static,
-    ) -> Option<R> {
+    ) -> Result<R, ModelJobError> {
         let (tx, rx) = mpsc::channel();
-        if !self.submit(move |cache| {
-            let _ = tx.send(job(cache));
-        }) {
-            return None;
+        let submitted = self.submit(move |cache| {
+            let run = std::panic::AssertUnwindSafe(|| job(cache));
+            let result = std::panic::catch_unwind(run).map_err(|p| {
+                let message = panic_message(p.as_ref());
+                tracing::error!("a model job panicked: {message}; the model thread goes on");
+                ModelJobError::Panicked(message)
+            });
+            let _ = tx.send(result);
+        });
+        if !submitted {
+            return Err(ModelJobError::stopped());
         }
-        rx.recv().ok()
+        rx.recv().unwrap_or_else(|_| Err(ModelJobError::stopped()))
     }
 }
 
@@ -602,6 +651,23 @@ mod tests {
             // an early return with an error: no end_patch
         }));
         assert!(cache.loaded().is_empty(), "a half-patched model is evicted");
+    }
+
+    #[test]
+    fn run_keeps_a_panics_message_and_the_thread_goes_on() {
+        let thread = DeviceThread::spawn(tch::Device::Cpu).unwrap();
+        let panicked = thread.run(|_| -> u32 { panic!("decoder bug at frame {}", 7) });
+        assert_eq!(
+            panicked,
+            Err(ModelJobError::Panicked("decoder bug at frame 7".into()))
+        );
+        assert_eq!(
+            thread.run(|_| "static message").map(str::to_string),
+            Ok("static message".to_string())
+        );
+        let literal = thread.run(|_| -> u8 { panic!("a literal") });
+        assert_eq!(literal, Err(ModelJobError::Panicked("a literal".into())));
+        assert_eq!(thread.run(|_| 41 + 1), Ok(42), "the thread still runs jobs");
     }
 
     #[test]

@@ -656,11 +656,7 @@ fn run_one(inner: &Arc<Inner>, job: Job) {
         Some(runner) => {
             let run = std::panic::AssertUnwindSafe(|| runner.run(&job, &ctx));
             std::panic::catch_unwind(run).unwrap_or_else(|p| {
-                let what = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let what = crate::engine::runtime::panic_message(p.as_ref());
                 Err(RunError::Transient(format!("the job crashed: {what}")))
             })
         }

@@ -21,6 +21,19 @@ pub enum RunError {
     Cancelled,
 }
 
+/// The model thread's error, kind for kind; a panic is retried like one in a runner.
+impl From<crate::engine::runtime::ModelJobError> for RunError {
+    fn from(e: crate::engine::runtime::ModelJobError) -> Self {
+        use crate::engine::runtime::ModelJobError as M;
+        match e {
+            M::Permanent(m) => RunError::Permanent(m),
+            M::Transient(m) => RunError::Transient(m),
+            M::Cancelled => RunError::Cancelled,
+            M::Panicked(m) => RunError::Transient(format!("the job crashed: {m}")),
+        }
+    }
+}
+
 /// Runs jobs of one kind. Implementations keep their models loaded between jobs.
 pub trait Runner: Send + Sync {
     /// Runs `job`, writing each output with [`write_output`] (or `ctx.write`), and returns

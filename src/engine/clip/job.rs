@@ -22,10 +22,6 @@ pub struct ClipInfo {
     pub logit_scale: f64,
 }
 
-fn stopped<T>() -> Result<T, String> {
-    Err("the model thread has stopped".into())
-}
-
 /// Loads the model now, so a missing or broken model fails before any file is read.
 pub fn preload(thread: &DeviceThread, model: InstalledModel) -> Result<ClipInfo, String> {
     thread
@@ -36,7 +32,7 @@ pub fn preload(thread: &DeviceThread, model: InstalledModel) -> Result<ClipInfo,
                 logit_scale: m.logit_scale,
             })
         })
-        .unwrap_or_else(stopped)
+        .unwrap_or_else(|e| Err(e.to_string()))
 }
 
 /// Normalized embeddings of preprocessed images (one batch).
@@ -51,7 +47,7 @@ pub fn encode_images(
                 .encode_images(&pixels)
                 .map_err(|e| e.to_string())
         })
-        .unwrap_or_else(stopped)
+        .unwrap_or_else(|e| Err(e.to_string()))
 }
 
 /// Normalized embeddings of texts, in batches of `batch`.
@@ -70,7 +66,7 @@ pub fn encode_texts(
             }
             Ok(out)
         })
-        .unwrap_or_else(stopped)
+        .unwrap_or_else(|e| Err(e.to_string()))
 }
 
 /// One ensembled embedding per label (every prompt × template, normalized, averaged, renormalized).

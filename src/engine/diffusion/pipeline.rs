@@ -6,7 +6,7 @@ use super::prompt;
 use super::scheduler::{self, SchedulerConfig, SchedulerKind};
 use super::seed::{Noise, Variation};
 use super::{preview, vae_tiling};
-use crate::engine::runtime::DeviceThread;
+use crate::engine::runtime::{DeviceThread, ModelJobError};
 use crate::engine::store::InstalledModel;
 use crate::engine::CancelToken;
 use std::collections::HashSet;
@@ -686,9 +686,10 @@ pub fn run_job(
     req: Request,
     cancel: CancelToken,
     progress: mpsc::Sender<Progress>,
-) -> Result<Generation, String> {
+) -> Result<Generation, ModelJobError> {
+    let permanent = |e: PipelineError| ModelJobError::Permanent(e.to_string());
     thread
-        .run(move |cache| {
+        .run(move |cache| -> Result<Generation, ModelJobError> {
             let device = cache.device;
             let key = session_key(&spec.model.dir, spec.offload);
             let session = cache
@@ -699,30 +700,30 @@ pub fn run_job(
                         loras: Default::default(),
                     })
                 })
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ModelJobError::Permanent(e.to_string()))?;
             if let Some(cn) = &spec.controlnet {
                 if session.controlnet.as_ref().map(|(d, _)| d) != Some(&cn.dir) {
                     session.controlnet = None;
-                    let net =
-                        ControlNet::load(cn, device, spec.offload).map_err(|e| e.to_string())?;
+                    let net = ControlNet::load(cn, device, spec.offload)
+                        .map_err(|e| ModelJobError::Permanent(e.to_string()))?;
                     if net.variant.is_xl() != session.model.variant.is_xl() {
-                        return Err(format!(
+                        return Err(ModelJobError::Permanent(format!(
                             "ControlNet '{}' is for {:?} models, '{}' is {:?}",
                             net.name, net.variant, session.model.name, session.model.variant
-                        ));
+                        )));
                     }
                     session.controlnet = Some((cn.dir.clone(), net));
                 }
             }
             // A LoRA fuse changes the weights in place: if it fails (or panics) half-way,
             // the model thread evicts the model rather than keep half-patched weights.
-            let gone = || "the model was evicted".to_string();
+            let gone = || ModelJobError::Transient("the model was evicted".to_string());
             cache.begin_patch(&key);
             let session = cache.get_mut::<Session>(&key).ok_or_else(gone)?;
             session
                 .loras
                 .apply(&mut session.model, &req.loras)
-                .map_err(|e| e.to_string())?;
+                .map_err(permanent)?;
             cache.end_patch(&key);
             let session = cache.get_mut::<Session>(&key).ok_or_else(gone)?;
             let control = match spec.controlnet {
@@ -732,10 +733,12 @@ pub fn run_job(
             let mut send = |p: Progress| {
                 let _ = progress.send(p);
             };
-            generate(&mut session.model, control, &req, &cancel, &mut send)
-                .map_err(|e| e.to_string())
+            generate(&mut session.model, control, &req, &cancel, &mut send).map_err(|e| match e {
+                PipelineError::Cancelled => ModelJobError::Cancelled,
+                e => ModelJobError::Permanent(e.to_string()),
+            })
         })
-        .unwrap_or_else(|| Err("the model thread has stopped".into()))
+        .and_then(|r| r)
 }
 
 /// The LoRAs fused into a loaded model; another set unfuses the old one first (no reload).

@@ -80,6 +80,9 @@ pub struct Probe {
     pub tensors_file: Option<PathBuf>,
     /// A zip's member names (a wheel, a torch archive).
     pub zip_names: Option<Vec<String>>,
+    /// A `torch.save` archive's pickle (`ARCHIVE/data.pkl`, the dict of names without the
+    /// tensor data), when it is small enough to be a model's.
+    pub pickle: Option<Vec<u8>>,
     /// The first bytes of a file.
     pub head: Vec<u8>,
 }
@@ -126,6 +129,25 @@ fn zip_names(path: &Path) -> Option<Vec<String>> {
     let f = std::fs::File::open(path).ok()?;
     let zip = zip::ZipArchive::new(f).ok()?;
     Some(zip.file_names().map(String::from).collect())
+}
+
+/// A model's pickle lists its tensor names and small values; a larger one is not read.
+const MAX_PICKLE: u64 = 64 << 20;
+
+/// The `data.pkl` of a `torch.save` zip archive (None: none, or over [`MAX_PICKLE`]).
+fn torch_pickle(path: &Path, names: &[String]) -> Option<Vec<u8>> {
+    let name = names
+        .iter()
+        .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)?;
+    let f = std::fs::File::open(path).ok()?;
+    let mut zip = zip::ZipArchive::new(f).ok()?;
+    let entry = zip.by_name(name).ok()?;
+    if entry.size() > MAX_PICKLE {
+        return None;
+    }
+    let mut buf = Vec::new();
+    entry.take(MAX_PICKLE).read_to_end(&mut buf).ok()?;
+    Some(buf)
 }
 
 /// Reads what [`detect`] looks at.
@@ -177,6 +199,10 @@ pub fn probe(path: &Path) -> std::io::Result<Probe> {
         p.tensors_file = p.tensors.as_ref().map(|_| path.to_path_buf());
         if p.head.starts_with(b"PK") {
             p.zip_names = zip_names(path);
+            let lower = path.to_string_lossy().to_lowercase();
+            if lower.ends_with(".pt") || lower.ends_with(".pth") {
+                p.pickle = p.zip_names.as_deref().and_then(|n| torch_pickle(path, n));
+            }
         }
     }
     Ok(p)
@@ -511,12 +537,30 @@ pub fn detect(p: &Probe) -> Result<Detected, String> {
                 .any(|k| k.family == family && k.names.iter().any(|n| n.eq_ignore_ascii_case(&s)))
         };
         // openai's CLIP files are TorchScript archives (code/ inside); its Whisper files are
-        // torch.save dicts.
+        // torch.save dicts of `dims` and `model_state_dict`. A torch.save'd CLIP state dict
+        // (openai's or open_clip's layout) names `visual.…` and `token_embedding.weight`.
         let torchscript = p
             .zip_names
             .as_ref()
             .is_some_and(|z| z.iter().any(|n| n.contains("/code/")));
-        if known("whisper") || (!torchscript && !known("clip")) {
+        // Pickled dict keys are stored as their UTF-8 bytes.
+        let names = |key: &[u8]| {
+            p.pickle
+                .as_ref()
+                .is_some_and(|d| d.windows(key.len()).any(|w| w == key))
+        };
+        let clip_state_dict = names(b"token_embedding.weight") && names(b"visual.");
+        let whisper_dict = names(b"model_state_dict") && names(b"dims");
+        if !whisper_dict && clip_state_dict {
+            return Ok(at(
+                Kind::Clip,
+                "openai",
+                path,
+                known("clip").then_some(s),
+                "a CLIP state dict (openai/open_clip layout)",
+            ));
+        }
+        if whisper_dict || known("whisper") || (!torchscript && !known("clip")) {
             return Ok(at(
                 Kind::Whisper,
                 "openai",
@@ -671,6 +715,24 @@ mod tests {
         assert!(detect(&mixed)
             .unwrap_err()
             .contains("'other' is not a LoRA weight"));
+    }
+
+    #[test]
+    fn a_torch_save_dict_is_told_by_its_keys_not_its_name() {
+        // The pickles of torch.save'd dicts hold their keys as UTF-8 bytes.
+        let mut clip = file("my-finetune.pt", &[]);
+        clip.pickle = Some(b"\x80\x02}q\x00(X\x14\x00\x00\x00positional_embeddingX\x13\x00\x00\x00visual.conv1.weightX\x16\x00\x00\x00token_embedding.weight".to_vec());
+        let d = detect(&clip).unwrap();
+        assert_eq!((d.kind, d.format), (Kind::Clip, "openai"));
+        // A Whisper checkpoint named like a CLIP model is still Whisper.
+        let mut whisper = file("ViT-B-32.pt", &[]);
+        whisper.pickle = Some(b"}(X\x04\x00\x00\x00dimsX\x10\x00\x00\x00model_state_dict".to_vec());
+        assert_eq!(detect(&whisper).unwrap().kind, Kind::Whisper);
+        // No pickle to read (a legacy torch.save): the name decides, as before.
+        assert_eq!(
+            detect(&file("base.en.pt", &[])).unwrap().kind,
+            Kind::Whisper
+        );
     }
 
     #[test]

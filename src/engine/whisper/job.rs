@@ -67,7 +67,7 @@ pub struct SpeakerJob {
 pub fn preload_speaker(thread: &DeviceThread, model: InstalledModel) -> Result<(), String> {
     thread
         .run(move |cache| speaker_model(cache, &model).map(|_| ()))
-        .unwrap_or_else(|| Err("the model thread has stopped".into()))
+        .unwrap_or_else(|e| Err(e.to_string()))
 }
 
 /// Loads both models now, so a missing or broken model fails before any file is read.
@@ -84,7 +84,7 @@ pub fn preload(
             }
             Ok(())
         })
-        .unwrap_or_else(|| Err("the model thread has stopped".into()))
+        .unwrap_or_else(|e| Err(e.to_string()))
 }
 
 /// Audio for a job: 16 kHz mono pieces, or the reason the file could not be read.

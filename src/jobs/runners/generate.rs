@@ -72,12 +72,9 @@ impl Runner for GenerateRunner {
         let generation = worker
             .join()
             .map_err(|_| RunError::Transient("the generation thread panicked".into()))?
-            .map_err(|e| {
-                if ctx.cancel.is_cancelled() {
-                    RunError::Cancelled
-                } else {
-                    RunError::Permanent(e)
-                }
+            .map_err(|e| match e {
+                _ if ctx.cancel.is_cancelled() => RunError::Cancelled,
+                e => RunError::from(e),
             })?;
         let image = generation
             .images
