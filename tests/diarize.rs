@@ -491,7 +491,9 @@ fn check_watch_outputs(dir: &Path, stem: &str, file_id: &str, reference: &[Turn]
     let json: Value = serde_json::from_str(&read("json")).unwrap();
     let mut names: Vec<&str> = Vec::new();
     for seg in json["segments"].as_array().unwrap() {
-        let s = seg["speaker"].as_str().expect("every segment has a speaker");
+        let s = seg["speaker"]
+            .as_str()
+            .expect("every segment has a speaker");
         for w in seg["words"].as_array().expect("diarized jobs have words") {
             assert_eq!(w["speaker"].as_str(), Some(s));
         }
@@ -508,7 +510,10 @@ fn check_watch_outputs(dir: &Path, stem: &str, file_id: &str, reference: &[Turn]
     }
     let rttm = read_rttm(&rttm_text);
     let d = der(reference, &rttm, seconds, COLLAR);
-    eprintln!("watch {stem}: RTTM DER {:.1}% with a {COLLAR} s collar", 100.0 * d.der);
+    eprintln!(
+        "watch {stem}: RTTM DER {:.1}% with a {COLLAR} s collar",
+        100.0 * d.der
+    );
     assert!(d.der <= 0.10, "{stem}: RTTM DER {d:?}");
 }
 
@@ -591,14 +596,23 @@ fn watch_refuses_bad_speaker_settings_naming_the_file_and_profile() {
             "diarize = true\nmin-speakers = 3\nmax-speakers = 2",
             "min-speakers 3 is more than max-speakers 2",
         ),
-        ("diarize = true\nspeakers = 0", "speakers must be at least 1"),
-        ("diarize = true\nmin-speakers = 0", "min-speakers must be at least 1"),
+        (
+            "diarize = true\nspeakers = 0",
+            "speakers must be at least 1",
+        ),
+        (
+            "diarize = true\nmin-speakers = 0",
+            "min-speakers must be at least 1",
+        ),
         (
             "diarize = true\nspeakers = 2\nmax-speakers = 3",
             "speakers cannot be combined with min-speakers or max-speakers",
         ),
         ("speakers = 2", "need diarize = true"),
-        ("diarize = true\nvad = false", "diarize = true needs the VAD"),
+        (
+            "diarize = true\nvad = false",
+            "diarize = true needs the VAD",
+        ),
         ("diarize = \"yes\"", "diarize"),
     ] {
         let home = root.join("home");
@@ -621,8 +635,14 @@ fn watch_refuses_bad_speaker_settings_naming_the_file_and_profile() {
             vec!["--diarize", "--min-speakers", "3", "--max-speakers", "2"],
             "--min-speakers 3 is more than --max-speakers 2",
         ),
-        (vec!["--diarize", "--speakers", "0"], "--speakers must be at least 1"),
-        (vec!["--diarize", "--kind", "tag"], "--diarize is for --kind transcribe"),
+        (
+            vec!["--diarize", "--speakers", "0"],
+            "--speakers must be at least 1",
+        ),
+        (
+            vec!["--diarize", "--kind", "tag"],
+            "--diarize is for --kind transcribe",
+        ),
     ] {
         let mut all = vec![inbox.to_str().unwrap()];
         all.extend(&args);
@@ -632,4 +652,68 @@ fn watch_refuses_bad_speaker_settings_naming_the_file_and_profile() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     }
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// The diarization stage on an hour of speech (docs/benchmarks.md, "Speaker diarization"):
+/// the five LibriVox clips with 0.6–3 s silences, repeated to 3600 s; the VAD (which a
+/// plain transcription runs too) is not counted. A measurement, not a check.
+#[test]
+#[ignore = "a measurement: cargo test --release --test diarize -- --ignored --nocapture hour"]
+fn hour_of_speech_diarization_cost() {
+    let clips: Vec<Vec<f32>> = (0..5).map(librivox).collect();
+    let silences = [0.8, 1.5, 0.6, 3.0, 1.1];
+    let n = 3600 * 16_000;
+    let mut audio = Vec::with_capacity(n);
+    while audio.len() < n {
+        for (c, s) in clips.iter().zip(silences) {
+            audio.extend_from_slice(c);
+            audio.extend(std::iter::repeat_n(0.0f32, (s * RATE) as usize));
+        }
+    }
+    audio.truncate(n);
+    let vad = load_vad();
+    let probs = vad.speech_probs(&audio).unwrap();
+    let speech = speech_timestamps(&probs, audio.len(), &vad.params);
+    let model = load_speaker();
+    let (wall, cpu) = (std::time::Instant::now(), cpu_seconds());
+    let d = diarize(&model, &audio, &speech, &DiarizeOptions::default()).unwrap();
+    let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    // the clustering alone, on as many unit vectors (kodama's time depends on n, not on them)
+    let mut x: u64 = 1;
+    let mut rand = || {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let vectors: Vec<Vec<f32>> = (0..d.windows)
+        .map(|_| {
+            let v: Vec<f32> = (0..256).map(|_| rand()).collect();
+            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            v.into_iter().map(|a| a / norm).collect()
+        })
+        .collect();
+    let c = std::time::Instant::now();
+    atelier::engine::speaker::cluster::cluster(
+        &vectors,
+        SpeakerCount::default(),
+        atelier::engine::speaker::cluster::DISTANCE_THRESHOLD,
+    );
+    let cluster_wall = c.elapsed().as_secs_f64();
+    let speech_s: f64 = speech.iter().map(|(a, b)| (b - a) as f64 / RATE).sum();
+    eprintln!(
+        "hour: {speech_s:.0} s of speech in {} ranges; {} windows; {} speakers; diarization {wall:.1} s wall, {cpu:.1} s CPU; clustering {} windows alone {cluster_wall:.1} s wall",
+        speech.len(),
+        d.windows,
+        d.speakers,
+        d.windows
+    );
+    assert_eq!(d.speakers, 1, "one reader");
 }

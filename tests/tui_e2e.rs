@@ -681,7 +681,10 @@ fn diarize_rename_filter_speakers() {
             "{} is not renamed:\n{text}",
             p.display()
         );
-        assert!(text.contains("SPEAKER_01") || ext == "vtt", "{ext}:\n{text}");
+        assert!(
+            text.contains("SPEAKER_01") || ext == "vtt",
+            "{ext}:\n{text}"
+        );
     }
     assert!(std::fs::read_to_string(media.join("talk.vtt"))
         .unwrap()
@@ -691,7 +694,9 @@ fn diarize_rename_filter_speakers() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        names.iter().all(|n| !n.contains(".1.") && !n.contains("tmp")),
+        names
+            .iter()
+            .all(|n| !n.contains(".1.") && !n.contains("tmp")),
         "rewritten in place, no temp files: {names:?}"
     );
     // f: only Alice's segments; again: all

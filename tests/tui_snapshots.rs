@@ -282,7 +282,14 @@ fn fullscreen_transcript_and_error_detail() {
 /// An interview, diarized: two speakers, one renamed.
 fn diarized() -> AppState {
     let mut s = busy();
-    let who = ["Ada", "SPEAKER_01", "Ada", "SPEAKER_01", "Ada", "SPEAKER_01"];
+    let who = [
+        "Ada",
+        "SPEAKER_01",
+        "Ada",
+        "SPEAKER_01",
+        "Ada",
+        "SPEAKER_01",
+    ];
     let mut t = s.transcript.docs[Path::new("/media/interview.wav")]
         .transcript
         .clone();
@@ -328,11 +335,15 @@ fn transcript_speakers_labelled_coloured_and_filtered() {
         (0..buf.area.height)
             .find_map(|y| {
                 let line: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
-                line.find(word).map(|col| (line[..col].chars().count() as u16, y))
+                line.find(word)
+                    .map(|col| (line[..col].chars().count() as u16, y))
             })
             .unwrap_or_else(|| panic!("{word} is not on screen"))
     };
-    for (word, style) in [("Ada", StyleName::Speaker1), ("SPEAKER_01", StyleName::Speaker2)] {
+    for (word, style) in [
+        ("Ada", StyleName::Speaker1),
+        ("SPEAKER_01", StyleName::Speaker2),
+    ] {
         let (x, y) = find(word);
         assert_eq!(buf[(x, y)].fg, theme.get(style).fg.unwrap(), "{word}");
     }

@@ -293,15 +293,26 @@ impl Config {
                 return Err(at(format!("poll: '{}': use auto, always or never", w.poll)));
             }
             check_speakers(w.speakers, w.min_speakers, w.max_speakers, "").map_err(at)?;
-            let counted = w.speakers.is_some() || w.min_speakers.is_some() || w.max_speakers.is_some();
+            let counted =
+                w.speakers.is_some() || w.min_speakers.is_some() || w.max_speakers.is_some();
             if counted && !w.diarize {
-                return Err(at("speakers, min-speakers and max-speakers need diarize = true".into()));
+                return Err(at(
+                    "speakers, min-speakers and max-speakers need diarize = true".into(),
+                ));
             }
             if w.diarize && w.vad == Some(false) {
-                return Err(at("diarize = true needs the VAD's speech ranges: remove vad = false".into()));
+                return Err(at(
+                    "diarize = true needs the VAD's speech ranges: remove vad = false".into(),
+                ));
             }
-            if w.diarize && !w.kind.is_empty() && JobKind::parse(&w.kind) != Some(JobKind::Transcribe) {
-                return Err(at(format!("diarize = true is for kind = \"transcribe\", not '{}'", w.kind)));
+            if w.diarize
+                && !w.kind.is_empty()
+                && JobKind::parse(&w.kind) != Some(JobKind::Transcribe)
+            {
+                return Err(at(format!(
+                    "diarize = true is for kind = \"transcribe\", not '{}'",
+                    w.kind
+                )));
             }
             for g in w.include.iter().chain(&w.exclude) {
                 globset::Glob::new(g).map_err(|e| at(format!("glob '{g}': {e}")))?;
@@ -336,7 +347,11 @@ pub fn check_speakers(
             "{prefix}speakers cannot be combined with {prefix}min-speakers or {prefix}max-speakers"
         ));
     }
-    for (key, v) in [("speakers", exact), ("min-speakers", min), ("max-speakers", max)] {
+    for (key, v) in [
+        ("speakers", exact),
+        ("min-speakers", min),
+        ("max-speakers", max),
+    ] {
         if v == Some(0) {
             return Err(format!("{prefix}{key} must be at least 1"));
         }

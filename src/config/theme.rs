@@ -337,7 +337,11 @@ mod tests {
             let text_fg = theme.get(StyleName::Text).fg;
             let styles: Vec<Style> = StyleName::SPEAKERS.iter().map(|&s| theme.get(s)).collect();
             for (i, a) in styles.iter().enumerate() {
-                assert!(a.fg.is_some() && a.fg != text_fg, "{name}: speaker.{}", i + 1);
+                assert!(
+                    a.fg.is_some() && a.fg != text_fg,
+                    "{name}: speaker.{}",
+                    i + 1
+                );
                 for b in &styles[i + 1..] {
                     assert_ne!(a, b, "{name}: two speakers look the same");
                 }

@@ -1236,9 +1236,17 @@ fn rename_relabels_every_turn_and_rewrites_the_files() {
     let names: Vec<Option<&str>> = t.segments.iter().map(|s| s.speaker.as_deref()).collect();
     assert_eq!(
         names,
-        vec![Some("SPEAKER_00"), Some("Bob"), Some("SPEAKER_00"), Some("Bob")]
+        vec![
+            Some("SPEAKER_00"),
+            Some("Bob"),
+            Some("SPEAKER_00"),
+            Some("Bob")
+        ]
     );
-    assert_eq!(t.segments[3].words.as_ref().unwrap()[0].speaker.as_deref(), Some("Bob"));
+    assert_eq!(
+        t.segments[3].words.as_ref().unwrap()[0].speaker.as_deref(),
+        Some("Bob")
+    );
     assert!(saved[0].1.is_empty(), "every configured format");
     // an empty name renames nothing
     cmd(&mut s, Cmd::RenameSpeaker);
@@ -1246,7 +1254,9 @@ fn rename_relabels_every_turn_and_rewrites_the_files() {
         update(&mut s, Action::Text(TextKey::Backspace));
     }
     let fx = update(&mut s, Action::Text(TextKey::Enter));
-    assert!(fx.iter().all(|e| !matches!(e, Effect::SaveTranscript { .. })));
+    assert!(fx
+        .iter()
+        .all(|e| !matches!(e, Effect::SaveTranscript { .. })));
     assert_eq!(s.transcript.segments()[1].speaker.as_deref(), Some("Bob"));
 }
 

@@ -298,7 +298,9 @@ pub(super) fn rename_speaker(state: &mut AppState, text: &str, effects: &mut Vec
                 transcript: doc.transcript.clone(),
                 formats: Vec::new(),
             });
-            state.info(format!("renamed {old} to {new}: rewriting every output format"));
+            state.info(format!(
+                "renamed {old} to {new}: rewriting every output format"
+            ));
         }
         _ => state.info(format!(
             "renamed {old} to {new}: save (w) when the transcript is done"
@@ -348,10 +350,9 @@ pub(super) fn transcript_command(state: &mut AppState, cmd: Cmd, effects: &mut V
             t.move_by(0);
         }
         Cmd::PlaySpeaker => {
-            let (Some(path), Some(name)) = (
-                t.path.clone(),
-                t.current().and_then(|s| s.speaker.clone()),
-            ) else {
+            let (Some(path), Some(name)) =
+                (t.path.clone(), t.current().and_then(|s| s.speaker.clone()))
+            else {
                 return state.info(NO_SPEAKER);
             };
             if t.playing.take().is_some() {
@@ -379,6 +380,7 @@ pub(super) fn transcript_command(state: &mut AppState, cmd: Cmd, effects: &mut V
             } else if t.doc().is_some_and(|d| d.modified) {
                 state.info("the transcript has unsaved edits: save them (w) first, diarizing transcribes the file again");
             } else {
+                t.speaker_filter = None;
                 effects.push(Effect::Diarize(path));
                 state.info("diarizing: the file is transcribed again with its speakers");
             }

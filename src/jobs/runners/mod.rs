@@ -42,12 +42,14 @@ pub fn build_diarizing(
     runners.insert(JobKind::Checksum, Arc::new(ChecksumRunner));
     for &kind in kinds {
         let runner: Arc<dyn Runner> = match kind {
-            JobKind::Transcribe => Arc::new(WhisperRunner::new(
-                thread.clone(),
-                models_dir.to_path_buf(),
-                config.whisper.clone(),
-            )
-            .preloading_speakers(diarize)),
+            JobKind::Transcribe => Arc::new(
+                WhisperRunner::new(
+                    thread.clone(),
+                    models_dir.to_path_buf(),
+                    config.whisper.clone(),
+                )
+                .preloading_speakers(diarize),
+            ),
             JobKind::Tag | JobKind::Index => Arc::new(ClipRunner::new(
                 kind,
                 thread.clone(),
