@@ -690,7 +690,9 @@ fn hour_of_speech_diarization_cost() {
     // the clustering alone, on as many unit vectors (kodama's time depends on n, not on them)
     let mut x: u64 = 1;
     let mut rand = || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     };
     let vectors: Vec<Vec<f32>> = (0..d.windows)
