@@ -481,6 +481,18 @@ pub struct WatchArgs {
     /// transcribe: skip Silero VAD
     #[arg(long)]
     pub no_vad: bool,
+    /// transcribe: tell speakers apart (every segment and word gets a speaker; RTTM too)
+    #[arg(long)]
+    pub diarize: bool,
+    /// With --diarize: exactly this many speakers (default: estimated)
+    #[arg(long, value_name = "N", requires = "diarize", conflicts_with_all = ["min_speakers", "max_speakers"])]
+    pub speakers: Option<usize>,
+    /// With --diarize: at least this many speakers
+    #[arg(long, value_name = "A", requires = "diarize")]
+    pub min_speakers: Option<usize>,
+    /// With --diarize: at most this many speakers
+    #[arg(long, value_name = "B", requires = "diarize")]
+    pub max_speakers: Option<usize>,
     /// tag: a label set name or .toml file
     #[arg(long)]
     pub labels: Option<String>,

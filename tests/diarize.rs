@@ -461,3 +461,261 @@ fn cli_reports_too_short_and_refuses_bad_flags() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+/// `atelier watch` with this test's models (the speaker encoder included) and config.
+fn watch_cmd(home: &Path, models: &Path, config: &str, args: &[&str]) -> std::process::Output {
+    std::fs::create_dir_all(home.join("config")).unwrap();
+    std::fs::write(home.join("config/config.toml"), config).unwrap();
+    common::atelier()
+        .env("ATELIER_MODELS", models)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("ATELIER_CONFIG_DIR", home.join("config"))
+        .env_remove("ATELIER_LOG")
+        .arg("watch")
+        .args(args)
+        .args(["--queue", home.join("queue.sqlite").to_str().unwrap()])
+        .args(["--stable-ms", "200", "--exit-when-idle", "--json"])
+        .output()
+        .unwrap()
+}
+
+/// Checks a diarized job's outputs of `stem` in `dir` against the reference turns: every
+/// segment and word of the JSON has a speaker, two of them; SRT and VTT carry them; the RTTM
+/// names the recording by the input's stem and scores within the CLI test's bound.
+fn check_watch_outputs(dir: &Path, stem: &str, file_id: &str, reference: &[Turn], seconds: f64) {
+    let read = |ext: &str| {
+        std::fs::read_to_string(dir.join(format!("{stem}.{ext}")))
+            .unwrap_or_else(|e| panic!("{stem}.{ext}: {e}"))
+    };
+    let json: Value = serde_json::from_str(&read("json")).unwrap();
+    let mut names: Vec<&str> = Vec::new();
+    for seg in json["segments"].as_array().unwrap() {
+        let s = seg["speaker"]
+            .as_str()
+            .expect("every segment has a speaker");
+        for w in seg["words"].as_array().expect("diarized jobs have words") {
+            assert_eq!(w["speaker"].as_str(), Some(s));
+        }
+        if !names.contains(&s) {
+            names.push(s);
+        }
+    }
+    assert_eq!(names, ["SPEAKER_00", "SPEAKER_01"], "{stem}");
+    assert!(read("srt").contains("[SPEAKER_01]: "), "{stem}.srt");
+    assert!(read("vtt").contains("<v Speaker 2>"), "{stem}.vtt");
+    let rttm_text = read("rttm");
+    for line in rttm_text.lines() {
+        assert_eq!(line.split_whitespace().nth(1), Some(file_id), "{line}");
+    }
+    let rttm = read_rttm(&rttm_text);
+    let d = der(reference, &rttm, seconds, COLLAR);
+    eprintln!(
+        "watch {stem}: RTTM DER {:.1}% with a {COLLAR} s collar",
+        100.0 * d.der
+    );
+    assert!(d.der <= 0.10, "{stem}: RTTM DER {d:?}");
+}
+
+#[test]
+fn watch_diarizes_by_profile_key_and_by_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tmp.path()).unwrap();
+    let models = models_for_cli(&root);
+    let (audio, reference) = two_voices(&root);
+    let seconds = duration(&audio);
+    let config = |profiles: &str| format!("[whisper]\nbeam-size = 1\n{profiles}");
+
+    // a [[watch]] profile with `diarize = true`; a plain profile beside it has no speakers
+    let talks = root.join("talks");
+    let plain = root.join("plain");
+    for d in [&talks, &plain] {
+        std::fs::create_dir_all(d).unwrap();
+        common::write_wav(&d.join("two voices.wav"), &audio);
+    }
+    let profiles = format!(
+        "[[watch]]\nname = \"talks\"\npath = \"{}\"\nkind = \"transcribe\"\ndiarize = true\nmax-speakers = 4\n\
+         [[watch]]\nname = \"plain\"\npath = \"{}\"\nkind = \"transcribe\"\nformats = [\"json\"]\n",
+        talks.display(),
+        plain.display()
+    );
+    let run = watch_cmd(&root.join("home1"), &models, &config(&profiles), &[]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    // the config's formats, and RTTM with the input's stem as its file id (space as `_`)
+    for ext in ["txt", "srt", "vtt", "tsv", "json", "rttm"] {
+        assert!(talks.join(format!("two voices.{ext}")).is_file(), "{ext}");
+    }
+    check_watch_outputs(&talks, "two voices", "two_voices", &reference, seconds);
+    let plain_json = std::fs::read_to_string(plain.join("two voices.json")).unwrap();
+    assert!(!plain_json.contains("\"speaker\""), "{plain_json}");
+    assert!(!plain.join("two voices.rttm").exists());
+
+    // ad hoc: `atelier watch DIR --diarize --speakers 2`, the formats named
+    let inbox = root.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    common::write_wav(&inbox.join("talk.wav"), &audio);
+    let run = watch_cmd(
+        &root.join("home2"),
+        &models,
+        &config(""),
+        &[
+            inbox.to_str().unwrap(),
+            "--diarize",
+            "--speakers",
+            "2",
+            "-f",
+            "json,srt,vtt,rttm",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(!inbox.join("talk.txt").exists(), "only the formats named");
+    check_watch_outputs(&inbox, "talk", "talk", &reference, seconds);
+}
+
+#[test]
+fn watch_refuses_bad_speaker_settings_naming_the_file_and_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tmp.path()).unwrap();
+    let models = root.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let inbox = root.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let profile = |keys: &str| {
+        format!(
+            "[[watch]]\nname = \"talks\"\npath = \"{}\"\nkind = \"transcribe\"\n{keys}\n",
+            inbox.display()
+        )
+    };
+    for (keys, message) in [
+        (
+            "diarize = true\nmin-speakers = 3\nmax-speakers = 2",
+            "min-speakers 3 is more than max-speakers 2",
+        ),
+        (
+            "diarize = true\nspeakers = 0",
+            "speakers must be at least 1",
+        ),
+        (
+            "diarize = true\nmin-speakers = 0",
+            "min-speakers must be at least 1",
+        ),
+        (
+            "diarize = true\nspeakers = 2\nmax-speakers = 3",
+            "speakers cannot be combined with min-speakers or max-speakers",
+        ),
+        ("speakers = 2", "need diarize = true"),
+        (
+            "diarize = true\nvad = false",
+            "diarize = true needs the VAD",
+        ),
+        ("diarize = \"yes\"", "diarize"),
+    ] {
+        let home = root.join("home");
+        let run = watch_cmd(&home, &models, &profile(keys), &[]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{keys}: {stderr}");
+        let config = home.join("config/config.toml");
+        assert!(
+            stderr.contains(&config.display().to_string()) && stderr.contains(message),
+            "{keys}: {stderr}"
+        );
+        if !keys.contains('"') {
+            assert!(stderr.contains("watch[0] (talks)"), "{keys}: {stderr}");
+        }
+    }
+    // the flags, before any model is loaded
+    for (args, message) in [
+        (vec!["--diarize", "--no-vad"], "--diarize needs the VAD"),
+        (
+            vec!["--diarize", "--min-speakers", "3", "--max-speakers", "2"],
+            "--min-speakers 3 is more than --max-speakers 2",
+        ),
+        (
+            vec!["--diarize", "--speakers", "0"],
+            "--speakers must be at least 1",
+        ),
+        (
+            vec!["--diarize", "--kind", "tag"],
+            "--diarize is for --kind transcribe",
+        ),
+    ] {
+        let mut all = vec![inbox.to_str().unwrap()];
+        all.extend(&args);
+        let run = watch_cmd(&root.join("home-flags"), &models, "", &all);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// The diarization stage on an hour of speech (docs/benchmarks.md, "Speaker diarization"):
+/// the five LibriVox clips with 0.6–3 s silences, repeated to 3600 s; the VAD (which a
+/// plain transcription runs too) is not counted. A measurement, not a check.
+#[test]
+#[ignore = "a measurement: cargo test --release --test diarize -- --ignored --nocapture hour"]
+fn hour_of_speech_diarization_cost() {
+    let clips: Vec<Vec<f32>> = (0..5).map(librivox).collect();
+    let silences = [0.8, 1.5, 0.6, 3.0, 1.1];
+    let n = 3600 * 16_000;
+    let mut audio = Vec::with_capacity(n);
+    while audio.len() < n {
+        for (c, s) in clips.iter().zip(silences) {
+            audio.extend_from_slice(c);
+            audio.extend(std::iter::repeat_n(0.0f32, (s * RATE) as usize));
+        }
+    }
+    audio.truncate(n);
+    let vad = load_vad();
+    let probs = vad.speech_probs(&audio).unwrap();
+    let speech = speech_timestamps(&probs, audio.len(), &vad.params);
+    let model = load_speaker();
+    let (wall, cpu) = (std::time::Instant::now(), cpu_seconds());
+    let d = diarize(&model, &audio, &speech, &DiarizeOptions::default()).unwrap();
+    let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    // the clustering alone, on as many unit vectors (kodama's time depends on n, not on them)
+    let mut x: u64 = 1;
+    let mut rand = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let vectors: Vec<Vec<f32>> = (0..d.windows)
+        .map(|_| {
+            let v: Vec<f32> = (0..256).map(|_| rand()).collect();
+            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            v.into_iter().map(|a| a / norm).collect()
+        })
+        .collect();
+    let c = std::time::Instant::now();
+    atelier::engine::speaker::cluster::cluster(
+        &vectors,
+        SpeakerCount::default(),
+        atelier::engine::speaker::cluster::DISTANCE_THRESHOLD,
+    );
+    let cluster_wall = c.elapsed().as_secs_f64();
+    let speech_s: f64 = speech.iter().map(|(a, b)| (b - a) as f64 / RATE).sum();
+    eprintln!(
+        "hour: {speech_s:.0} s of speech in {} ranges; {} windows; {} speakers; diarization {wall:.1} s wall, {cpu:.1} s CPU; clustering {} windows alone {cluster_wall:.1} s wall",
+        speech.len(),
+        d.windows,
+        d.speakers,
+        d.windows
+    );
+    assert_eq!(d.speakers, 1, "one reader");
+}

@@ -587,3 +587,126 @@ fn the_tui_and_atelier_watch_share_one_queue() {
     assert!(inbox.join("ledger.sha256").is_file());
     t.quit_and_check_restored();
 }
+
+/// Two voices taking turns (a LibriVox reader and espeak-ng's en-gb+f4, as tests/diarize.rs
+/// builds them), 0.7 s of silence between turns.
+fn two_voice_conversation(dir: &Path) -> Vec<f32> {
+    let clips = common::librivox_clips();
+    let lines = [
+        "The weather has been strange this week, with rain in the morning and sun by the afternoon.",
+        "I think we should leave early tomorrow, before the roads get busy with traffic.",
+    ];
+    let espeak = |i: usize| {
+        let path = dir.join(format!("espeak-{i}.wav"));
+        let ok = Command::new("espeak-ng")
+            .args(["-v", "en-gb+f4", "-s", "165", "-w"])
+            .arg(&path)
+            .arg(lines[i])
+            .status()
+            .expect("espeak-ng (apt install espeak-ng)")
+            .success();
+        assert!(ok);
+        atelier::media::audio::decode_to_16k_mono(&path).unwrap()
+    };
+    let reader = |i: usize| atelier::media::audio::decode_to_16k_mono(&clips[i]).unwrap();
+    let mut audio = Vec::new();
+    for (i, part) in [reader(0), espeak(0), reader(1), espeak(1), reader(2)]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            audio.extend(std::iter::repeat_n(0.0f32, 11_200));
+        }
+        audio.extend(part);
+    }
+    audio
+}
+
+#[test]
+fn diarize_rename_filter_speakers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tmp.path()).unwrap();
+    let media = root.join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    common::write_wav(&media.join("talk.wav"), &two_voice_conversation(&root));
+    let config = root.join("config");
+    write_config(
+        &config,
+        "[whisper]\nmodel = \"whisper-tiny.en\"\nbeam-size = 1\n",
+    );
+    let models = common::test_models();
+    assert!(
+        models.join("speaker-resemblyzer/manifest.toml").is_file(),
+        "{}: no speaker encoder: run tools/dev.sh test (it exports it)",
+        models.display()
+    );
+    let t = Tmux::start(
+        "atelier-e2e-speakers",
+        &[
+            ("ATELIER_MODELS", &models),
+            ("XDG_STATE_HOME", &root.join("state")),
+            ("ATELIER_CONFIG_DIR", &config),
+            ("XDG_DATA_HOME", &root.join("data")),
+        ],
+        &[&media],
+    );
+    t.wait_for("the transcript to be made", |s| {
+        s.contains("talk.wav · ") && s.contains(" done")
+    });
+    // D: transcribed again, diarized; the pane labels both speakers
+    t.keys(&["2", "D"]);
+    let s = t.wait_for("the diarized transcript", |s| {
+        s.contains("2 speakers") && s.contains("SPEAKER_01") && s.contains(" done")
+    });
+    assert!(s.contains("SPEAKER_00"), "{s}");
+    assert!(media.join("talk.rttm").is_file(), "the diarized job's RTTM");
+    // S on the first segment: SPEAKER_00 becomes Alice in every output format
+    t.keys(&["g", "S"]);
+    t.wait_for("the rename prompt", |s| s.contains("rename speaker"));
+    t.keys(&["End"]);
+    for _ in 0.."SPEAKER_00".len() {
+        t.keys(&["BSpace"]);
+    }
+    t.text("Alice");
+    t.keys(&["Enter"]);
+    t.wait_for("the files rewritten", |s| {
+        s.contains("saved ") && s.contains("Alice") && !s.contains("SPEAKER_00")
+    });
+    t.screenshot("speakers");
+    for ext in ["txt", "srt", "vtt", "tsv", "json", "rttm"] {
+        let p = media.join(format!("talk.{ext}"));
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("Alice") && !text.contains("SPEAKER_00"),
+            "{} is not renamed:\n{text}",
+            p.display()
+        );
+        assert!(
+            text.contains("SPEAKER_01") || ext == "vtt",
+            "{ext}:\n{text}"
+        );
+    }
+    assert!(std::fs::read_to_string(media.join("talk.vtt"))
+        .unwrap()
+        .contains("<v Speaker 2>"));
+    let names: Vec<String> = std::fs::read_dir(&media)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.contains(".1.") && !n.contains("tmp")),
+        "rewritten in place, no temp files: {names:?}"
+    );
+    // f: only Alice's segments; again: all
+    t.keys(&["f"]);
+    t.wait_for("the filter", |s| {
+        s.contains("only Alice") && !s.contains("SPEAKER_01")
+    });
+    t.keys(&["f"]);
+    t.wait_for("every speaker again", |s| {
+        s.contains("SPEAKER_01") && !s.contains("only Alice")
+    });
+    t.quit_and_check_restored();
+}

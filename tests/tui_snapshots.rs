@@ -1,7 +1,7 @@
 //! Snapshots of every pane (ratatui TestBackend + insta) at 80×24 and 200×60.
 //! States are built through the reducer with fixed paths, so nothing needs filtering.
 //! CI runs with CI=true: a missing or changed snapshot fails.
-use atelier::config::{Keymap, Theme};
+use atelier::config::{Keymap, StyleName, Theme};
 use atelier::state::{update, Action, AppState, Cmd, Event, Found, JobState, MediaKind, TextKey};
 use atelier::transcript::{Segment, Transcript};
 use atelier::ui::{self, Ctx};
@@ -277,6 +277,82 @@ fn fullscreen_transcript_and_error_detail() {
     both("fullscreen", &mut s);
     cmd(&mut s, Cmd::ExpandError);
     both("error_detail", &mut s);
+}
+
+/// An interview, diarized: two speakers, one renamed.
+fn diarized() -> AppState {
+    let mut s = busy();
+    let who = [
+        "Ada",
+        "SPEAKER_01",
+        "Ada",
+        "SPEAKER_01",
+        "Ada",
+        "SPEAKER_01",
+    ];
+    let mut t = s.transcript.docs[Path::new("/media/interview.wav")]
+        .transcript
+        .clone();
+    for (seg, name) in t.segments.iter_mut().zip(who) {
+        seg.speaker = Some(name.to_string());
+    }
+    ev(
+        &mut s,
+        Event::TranscriptDone {
+            path: "/media/interview.wav".into(),
+            transcript: t,
+        },
+    );
+    cmd(&mut s, Cmd::FocusTranscript);
+    s
+}
+
+#[test]
+fn transcript_speakers_labelled_coloured_and_filtered() {
+    let mut s = diarized();
+    cmd(&mut s, Cmd::Down);
+    both("transcript_speakers", &mut s);
+    // each label in its speaker's theme colour, in order of first appearance
+    let theme = Theme::preset_default();
+    s.size = (200, 60);
+    let keymap = Keymap::preset();
+    let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();
+    term.draw(|f| {
+        ui::render(
+            &s,
+            &mut Ctx {
+                theme: &theme,
+                keymap: &keymap,
+                image: None,
+                compare: [None, None],
+            },
+            f,
+        )
+    })
+    .unwrap();
+    let buf = term.backend().buffer().clone();
+    let find = |word: &str| {
+        (0..buf.area.height)
+            .find_map(|y| {
+                let line: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+                line.find(word)
+                    .map(|col| (line[..col].chars().count() as u16, y))
+            })
+            .unwrap_or_else(|| panic!("{word} is not on screen"))
+    };
+    for (word, style) in [
+        ("Ada", StyleName::Speaker1),
+        ("SPEAKER_01", StyleName::Speaker2),
+    ] {
+        let (x, y) = find(word);
+        assert_eq!(buf[(x, y)].fg, theme.get(style).fg.unwrap(), "{word}");
+    }
+    assert_ne!(
+        theme.get(StyleName::Speaker1).fg,
+        theme.get(StyleName::Speaker2).fg
+    );
+    cmd(&mut s, Cmd::FilterSpeaker);
+    insta::assert_snapshot!("transcript_speaker_filter_80x24", screen(&mut s, 80, 24));
 }
 
 #[test]

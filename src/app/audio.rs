@@ -10,7 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub enum PlayCmd {
-    Play { path: PathBuf, start: f64, end: f64 },
+    Play {
+        path: PathBuf,
+        start: f64,
+        end: f64,
+    },
+    /// (start, end) spans of one file, one after another (a speaker's turns).
+    PlayTurns {
+        path: PathBuf,
+        turns: Vec<(f64, f64)>,
+    },
     Stop,
 }
 
@@ -25,9 +34,13 @@ pub fn spawn(events: Sender<Msg>) -> Sender<PlayCmd> {
         let mut cache: Option<(PathBuf, Arc<Vec<f32>>)> = None;
         let mut next = rx.recv().ok();
         while let Some(cmd) = next.take() {
-            let PlayCmd::Play { path, start, end } = cmd else {
-                next = rx.recv().ok();
-                continue;
+            let (path, spans) = match cmd {
+                PlayCmd::Play { path, start, end } => (path, vec![(start, end)]),
+                PlayCmd::PlayTurns { path, turns } => (path, turns),
+                PlayCmd::Stop => {
+                    next = rx.recv().ok();
+                    continue;
+                }
             };
             let samples = match &cache {
                 Some((p, s)) if *p == path => Arc::clone(s),
@@ -44,9 +57,21 @@ pub fn spawn(events: Sender<Msg>) -> Sender<PlayCmd> {
                     }
                 },
             };
-            let from = ((start.max(0.0) * 16_000.0) as usize).min(samples.len());
-            let to = ((end.max(start) * 16_000.0) as usize).min(samples.len());
-            match play(samples, from, to) {
+            let n = samples.len();
+            let ranges: Vec<(usize, usize)> = spans
+                .iter()
+                .map(|&(start, end)| {
+                    let from = ((start.max(0.0) * 16_000.0) as usize).min(n);
+                    (from, ((end.max(start) * 16_000.0) as usize).min(n))
+                })
+                .filter(|(a, b)| b > a)
+                .collect();
+            if ranges.is_empty() {
+                send(&events, Event::PlaybackStopped);
+                next = rx.recv().ok();
+                continue;
+            }
+            match play(samples, ranges) {
                 Err(e) => {
                     send(&events, Event::AudioUnavailable(e));
                     next = rx.recv().ok();
@@ -90,9 +115,13 @@ pub fn spawn(events: Sender<Msg>) -> Sender<PlayCmd> {
 
 type Playing = (cpal::Stream, Arc<AtomicUsize>, Arc<AtomicBool>);
 
-/// Plays samples[from..to] (16 kHz mono) on the default output device, resampled linearly
-/// to the device rate (a preview of speech, not mastering).
-fn play(samples: Arc<Vec<f32>>, from: usize, to: usize) -> Result<Playing, String> {
+/// Plays the `ranges` of `samples` (16 kHz mono) one after another on the default output
+/// device, resampled linearly to the device rate (a preview of speech, not mastering). The
+/// position reported is the sample index in `samples`.
+fn play(samples: Arc<Vec<f32>>, ranges: Vec<(usize, usize)>) -> Result<Playing, String> {
+    let Some(&(from, mut to)) = ranges.first() else {
+        return Err("nothing to play".into());
+    };
     let host = cpal::default_host();
     let device = host
         .default_output_device()
@@ -113,12 +142,19 @@ fn play(samples: Arc<Vec<f32>>, from: usize, to: usize) -> Result<Playing, Strin
     let done = Arc::new(AtomicBool::new(false));
     let (p, d) = (Arc::clone(&pos), Arc::clone(&done));
     let mut t = from as f64;
+    let mut range = 0;
     let stream = device
         .build_output_stream::<f32, _, _>(
             config,
             move |out: &mut [f32], _| {
                 for frame in out.chunks_mut(channels) {
-                    let i = t as usize;
+                    let mut i = t as usize;
+                    if i + 1 >= to {
+                        if let Some(&(a, b)) = ranges.get(range + 1) {
+                            range += 1;
+                            (t, to, i) = (a as f64, b, a);
+                        }
+                    }
                     let v = if i + 1 < to {
                         let frac = (t - i as f64) as f32;
                         samples[i] * (1.0 - frac) + samples[i + 1] * frac

@@ -144,6 +144,10 @@ impl Runtime {
             Effect::Play { path, start, end } => {
                 let _ = self.player.send(audio::PlayCmd::Play { path, start, end });
             }
+            Effect::PlayTurns { path, turns } => {
+                let _ = self.player.send(audio::PlayCmd::PlayTurns { path, turns });
+            }
+            Effect::Diarize(path) => self.queue.diarize(path),
             Effect::StopPlayback => {
                 let _ = self.player.send(audio::PlayCmd::Stop);
             }

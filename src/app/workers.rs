@@ -121,6 +121,8 @@ impl Engine {
 /// What the panes ask of the queue.
 enum Op {
     Transcribe(Vec<PathBuf>),
+    /// Transcribe again, diarized.
+    Diarize(PathBuf),
     Retry(JobId),
     Cancel(JobId),
     Reprioritize(JobId, i32),
@@ -182,6 +184,10 @@ impl JobQueue {
 
     pub fn transcribe(&self, paths: Vec<PathBuf>) {
         self.run(Op::Transcribe(paths));
+    }
+
+    pub fn diarize(&self, path: PathBuf) {
+        self.run(Op::Diarize(path));
     }
 
     pub fn retry(&self, id: JobId) {
@@ -257,6 +263,28 @@ impl JobQueue {
                 }
                 Ok(())
             }),
+            Op::Diarize(p) => (|| {
+                let busy = queue
+                    .latest_for(&p, JobKind::Transcribe)?
+                    .is_some_and(|j| !j.state.is_finished());
+                if busy {
+                    send(
+                        &self.tx,
+                        Event::Info(format!(
+                            "{}: being transcribed: diarize it when that is done",
+                            p.display()
+                        )),
+                    );
+                    return Ok(());
+                }
+                let options = JobOptions {
+                    diarize: Some(true),
+                    ..JobOptions::default()
+                };
+                queue
+                    .enqueue(JobKind::Transcribe, &p, options, Priority::INTERACTIVE)
+                    .map(|_| ())
+            })(),
             Op::Retry(id) => queue.retry(id).map(|ok| self.refused(ok, id, "retry")),
             Op::Cancel(id) => queue.cancel(id).map(|ok| self.refused(ok, id, "cancel")),
             Op::Reprioritize(id, p) => queue
@@ -538,7 +566,8 @@ pub fn save_transcript(
     config: &Config,
     tx: Sender<Msg>,
 ) {
-    let names = if formats.is_empty() {
+    let from_config = formats.is_empty();
+    let names = if from_config {
         config.whisper.output_formats.clone()
     } else {
         formats
@@ -550,11 +579,16 @@ pub fn save_transcript(
             Err(e) => return send(&tx, Event::Error(format!("export: {e}"))),
         }
     }
-    let formats = if parsed.is_empty() {
+    let mut formats = if parsed.is_empty() {
         formats_of(&names)
     } else {
         parsed
     };
+    // A diarized transcript's files include its RTTM (as the queue wrote them).
+    let speakers = transcript.segments.iter().any(|s| s.speaker.is_some());
+    if from_config && speakers && !formats.contains(&Format::Rttm) {
+        formats.push(Format::Rttm);
+    }
     std::thread::spawn(move || {
         let dir = media.parent().unwrap_or(Path::new(".")).to_path_buf();
         let registry = OutputRegistry::open_default();

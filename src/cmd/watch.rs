@@ -73,6 +73,10 @@ fn adhoc_specs(loaded: &Loaded, args: &WatchArgs) -> Vec<(RuleSpec, QueueLocatio
                     language: args.language.clone(),
                     formats: args.output_format.clone(),
                     vad: args.no_vad.then_some(false),
+                    diarize: args.diarize.then_some(true),
+                    speakers: args.speakers,
+                    min_speakers: args.min_speakers,
+                    max_speakers: args.max_speakers,
                     labels: args.labels.clone(),
                     output_dir: args.output_dir.clone(),
                     on_done: match args.on_done {
@@ -97,6 +101,17 @@ fn adhoc_specs(loaded: &Loaded, args: &WatchArgs) -> Vec<(RuleSpec, QueueLocatio
         .collect()
 }
 
+/// `--diarize` and its speaker counts (the profile keys are checked when config loads).
+fn adhoc_diarize_check(args: &WatchArgs) -> Result<(), String> {
+    if args.diarize && args.no_vad {
+        return Err("--diarize needs the VAD's speech ranges: drop --no-vad".into());
+    }
+    if args.diarize && args.kind != JobKindArg::Transcribe {
+        return Err("--diarize is for --kind transcribe".into());
+    }
+    crate::config::check_speakers(args.speakers, args.min_speakers, args.max_speakers, "--")
+}
+
 /// A rule spec and its journal from a `[[watch]]` profile (validated when config loaded).
 fn profile_spec(loaded: &Loaded, args: &WatchArgs, p: &WatchProfile) -> (RuleSpec, QueueLocation) {
     let path = |s: &str| non_empty(s).map(|s| expand_home(&s));
@@ -116,6 +131,10 @@ fn profile_spec(loaded: &Loaded, args: &WatchArgs, p: &WatchProfile) -> (RuleSpe
             language: non_empty(&p.language),
             formats: p.formats.clone(),
             vad: p.vad,
+            diarize: p.diarize.then_some(true),
+            speakers: p.speakers,
+            min_speakers: p.min_speakers,
+            max_speakers: p.max_speakers,
             labels: non_empty(&p.labels),
             top_k: p.top_k,
             index: path(&p.index),
@@ -149,7 +168,9 @@ fn runners_for(
     kinds.sort_by_key(|k| k.name());
     kinds.dedup();
     // Jobs of other kinds in a shared journal are left to the process that runs them.
-    let runners = runners::build(&loaded.config, &kinds, thread, models_dir).own_kinds_only();
+    let diarize = rules.iter().any(|r| r.options.diarize == Some(true));
+    let runners = runners::build_diarizing(&loaded.config, &kinds, thread, models_dir, diarize)
+        .own_kinds_only();
     let mut loaded_models: Vec<(JobKind, Option<&str>)> = Vec::new();
     for rule in rules {
         let want = (rule.kind, rule.options.model.as_deref());
@@ -219,6 +240,9 @@ pub fn run(loaded: &Loaded, args: WatchArgs, device: DeviceChoice, models_dir: &
     // First, so a stop request during model loading is honoured, not fatal.
     install_signal_handlers();
     let specs = if !args.dirs.is_empty() {
+        if let Err(e) = adhoc_diarize_check(&args) {
+            return usage(e);
+        }
         adhoc_specs(loaded, &args)
     } else {
         let profiles: Vec<&WatchProfile> = loaded

@@ -136,6 +136,12 @@ pub struct WatchProfile {
     pub language: String,
     pub formats: Vec<String>,
     pub vad: Option<bool>,
+    /// transcribe: tell speakers apart (needs the VAD); `speakers` exactly, else estimated
+    /// within `min-speakers..=max-speakers`.
+    pub diarize: bool,
+    pub speakers: Option<usize>,
+    pub min_speakers: Option<usize>,
+    pub max_speakers: Option<usize>,
     pub labels: String,
     pub top_k: Option<usize>,
     pub index: String,
@@ -286,6 +292,28 @@ impl Config {
             if !POLL_MODES.contains(&w.poll.as_str()) {
                 return Err(at(format!("poll: '{}': use auto, always or never", w.poll)));
             }
+            check_speakers(w.speakers, w.min_speakers, w.max_speakers, "").map_err(at)?;
+            let counted =
+                w.speakers.is_some() || w.min_speakers.is_some() || w.max_speakers.is_some();
+            if counted && !w.diarize {
+                return Err(at(
+                    "speakers, min-speakers and max-speakers need diarize = true".into(),
+                ));
+            }
+            if w.diarize && w.vad == Some(false) {
+                return Err(at(
+                    "diarize = true needs the VAD's speech ranges: remove vad = false".into(),
+                ));
+            }
+            if w.diarize
+                && !w.kind.is_empty()
+                && JobKind::parse(&w.kind) != Some(JobKind::Transcribe)
+            {
+                return Err(at(format!(
+                    "diarize = true is for kind = \"transcribe\", not '{}'",
+                    w.kind
+                )));
+            }
             for g in w.include.iter().chain(&w.exclude) {
                 globset::Glob::new(g).map_err(|e| at(format!("glob '{g}': {e}")))?;
             }
@@ -304,6 +332,38 @@ impl Config {
     pub fn device_choice(&self) -> DeviceChoice {
         self.device.parse().unwrap_or(DeviceChoice::Auto)
     }
+}
+
+/// Checks a speaker count: `speakers` (exact) or `min-speakers`/`max-speakers`, each at
+/// least 1, min not above max. Messages name the keys with `prefix` (`--` for flags).
+pub fn check_speakers(
+    exact: Option<usize>,
+    min: Option<usize>,
+    max: Option<usize>,
+    prefix: &str,
+) -> Result<(), String> {
+    if exact.is_some() && (min.is_some() || max.is_some()) {
+        return Err(format!(
+            "{prefix}speakers cannot be combined with {prefix}min-speakers or {prefix}max-speakers"
+        ));
+    }
+    for (key, v) in [
+        ("speakers", exact),
+        ("min-speakers", min),
+        ("max-speakers", max),
+    ] {
+        if v == Some(0) {
+            return Err(format!("{prefix}{key} must be at least 1"));
+        }
+    }
+    if let (Some(a), Some(b)) = (min, max) {
+        if a > b {
+            return Err(format!(
+                "{prefix}min-speakers {a} is more than {prefix}max-speakers {b}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The user's configuration folder: `$XDG_CONFIG_HOME/atelier`, or `ATELIER_CONFIG_DIR`.

@@ -33,10 +33,17 @@ pub enum StyleName {
     Error,
     Timestamp,
     Highlight,
+    /// A transcript's speakers, in order of first appearance (the seventh takes `speaker.1`).
+    Speaker1,
+    Speaker2,
+    Speaker3,
+    Speaker4,
+    Speaker5,
+    Speaker6,
 }
 
 impl StyleName {
-    pub const ALL: [StyleName; 15] = [
+    pub const ALL: [StyleName; 21] = [
         StyleName::Text,
         StyleName::Muted,
         StyleName::Title,
@@ -52,7 +59,28 @@ impl StyleName {
         StyleName::Error,
         StyleName::Timestamp,
         StyleName::Highlight,
+        StyleName::Speaker1,
+        StyleName::Speaker2,
+        StyleName::Speaker3,
+        StyleName::Speaker4,
+        StyleName::Speaker5,
+        StyleName::Speaker6,
     ];
+
+    /// The speaker colours, in order.
+    pub const SPEAKERS: [StyleName; 6] = [
+        StyleName::Speaker1,
+        StyleName::Speaker2,
+        StyleName::Speaker3,
+        StyleName::Speaker4,
+        StyleName::Speaker5,
+        StyleName::Speaker6,
+    ];
+
+    /// The colour of the speaker first heard `index`th (0-based), cycling through six.
+    pub fn speaker(index: usize) -> Self {
+        Self::SPEAKERS[index % Self::SPEAKERS.len()]
+    }
 
     /// The name as theme files write it.
     pub fn name(self) -> &'static str {
@@ -72,6 +100,12 @@ impl StyleName {
             StyleName::Error => "error",
             StyleName::Timestamp => "timestamp",
             StyleName::Highlight => "highlight",
+            StyleName::Speaker1 => "speaker.1",
+            StyleName::Speaker2 => "speaker.2",
+            StyleName::Speaker3 => "speaker.3",
+            StyleName::Speaker4 => "speaker.4",
+            StyleName::Speaker5 => "speaker.5",
+            StyleName::Speaker6 => "speaker.6",
         }
     }
 
@@ -286,4 +320,35 @@ fn resolve_style(spec: &StyleSpec, palette: &HashMap<String, String>) -> Result<
         style = style.add_modifier(modifier);
     }
     Ok(style)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_theme_colours_six_speakers_apart() {
+        for (name, text) in THEME_PRESETS {
+            // set in the file itself, not only inherited
+            for s in StyleName::SPEAKERS {
+                assert!(text.contains(&format!("\"{}\"", s.name())), "{name}: {s}");
+            }
+            let theme = Theme::load(name, None).unwrap();
+            let text_fg = theme.get(StyleName::Text).fg;
+            let styles: Vec<Style> = StyleName::SPEAKERS.iter().map(|&s| theme.get(s)).collect();
+            for (i, a) in styles.iter().enumerate() {
+                assert!(
+                    a.fg.is_some() && a.fg != text_fg,
+                    "{name}: speaker.{}",
+                    i + 1
+                );
+                for b in &styles[i + 1..] {
+                    assert_ne!(a, b, "{name}: two speakers look the same");
+                }
+            }
+        }
+        assert_eq!(StyleName::speaker(0), StyleName::Speaker1);
+        assert_eq!(StyleName::speaker(6), StyleName::Speaker1);
+        assert_eq!(StyleName::parse("speaker.6"), Some(StyleName::Speaker6));
+    }
 }

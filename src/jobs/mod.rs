@@ -83,6 +83,16 @@ pub struct JobOptions {
     pub vad: Option<bool>,
     /// transcribe: beam size (1: greedy).
     pub beam_size: Option<usize>,
+    /// transcribe: tell speakers apart (diarization; needs the VAD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diarize: Option<bool>,
+    /// transcribe, diarized: exactly this many speakers, else estimated within the bounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speakers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_speakers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_speakers: Option<usize>,
     /// tag: a label set name or file.
     pub labels: Option<String>,
     /// tag: labels to keep.

@@ -68,6 +68,10 @@ commands! {
     EditSegment => "edit-segment", "Edit the text of the segment under the cursor";
     Save => "save", "Save the edited transcript (rewrites every output format)";
     Export => "export", "Export the transcript in the formats you type";
+    RenameSpeaker => "rename-speaker", "Rename the speaker under the cursor (rewrites every format)";
+    FilterSpeaker => "filter-speaker", "Show only the speaker under the cursor (again: all)";
+    PlaySpeaker => "play-speaker", "Play every turn of the speaker under the cursor (again: stop)";
+    Diarize => "diarize", "Transcribe again, telling the speakers apart";
     NextLabelSet => "next-label-set", "Switch to the next CLIP label set";
     TagNext => "tag-next", "Move the tag cursor right";
     TagPrev => "tag-prev", "Move the tag cursor left";

@@ -13,7 +13,7 @@ pub use edit::{EditOutcome, TextEdit, TextKey};
 pub use generate::{Field, GenStatus, GeneratePane, GenerateRequest, Generation};
 pub use library::{Item, JobState, JobUpdate, Library, MediaKind};
 pub use tags::{TagItem, TagsPane};
-pub use transcript::{Doc, TranscriptPane};
+pub use transcript::{speakers_of, turns_of, Doc, TranscriptPane};
 
 use crate::domain::{JobId, JobKind};
 use crate::transcript::{Segment, Transcript};
@@ -54,6 +54,7 @@ pub enum PromptKind {
     QueueSearch,
     TranscriptSearch,
     EditSegment,
+    RenameSpeaker,
     Export,
     TagSearch,
     CustomTag,
@@ -65,6 +66,9 @@ impl PromptKind {
         match self {
             PromptKind::QueueSearch | PromptKind::TranscriptSearch => "search",
             PromptKind::EditSegment => "edit segment (enter saves the edit, esc cancels)",
+            PromptKind::RenameSpeaker => {
+                "rename speaker (enter renames every turn and rewrites the files, esc cancels)"
+            }
             PromptKind::Export => "export formats (txt, srt, vtt, tsv, json, all)",
             PromptKind::TagSearch => "search the index",
             PromptKind::CustomTag => "custom tag for the selection",
@@ -218,6 +222,13 @@ pub enum Effect {
         start: f64,
         end: f64,
     },
+    /// Play these (start, end) spans of `path` one after another (a speaker's turns).
+    PlayTurns {
+        path: PathBuf,
+        turns: Vec<(f64, f64)>,
+    },
+    /// Queue `path`'s transcription again, diarized (interactive priority).
+    Diarize(PathBuf),
     StopPlayback,
     TagImages {
         paths: Vec<PathBuf>,
@@ -404,9 +415,10 @@ fn click_row(state: &mut AppState, pane: Pane, row: usize, height: usize) {
             }
         }
         Pane::Transcript => {
-            let idx = list_offset(state.transcript.cursor, height) + row;
-            if idx < state.transcript.segments().len() {
-                state.transcript.cursor = idx;
+            let t = &mut state.transcript;
+            let idx = list_offset(t.cursor_row(), height) + row;
+            if let Some(&seg) = t.rows().get(idx) {
+                t.cursor = seg;
             }
         }
         Pane::Tags => {
@@ -606,6 +618,7 @@ fn commit_prompt(state: &mut AppState, kind: PromptKind, text: String, effects: 
                 state.info("segment edited: save writes every output format");
             }
         }
+        PromptKind::RenameSpeaker => transcript::rename_speaker(state, &text, effects),
         PromptKind::Export => {
             let formats: Vec<String> = text
                 .split([',', ' '])
@@ -779,13 +792,7 @@ fn event(state: &mut AppState, ev: Event, effects: &mut Vec<Effect>) {
             state.focus = Pane::Tags;
         }
         Event::SidecarsWritten(n) => state.info(format!("wrote {n} sidecar(s)")),
-        Event::PlaybackPosition { path, seconds } => {
-            if let Some((p, _, pos)) = state.transcript.playing.as_mut() {
-                if *p == path {
-                    *pos = seconds;
-                }
-            }
-        }
+        Event::PlaybackPosition { path, seconds } => state.transcript.played(&path, seconds),
         Event::PlaybackStopped => state.transcript.playing = None,
         Event::AudioUnavailable(msg) => {
             state.transcript.playing = None;

@@ -1142,3 +1142,176 @@ fn every_command_has_a_unique_name_and_round_trips() {
     }
     assert_eq!(ACTIONS.len(), Cmd::ALL.len());
 }
+
+// ---- speakers ----
+
+fn spk(id: usize, start: f64, end: f64, speaker: Option<&str>) -> Segment {
+    Segment {
+        end,
+        speaker: speaker.map(str::to_string),
+        words: Some(vec![crate::transcript::Word {
+            word: format!(" w{id}"),
+            start,
+            end,
+            probability: 0.9,
+            speaker: speaker.map(str::to_string),
+        }]),
+        ..seg(id, start, &format!("line {id}"))
+    }
+}
+
+#[test]
+fn turns_of_a_speaker_join_their_runs_and_split_where_another_speaks() {
+    let a = Some("SPEAKER_00");
+    let b = Some("SPEAKER_01");
+    let segments = [
+        spk(0, 0.0, 2.0, a),
+        spk(1, 2.5, 4.0, a),  // 0.5 s pause: the same turn
+        spk(2, 4.2, 6.0, b),  // someone else
+        spk(3, 6.1, 7.0, a),  // a new turn
+        spk(4, 9.0, 10.0, a), // 2 s of silence: a new turn
+        spk(5, 10.1, 10.7, None),
+        spk(6, 10.8, 12.0, a), // an unlabelled segment between does not split
+    ];
+    assert_eq!(
+        turns_of(&segments, "SPEAKER_00"),
+        vec![(0.0, 4.0), (6.1, 7.0), (9.0, 12.0)]
+    );
+    assert_eq!(turns_of(&segments, "SPEAKER_01"), vec![(4.2, 6.0)]);
+    assert!(turns_of(&segments, "nobody").is_empty());
+    assert_eq!(speakers_of(&segments), vec!["SPEAKER_00", "SPEAKER_01"]);
+}
+
+fn with_speakers() -> AppState {
+    let mut s = state();
+    ev(
+        &mut s,
+        Event::Found(vec![found("/d/talk.wav", MediaKind::Audio)]),
+    );
+    let (a, b) = (Some("SPEAKER_00"), Some("SPEAKER_01"));
+    let segments = vec![
+        spk(0, 0.0, 2.0, a),
+        spk(1, 2.5, 4.0, b),
+        spk(2, 4.5, 6.0, a),
+        spk(3, 6.5, 8.0, b),
+    ];
+    ev(
+        &mut s,
+        Event::TranscriptDone {
+            path: "/d/talk.wav".into(),
+            transcript: Transcript {
+                text: String::new(),
+                segments,
+                language: "en".into(),
+            },
+        },
+    );
+    cmd(&mut s, Cmd::FocusTranscript);
+    s
+}
+
+#[test]
+fn rename_relabels_every_turn_and_rewrites_the_files() {
+    let mut s = with_speakers();
+    cmd(&mut s, Cmd::Down);
+    cmd(&mut s, Cmd::RenameSpeaker);
+    assert!(
+        matches!(&s.mode, Mode::Prompt { kind: PromptKind::RenameSpeaker, edit } if edit.text == "SPEAKER_01")
+    );
+    for _ in 0.."SPEAKER_01".len() {
+        update(&mut s, Action::Text(TextKey::Backspace));
+    }
+    typed(&mut s, " Bob ");
+    let fx = update(&mut s, Action::Text(TextKey::Enter));
+    let saved = effects_of(&fx, |e| match e {
+        Effect::SaveTranscript {
+            transcript,
+            formats,
+            ..
+        } => Some((transcript.clone(), formats.clone())),
+        _ => None,
+    });
+    assert_eq!(saved.len(), 1, "{fx:?}");
+    let t = &saved[0].0;
+    let names: Vec<Option<&str>> = t.segments.iter().map(|s| s.speaker.as_deref()).collect();
+    assert_eq!(
+        names,
+        vec![
+            Some("SPEAKER_00"),
+            Some("Bob"),
+            Some("SPEAKER_00"),
+            Some("Bob")
+        ]
+    );
+    assert_eq!(
+        t.segments[3].words.as_ref().unwrap()[0].speaker.as_deref(),
+        Some("Bob")
+    );
+    assert!(saved[0].1.is_empty(), "every configured format");
+    // an empty name renames nothing
+    cmd(&mut s, Cmd::RenameSpeaker);
+    for _ in 0..3 {
+        update(&mut s, Action::Text(TextKey::Backspace));
+    }
+    let fx = update(&mut s, Action::Text(TextKey::Enter));
+    assert!(fx
+        .iter()
+        .all(|e| !matches!(e, Effect::SaveTranscript { .. })));
+    assert_eq!(s.transcript.segments()[1].speaker.as_deref(), Some("Bob"));
+}
+
+#[test]
+fn filter_shows_one_speaker_and_again_all() {
+    let mut s = with_speakers();
+    cmd(&mut s, Cmd::FilterSpeaker);
+    assert_eq!(s.transcript.rows(), vec![0, 2]);
+    cmd(&mut s, Cmd::Down);
+    assert_eq!(s.transcript.cursor, 2);
+    cmd(&mut s, Cmd::Down);
+    assert_eq!(s.transcript.cursor, 2, "the last shown line");
+    // a click on the first line of the filtered list
+    update(
+        &mut s,
+        Action::Click {
+            pane: Pane::Transcript,
+            row: Some(0),
+            height: 10,
+        },
+    );
+    assert_eq!(s.transcript.cursor, 0);
+    cmd(&mut s, Cmd::FilterSpeaker);
+    assert_eq!(s.transcript.rows(), vec![0, 1, 2, 3]);
+    // a transcript without speakers has nothing to filter by
+    let mut plain = with_transcript();
+    cmd(&mut plain, Cmd::FocusTranscript);
+    cmd(&mut plain, Cmd::FilterSpeaker);
+    assert_eq!(plain.transcript.rows().len(), 4);
+    assert!(plain.status.as_ref().unwrap().text.contains("diarize"));
+}
+
+#[test]
+fn play_speaker_plays_their_turns_and_diarize_queues_the_file() {
+    let mut s = with_speakers();
+    let fx = cmd(&mut s, Cmd::PlaySpeaker);
+    assert_eq!(
+        fx,
+        vec![Effect::PlayTurns {
+            path: "/d/talk.wav".into(),
+            turns: vec![(0.0, 2.0), (4.5, 6.0)],
+        }]
+    );
+    // the highlight follows playback into the next turn
+    ev(
+        &mut s,
+        Event::PlaybackPosition {
+            path: "/d/talk.wav".into(),
+            seconds: 5.0,
+        },
+    );
+    assert_eq!(s.transcript.playing.as_ref().map(|p| p.1), Some(2));
+    assert_eq!(cmd(&mut s, Cmd::PlaySpeaker), vec![Effect::StopPlayback]);
+    assert_eq!(
+        cmd(&mut s, Cmd::Diarize),
+        vec![Effect::Diarize("/d/talk.wav".into())]
+    );
+}

@@ -17,6 +17,10 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
                 file_name(p),
                 d.transcript.segments.len()
             );
+            let speakers = t.speakers().len();
+            if speakers > 0 {
+                s.push_str(&format!(" · {speakers} speakers"));
+            }
             if d.modified {
                 s.push_str(" · modified");
             }
@@ -44,11 +48,14 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
                 _ if doc.is_some_and(|d| d.complete) => "done",
                 _ => "",
             };
-            if t.search.is_empty() {
-                live.to_string()
-            } else {
-                format!("{live} · /{} ({} matches)", t.search, t.matches.len())
+            let mut h = live.to_string();
+            if let Some(name) = &t.speaker_filter {
+                h.push_str(&format!(" · only {name} (f: all)"));
             }
+            if !t.search.is_empty() {
+                h.push_str(&format!(" · /{} ({} matches)", t.search, t.matches.len()));
+            }
+            h
         }
     };
     f.render_widget(
@@ -57,16 +64,28 @@ pub fn render(state: &AppState, theme: &Theme, f: &mut Frame, area: Rect) {
     );
     let list = list_area(Pane::Transcript, area);
     let rows = list.height as usize;
-    let offset = list_offset(t.cursor, rows);
+    let offset = list_offset(t.cursor_row(), rows);
     let playing = t
         .playing
         .as_ref()
         .filter(|(p, _, _)| Some(p) == t.path.as_ref());
+    let speakers = t.speakers();
+    let segments = t.segments();
     let mut lines = Vec::with_capacity(rows);
-    for (i, seg) in t.segments().iter().enumerate().skip(offset).take(rows) {
+    for &i in t.rows().iter().skip(offset).take(rows) {
+        let seg = &segments[i];
         let stamp = format!("{} ", format_timestamp(seg.start, false, "."));
         let mut spans = vec![Span::styled(stamp.clone(), theme.get(StyleName::Timestamp))];
-        let text_w = (list.width as usize).saturating_sub(stamp.len());
+        let mut used = stamp.chars().count();
+        if let Some(name) = seg.speaker.as_deref() {
+            // the label keeps at most a third of the line
+            let label = fit(name, (list.width as usize / 3).max(4));
+            let colour = speakers.iter().position(|s| *s == name).unwrap_or(0);
+            used += label.chars().count() + 1;
+            spans.push(Span::styled(label, theme.get(StyleName::speaker(colour))));
+            spans.push(Span::raw(" "));
+        }
+        let text_w = (list.width as usize).saturating_sub(used);
         let is_match = t.matches.contains(&i);
         let play_here = playing.filter(|(_, s, _)| *s == i);
         match (play_here, &seg.words) {

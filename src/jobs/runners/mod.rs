@@ -9,7 +9,7 @@ mod whisper;
 pub use checksum::ChecksumRunner;
 pub use clip::ClipRunner;
 pub use generate::GenerateRunner;
-pub use whisper::WhisperRunner;
+pub use whisper::{WhisperRunner, SPEAKER_MODEL};
 
 use crate::config::Config;
 use crate::engine::DeviceThread;
@@ -26,15 +26,30 @@ pub fn build(
     thread: &DeviceThread,
     models_dir: &Path,
 ) -> Runners {
+    build_diarizing(config, kinds, thread, models_dir, false)
+}
+
+/// [`build`]; with `diarize` (some rule diarizes), the transcribe runner's
+/// [`Runner::preload`] loads the speaker encoder with the Whisper model, once.
+pub fn build_diarizing(
+    config: &Config,
+    kinds: &[JobKind],
+    thread: &DeviceThread,
+    models_dir: &Path,
+    diarize: bool,
+) -> Runners {
     let mut runners = Runners::new();
     runners.insert(JobKind::Checksum, Arc::new(ChecksumRunner));
     for &kind in kinds {
         let runner: Arc<dyn Runner> = match kind {
-            JobKind::Transcribe => Arc::new(WhisperRunner::new(
-                thread.clone(),
-                models_dir.to_path_buf(),
-                config.whisper.clone(),
-            )),
+            JobKind::Transcribe => Arc::new(
+                WhisperRunner::new(
+                    thread.clone(),
+                    models_dir.to_path_buf(),
+                    config.whisper.clone(),
+                )
+                .preloading_speakers(diarize),
+            ),
             JobKind::Tag | JobKind::Index => Arc::new(ClipRunner::new(
                 kind,
                 thread.clone(),

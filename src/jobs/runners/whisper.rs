@@ -1,21 +1,27 @@
 //! `transcribe`: Whisper on the model thread, the same engine job as `atelier transcribe`.
-use crate::config::WhisperConfig;
+use crate::config::{check_speakers, WhisperConfig};
+use crate::engine::speaker::{DiarizeOptions, SpeakerCount};
 use crate::engine::store::{self, InstalledModel};
-use crate::engine::whisper::job::{self, JobMsg};
+use crate::engine::whisper::job::{self, JobMsg, SpeakerJob};
 use crate::engine::whisper::tokenizer::to_language_code;
 use crate::engine::whisper::{Event, TranscribeOptions};
 use crate::engine::DeviceThread;
 use crate::jobs::{Job, RunContext, RunError, Runner};
 use crate::media::audio::{stream_file, AudioError};
 use crate::output::atomic::output_path;
-use crate::output::writers::{self, Format, WriterOptions};
+use crate::output::writers::{self, rttm_file_id, Format, WriterOptions};
 use std::path::PathBuf;
+
+/// The speaker encoder diarized jobs use (`atelier models import speaker …`).
+pub const SPEAKER_MODEL: &str = "speaker-resemblyzer";
 
 /// Transcribes with the models kept warm on `thread`; job options override the config.
 pub struct WhisperRunner {
     thread: DeviceThread,
     models_dir: PathBuf,
     config: WhisperConfig,
+    /// Some job will diarize: [`Runner::preload`] loads the speaker encoder too.
+    preload_speakers: bool,
 }
 
 impl WhisperRunner {
@@ -24,7 +30,48 @@ impl WhisperRunner {
             thread,
             models_dir,
             config,
+            preload_speakers: false,
         }
+    }
+
+    /// Loads the speaker encoder with the Whisper model in [`Runner::preload`].
+    pub fn preloading_speakers(mut self, yes: bool) -> Self {
+        self.preload_speakers = yes;
+        self
+    }
+
+    fn speaker_model(&self) -> Result<InstalledModel, String> {
+        store::find(&self.models_dir, SPEAKER_MODEL, "speaker").map_err(|e| {
+            format!(
+                "{e}; diarize needs the speaker encoder: atelier models import speaker \
+                 Resemblyzer-0.1.4-py3-none-any.whl (pip download --no-deps resemblyzer==0.1.4)"
+            )
+        })
+    }
+
+    /// The job's diarization, if it asks for one.
+    fn speakers(&self, job: &Job, vad: bool) -> Result<Option<SpeakerJob>, String> {
+        let o = &job.options;
+        if o.diarize != Some(true) {
+            return Ok(None);
+        }
+        if !vad {
+            return Err("diarize needs the VAD's speech ranges: turn the VAD on".into());
+        }
+        check_speakers(o.speakers, o.min_speakers, o.max_speakers, "")?;
+        let d = SpeakerCount::default();
+        let count = SpeakerCount {
+            exact: o.speakers,
+            min: o.min_speakers.unwrap_or(d.min),
+            max: o.max_speakers.unwrap_or(d.max),
+        };
+        Ok(Some(SpeakerJob {
+            model: self.speaker_model()?,
+            options: DiarizeOptions {
+                count,
+                names: Vec::new(),
+            },
+        }))
     }
 
     fn models(
@@ -69,7 +116,9 @@ impl WhisperRunner {
         Ok(opts)
     }
 
-    fn formats(&self, job: &Job) -> Result<Vec<Format>, String> {
+    /// The job's formats. A diarized job also writes RTTM when its formats are the config's
+    /// or `all` (it has speakers to write); named formats are only those.
+    fn formats(&self, job: &Job, diarized: bool) -> Result<Vec<Format>, String> {
         let names = if job.options.formats.is_empty() {
             &self.config.output_formats
         } else {
@@ -77,7 +126,11 @@ impl WhisperRunner {
         };
         let mut out = Vec::new();
         for n in names {
-            for f in Format::parse(n).map_err(|e| e.to_string())? {
+            let mut parsed = Format::parse(n).map_err(|e| e.to_string())?;
+            if diarized && n.trim().eq_ignore_ascii_case("all") {
+                parsed.push(Format::Rttm);
+            }
+            for f in parsed {
                 if !out.contains(&f) {
                     out.push(f);
                 }
@@ -85,6 +138,12 @@ impl WhisperRunner {
         }
         if out.is_empty() {
             out = Format::all();
+        }
+        if diarized && job.options.formats.is_empty() && !out.contains(&Format::Rttm) {
+            out.push(Format::Rttm);
+        }
+        if out.contains(&Format::Rttm) && !diarized {
+            return Err("the rttm format needs diarize = true (or --diarize)".into());
         }
         Ok(out)
     }
@@ -99,24 +158,38 @@ const INPUT_ERROR: &str = "\u{1}input:";
 
 impl Runner for WhisperRunner {
     fn preload(&self, model: Option<&str>) -> Result<(), String> {
-        let (model, vad) = self.models(model, self.config.vad)?;
-        job::preload(&self.thread, model, vad)
+        let (model, vad) = self.models(model, self.config.vad || self.preload_speakers)?;
+        job::preload(&self.thread, model, vad)?;
+        if self.preload_speakers {
+            job::preload_speaker(&self.thread, self.speaker_model()?)?;
+        }
+        Ok(())
     }
 
     fn run(&self, job: &Job, ctx: &RunContext) -> Result<Vec<PathBuf>, RunError> {
-        let opts = self.options(job).map_err(RunError::Permanent)?;
-        let formats = self.formats(job).map_err(RunError::Permanent)?;
-        let vad = job.options.vad.unwrap_or(self.config.vad);
+        let mut opts = self.options(job).map_err(RunError::Permanent)?;
+        let diarize = job.options.diarize == Some(true);
+        // A diarized job needs the VAD's speech ranges: on unless the job turns it off.
+        let vad = job.options.vad.unwrap_or(self.config.vad || diarize);
+        let speakers = self.speakers(job, vad).map_err(RunError::Permanent)?;
+        let formats = self
+            .formats(job, speakers.is_some())
+            .map_err(RunError::Permanent)?;
+        if speakers.is_some() {
+            // speakers are aligned to words
+            opts.word_timestamps = true;
+        }
         let (model, vad_model) = self
             .models(job.options.model.as_deref(), vad)
             .map_err(RunError::Permanent)?;
-        let rx = job::submit(
+        let rx = job::submit_diarized(
             &self.thread,
             model,
             vad_model,
             stream_file(&job.input, 30.0, input_error),
             opts,
             ctx.cancel.clone(),
+            speakers,
         );
         let mut result = Err("the model thread stopped".to_string());
         for msg in rx {
@@ -131,6 +204,10 @@ impl Runner for WhisperRunner {
                 ),
                 JobMsg::Event(Event::Language { code, .. }) => {
                     ctx.progress(None, format!("language: {code}"))
+                }
+                JobMsg::Event(Event::Warning(w)) => {
+                    tracing::warn!("{}: {w}", job.input.display());
+                    ctx.progress(None, w)
                 }
                 JobMsg::Event(_) | JobMsg::Speech { .. } => {}
                 JobMsg::Done(r) => {
@@ -157,11 +234,13 @@ impl Runner for WhisperRunner {
             ))
         })?;
         let writer = WriterOptions::default();
+        let file_id = rttm_file_id(&job.input);
         formats
             .into_iter()
             .map(|f| {
                 let path = output_path(&dir, &job.input, f.extension());
-                ctx.write(&path, writers::write(f, &transcript, &writer).as_bytes())
+                let text = writers::write_named(f, &transcript, &writer, &file_id);
+                ctx.write(&path, text.as_bytes())
             })
             .collect()
     }
