@@ -214,6 +214,21 @@ fn openai_and_open_clip_checkpoint_imports_match_open_clip() {
         .arg(&pt)
         .args(["--name", "clip-auto-rand"])));
     check_embeddings(&models, "clip-auto-rand", "embed", &fixture().checkpoint());
+    // openai's own files are TorchScript archives of the model: also told by their contents.
+    let jit = tmp.path().join("clip-jit-rand.pt");
+    common::run_python(
+        "tools/export/refs/clip_model_ref.py",
+        &[
+            std::ffi::OsStr::new("jit-archive"),
+            fixture().checkpoint().as_os_str(),
+            jit.as_os_str(),
+        ],
+    );
+    ok(&run(atelier_with(tmp.path(), &models)
+        .args(["models", "import"])
+        .arg(&jit)
+        .args(["--name", "clip-jit-rand"])));
+    check_embeddings(&models, "clip-jit-rand", "embed", &fixture().checkpoint());
 }
 
 /// `reference`: the clip_model_ref.py mode ("embed": open_clip checkpoint, "embed-hf":

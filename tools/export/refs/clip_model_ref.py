@@ -9,6 +9,8 @@
   search DB MODEL REQ.json OUT.json REQ: {"query": [floats], "top": N} -> brute force [[path, score], ...]
   bare-state-dict CKPT OUT.pt       the checkpoint's weights as a bare state dict, the layout of openai
                                     `clip` .pt state dicts and open_clip checkpoints
+  jit-archive CKPT OUT.pt           the checkpoint's model traced into a TorchScript archive, the layout
+                                    of openai's own `clip` .pt files
   make-hf DIR                       a random transformers CLIPModel (ViT-B/32 layout, narrow and shallow
                                     so the test stays fast) saved as a transformers folder, with a
                                     preprocessor_config.json as the Hub's openai/clip-vit-base-patch32 has
@@ -113,6 +115,25 @@ def main():
 
         ck = torch.load(sys.argv[2], map_location="cpu", weights_only=True)
         torch.save(ck["state_dict"], sys.argv[3])
+        return
+    if mode == "jit-archive":
+        # The layout of openai's own `clip` .pt files: a TorchScript archive of the model
+        # (traced, as openai's JIT files are), its state dict in the openai CLIP layout.
+        model, _, tokenize, torch = model_and_transform(sys.argv[2])
+        size = model.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        # openai's model holds its causal mask as a plain attribute (a constant of the trace),
+        # open_clip's as a buffer: made openai's, so the state dict is openai's.
+        if "attn_mask" in model._buffers:
+            mask = model._buffers.pop("attn_mask")
+            model.attn_mask = mask
+        with torch.no_grad():
+            traced = torch.jit.trace_module(
+                model.eval(),
+                {"encode_image": (torch.zeros(1, 3, size, size),), "encode_text": (tokenize(["a"]),)},
+                check_trace=False,
+            )
+        torch.jit.save(traced, sys.argv[3])
         return
     if mode == "make-hf":
         make_hf(sys.argv[2])
