@@ -179,8 +179,10 @@ fn transformers_folder_import_matches_transformers() {
 }
 
 /// The fixture's weights saved as a bare state dict (the layout of openai `clip` `.pt` state
-/// dicts and open_clip checkpoints), imported with `--format openai` and with `--format
-/// open_clip --arch ViT-B-32`: the same embeddings as open_clip on those weights.
+/// dicts and open_clip checkpoints), imported with `--format openai`, with `--format
+/// open_clip --arch ViT-B-32` and with no family at all; as open_clip's `.safetensors`, and
+/// as a TorchScript archive like openai's own files, each with no family: the same
+/// embeddings as open_clip on those weights.
 #[test]
 fn openai_and_open_clip_checkpoint_imports_match_open_clip() {
     let tmp = tempfile::tempdir().unwrap();
@@ -214,6 +216,21 @@ fn openai_and_open_clip_checkpoint_imports_match_open_clip() {
         .arg(&pt)
         .args(["--name", "clip-auto-rand"])));
     check_embeddings(&models, "clip-auto-rand", "embed", &fixture().checkpoint());
+    // open_clip's .safetensors checkpoints: told by their tensor names.
+    let st = tmp.path().join("clip-oc-rand.safetensors");
+    common::run_python(
+        "tools/export/refs/clip_model_ref.py",
+        &[
+            std::ffi::OsStr::new("safetensors-state-dict"),
+            fixture().checkpoint().as_os_str(),
+            st.as_os_str(),
+        ],
+    );
+    ok(&run(atelier_with(tmp.path(), &models)
+        .args(["models", "import"])
+        .arg(&st)
+        .args(["--name", "clip-st-rand"])));
+    check_embeddings(&models, "clip-st-rand", "embed", &fixture().checkpoint());
     // openai's own files are TorchScript archives of the model: also told by their contents.
     let jit = tmp.path().join("clip-jit-rand.pt");
     common::run_python(

@@ -9,6 +9,7 @@
   search DB MODEL REQ.json OUT.json REQ: {"query": [floats], "top": N} -> brute force [[path, score], ...]
   bare-state-dict CKPT OUT.pt       the checkpoint's weights as a bare state dict, the layout of openai
                                     `clip` .pt state dicts and open_clip checkpoints
+  safetensors-state-dict CKPT OUT   the checkpoint's weights as a .safetensors file (open_clip's own layout)
   jit-archive CKPT OUT.pt           the checkpoint's model traced into a TorchScript archive, the layout
                                     of openai's own `clip` .pt files
   make-hf DIR                       a random transformers CLIPModel (ViT-B/32 layout, narrow and shallow
@@ -115,6 +116,14 @@ def main():
 
         ck = torch.load(sys.argv[2], map_location="cpu", weights_only=True)
         torch.save(ck["state_dict"], sys.argv[3])
+        return
+    if mode == "safetensors-state-dict":
+        # open_clip's own `open_clip_model.safetensors` layout: the state dict as safetensors.
+        import torch
+        from safetensors.torch import save_file
+
+        ck = torch.load(sys.argv[2], map_location="cpu", weights_only=True)
+        save_file({k: v.contiguous() for k, v in ck["state_dict"].items()}, sys.argv[3])
         return
     if mode == "jit-archive":
         # The layout of openai's own `clip` .pt files: a TorchScript archive of the model
