@@ -512,24 +512,7 @@ fn kills_and_a_lost_lease(
     assert_eq!(jobs.len(), speech.inputs.len(), "{jobs:#?}");
     let mut expected: Vec<PathBuf> = speech.inputs.clone();
     for input in &speech.inputs {
-        let mine = jobs_of(&jobs, input);
-        assert_eq!(mine.len(), 1, "{}: {mine:#?}", input.display());
-        let job = mine[0];
-        assert_eq!(job["state"], "done", "{job:#}");
-        let mut recorded: Vec<String> = job["outputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o.as_str().unwrap().to_string())
-            .collect();
-        recorded.sort();
-        let mut outputs: Vec<PathBuf> = FORMATS.iter().map(|f| input.with_extension(f)).collect();
-        outputs.sort();
-        let wanted: Vec<String> = outputs
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(recorded, wanted, "{job:#}");
+        the_done_job(&jobs, input, &FORMATS);
         // Complete: the JSON parses with segments, and the text is theirs.
         let json: Value =
             serde_json::from_slice(&std::fs::read(input.with_extension("json")).unwrap()).unwrap();
@@ -548,7 +531,7 @@ fn kills_and_a_lost_lease(
         );
         let srt = std::fs::read_to_string(input.with_extension("srt")).unwrap();
         assert_eq!(srt.matches(" --> ").count(), segments.len());
-        expected.extend(outputs);
+        expected.extend(FORMATS.iter().map(|f| input.with_extension(f)));
     }
     expected.sort();
     assert!(temp_files(&inbox).is_empty(), "{:?}", temp_files(&inbox));

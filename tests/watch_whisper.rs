@@ -156,24 +156,7 @@ fn kill_9_at_random_points_then_restart_gives_exactly_one_complete_set_of_output
     assert_eq!(jobs.len(), 20, "one job per input: {jobs:#?}");
     let mut expected_files: Vec<PathBuf> = inputs.clone();
     for input in &inputs {
-        let mine = jobs_of(&jobs, input);
-        assert_eq!(mine.len(), 1, "{}", input.display());
-        let job = mine[0];
-        assert_eq!(job["state"], "done", "{job:#}");
-        let mut recorded: Vec<String> = job["outputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o.as_str().unwrap().to_string())
-            .collect();
-        recorded.sort();
-        let mut outputs: Vec<PathBuf> = FORMATS.iter().map(|f| input.with_extension(f)).collect();
-        outputs.sort();
-        let on_disk: Vec<String> = outputs
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(recorded, on_disk, "the journal agrees with the disk");
+        the_done_job(&jobs, input, &FORMATS);
         // Complete: the JSON parses with segments, the text is the segments' text.
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(input.with_extension("json")).unwrap()).unwrap();
@@ -187,7 +170,7 @@ fn kill_9_at_random_points_then_restart_gives_exactly_one_complete_set_of_output
         assert_eq!(txt.lines().collect::<Vec<_>>(), joined);
         let srt = std::fs::read_to_string(input.with_extension("srt")).unwrap();
         assert_eq!(srt.matches(" --> ").count(), segments.len());
-        expected_files.extend(outputs);
+        expected_files.extend(FORMATS.iter().map(|f| input.with_extension(f)));
     }
     expected_files.sort();
     // Nothing else: no temp files, no duplicates.

@@ -141,6 +141,32 @@ pub fn jobs_of<'a>(jobs: &'a [Value], path: &Path) -> Vec<&'a Value> {
     jobs.iter().filter(|j| j["input"] == *p).collect()
 }
 
+/// The one job of `input` in `jobs`: asserts it is the only one, done, and that its recorded
+/// outputs are exactly `INPUT.FORMAT` for each of `formats`.
+pub fn the_done_job<'a>(jobs: &'a [Value], input: &Path, formats: &[&str]) -> &'a Value {
+    let mine = jobs_of(jobs, input);
+    assert_eq!(mine.len(), 1, "{}: {mine:#?}", input.display());
+    let job = mine[0];
+    assert_eq!(job["state"], "done", "{job:#}");
+    let mut recorded: Vec<String> = job["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+    recorded.sort();
+    let mut wanted: Vec<String> = formats
+        .iter()
+        .map(|f| input.with_extension(f).to_string_lossy().into_owned())
+        .collect();
+    wanted.sort();
+    assert_eq!(
+        recorded, wanted,
+        "the journal agrees with the disk: {job:#}"
+    );
+    job
+}
+
 /// Every file under `dir`, sorted.
 pub fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
