@@ -4,6 +4,7 @@ mod audio;
 mod clip;
 mod compare;
 pub mod generate;
+mod latest;
 mod memory;
 pub mod terminal;
 pub mod workers;
@@ -119,6 +120,8 @@ struct Runtime {
     picker: Option<Picker>,
     resize_tx: Sender<ResizeRequest>,
     preview: Option<PreviewImage>,
+    /// Decodes the preview image; only the newest request runs.
+    decode: latest::Latest<PathBuf>,
 }
 
 impl Runtime {
@@ -166,15 +169,7 @@ impl Runtime {
             Effect::ShowImage(path) => {
                 self.preview = None;
                 if let (Some(path), Some(_)) = (path, &self.picker) {
-                    let tx = self.tx.clone();
-                    std::thread::spawn(move || {
-                        let image = image::ImageReader::open(&path)
-                            .map_err(|e| e.to_string())
-                            .and_then(|r| r.with_guessed_format().map_err(|e| e.to_string()))
-                            .and_then(|r| r.decode().map_err(|e| e.to_string()))
-                            .map_err(|e| format!("{}: {e}", path.display()));
-                        let _ = tx.send(Msg::Decoded { path, image });
-                    });
+                    self.decode.request(path);
                 }
             }
             Effect::Generate(req) => self.sd.start(req, self.tx.clone()),
@@ -359,6 +354,15 @@ pub fn run_with(
         });
     }
     let engine = workers::Engine::new(device, models_dir);
+    let decoded = tx.clone();
+    let decode = latest::Latest::spawn("atelier-preview-decode", move |path: PathBuf| {
+        let image = image::ImageReader::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.with_guessed_format().map_err(|e| e.to_string()))
+            .and_then(|r| r.decode().map_err(|e| e.to_string()))
+            .map_err(|e| format!("{}: {e}", path.display()));
+        let _ = decoded.send(Msg::Decoded { path, image });
+    })?;
     let mut rt = Runtime {
         queue: workers::JobQueue::open(engine.clone(), config.clone(), tx.clone()),
         clip: clip::spawn_clip(engine, config.clone(), tx.clone()),
@@ -372,6 +376,7 @@ pub fn run_with(
         picker: Some(picker),
         resize_tx,
         preview: None,
+        decode,
     };
     let _ = tx.send(Msg::Action(Action::Event(Event::LabelSets(
         clip::label_sets(),
