@@ -287,7 +287,7 @@ pub struct TranscribeArgs {
     #[arg(long, value_name = "NAMES")]
     pub speaker_names: Option<String>,
     /// With --diarize: the speaker encoder in the model store
-    #[arg(long, value_name = "NAME", default_value = "speaker-resemblyzer")]
+    #[arg(long, value_name = "NAME", default_value = crate::engine::speaker::DEFAULT_MODEL)]
     pub speaker_model: String,
     /// Skip non-speech with Silero VAD (on by default)
     #[arg(long, overrides_with = "no_vad")]

@@ -125,7 +125,7 @@ fn default_name(kind: Kind, source: &Path, repo: Option<&str>) -> String {
             format!("controlnet-{stem}")
         }
         Kind::Vad => "vad-silero".to_string(),
-        Kind::Speaker => "speaker-resemblyzer".to_string(),
+        Kind::Speaker => crate::engine::speaker::DEFAULT_MODEL.to_string(),
         _ => stem,
     }
 }

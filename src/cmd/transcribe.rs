@@ -230,7 +230,7 @@ pub fn run(
         match store::find(models_dir, &args.speaker_model, "speaker") {
             Ok(m) => Some(m),
             Err(e) => {
-                eprintln!("error: {e}; --diarize needs the speaker encoder: atelier models import speaker Resemblyzer-0.1.4-py3-none-any.whl (pip download --no-deps resemblyzer==0.1.4)");
+                eprintln!("error: {e}; {}", crate::engine::speaker::MISSING_MODEL_HINT);
                 return super::exit(super::EXIT_FAILURE);
             }
         }

@@ -12,3 +12,9 @@ pub use align::{assign_speakers, speaker_label, Turn};
 pub use cluster::SpeakerCount;
 pub use diarize::{diarize, Diarization, DiarizeOptions};
 pub use model::SpeakerModel;
+
+/// The store name an imported resemblyzer encoder gets, and the one diarization loads.
+pub const DEFAULT_MODEL: &str = "speaker-resemblyzer";
+
+/// What to tell a user whose store has no speaker encoder.
+pub const MISSING_MODEL_HINT: &str = "diarization needs the speaker encoder: atelier models import speaker Resemblyzer-0.1.4-py3-none-any.whl (pip download --no-deps resemblyzer==0.1.4)";

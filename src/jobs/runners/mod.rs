@@ -9,7 +9,7 @@ mod whisper;
 pub use checksum::ChecksumRunner;
 pub use clip::ClipRunner;
 pub use generate::GenerateRunner;
-pub use whisper::{WhisperRunner, SPEAKER_MODEL};
+pub use whisper::WhisperRunner;
 
 use crate::config::Config;
 use crate::engine::DeviceThread;

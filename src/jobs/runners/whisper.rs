@@ -1,6 +1,6 @@
 //! `transcribe`: Whisper on the model thread, the same engine job as `atelier transcribe`.
 use crate::config::{check_speakers, WhisperConfig};
-use crate::engine::speaker::{DiarizeOptions, SpeakerCount};
+use crate::engine::speaker::{self, DiarizeOptions, SpeakerCount};
 use crate::engine::store::{self, InstalledModel};
 use crate::engine::whisper::job::{self, JobMsg, SpeakerJob};
 use crate::engine::whisper::tokenizer::to_language_code;
@@ -11,9 +11,6 @@ use crate::media::audio::{stream_file, AudioError};
 use crate::output::atomic::output_path;
 use crate::output::writers::{self, rttm_file_id, Format, WriterOptions};
 use std::path::PathBuf;
-
-/// The speaker encoder diarized jobs use (`atelier models import speaker …`).
-pub const SPEAKER_MODEL: &str = "speaker-resemblyzer";
 
 /// Transcribes with the models kept warm on `thread`; job options override the config.
 pub struct WhisperRunner {
@@ -41,12 +38,8 @@ impl WhisperRunner {
     }
 
     fn speaker_model(&self) -> Result<InstalledModel, String> {
-        store::find(&self.models_dir, SPEAKER_MODEL, "speaker").map_err(|e| {
-            format!(
-                "{e}; diarize needs the speaker encoder: atelier models import speaker \
-                 Resemblyzer-0.1.4-py3-none-any.whl (pip download --no-deps resemblyzer==0.1.4)"
-            )
-        })
+        store::find(&self.models_dir, speaker::DEFAULT_MODEL, "speaker")
+            .map_err(|e| format!("{e}; {}", speaker::MISSING_MODEL_HINT))
     }
 
     /// The job's diarization, if it asks for one.
